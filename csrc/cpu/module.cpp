@@ -1,0 +1,193 @@
+// Python bindings of the CPU kernels. No libtorch: tensors cross as raw data pointers
+// (Python ints), sizes and leading dimensions. Every argument is checked here, so a bad
+// call raises ValueError naming the argument instead of crashing the interpreter.
+#include <pybind11/pybind11.h>
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "kernels.h"
+
+namespace py = pybind11;
+using sslkern::cpu::philox_fill;
+
+namespace {
+
+enum DType : int { kFloat32 = 0, kFloat64 = 1 };
+
+[[noreturn]] void fail(const std::string& arg, const std::string& why) {
+  throw std::invalid_argument(arg + ": " + why);
+}
+
+template <typename T>
+T* pointer(uintptr_t address, const char* name, bool nullable = false) {
+  if (address == 0) {
+    if (nullable) return nullptr;
+    fail(name, "null pointer");
+  }
+  if (address % alignof(T) != 0) fail(name, "pointer not aligned to " + std::to_string(alignof(T)) + " bytes");
+  return reinterpret_cast<T*>(address);
+}
+
+void check_size(int64_t n, const char* name) {
+  if (n < 0) fail(name, "negative size " + std::to_string(n));
+}
+
+void check_matrix(const char* name, int64_t rows, int64_t cols, int64_t ld) {
+  check_size(rows, "rows");
+  check_size(cols, "cols");
+  if (ld < cols || ld < 1) fail(name, "leading dimension " + std::to_string(ld) + " < cols " + std::to_string(cols));
+}
+
+void check_enum(int value, int count, const char* name) {
+  if (value < 0 || value >= count) fail(name, "unknown code " + std::to_string(value));
+}
+
+void check_counters(int64_t n) {
+  if (n > (int64_t(1) << 32)) fail("n", "more than 2^32 elements exceed the 32-bit Philox counter");
+}
+
+// Calls fn.template operator()<T>() with T the C++ type of the dtype code.
+template <typename Fn>
+auto dispatch(int dtype, Fn&& fn) {
+  if (dtype == kFloat32) return fn(float{});
+  if (dtype == kFloat64) return fn(double{});
+  fail("dtype", "unsupported dtype code " + std::to_string(dtype) + " (0 = float32, 1 = float64)");
+}
+
+void corrupt_checked(bool grad, int dtype, uintptr_t src, uintptr_t out, int64_t n, int kind,
+                     double level, uint64_t seed, uint32_t offset) {
+  check_size(n, "n");
+  check_counters(n);
+  check_enum(kind, 4, "kind");
+  if (!std::isfinite(level)) fail("level", "not finite");
+  dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    const T* s = pointer<T>(src, grad ? "grad" : "x", n == 0);
+    T* o = pointer<T>(out, "out", n == 0);
+    py::gil_scoped_release nogil;
+    if (grad) sslkern::cpu::corrupt_grad<T>(s, o, n, kind, float(level), seed, offset);
+    else sslkern::cpu::corrupt<T>(s, o, n, kind, float(level), seed, offset);
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_native_cpu, m) {
+  m.doc() = "sslkern native CPU kernels (raw pointers; no libtorch)";
+
+  m.def("philox_fill", [](uintptr_t out, int64_t n, uint64_t seed, uint32_t offset, bool normal) {
+    check_size(n, "n");
+    check_counters(n);
+    float* o = pointer<float>(out, "out", n == 0);
+    py::gil_scoped_release nogil;
+    philox_fill(o, n, seed, offset, normal);
+  }, py::arg("out"), py::arg("n"), py::arg("seed"), py::arg("offset"), py::arg("normal"));
+
+  m.def("corrupt", [](int dtype, uintptr_t x, uintptr_t out, int64_t n, int kind, double level,
+                      uint64_t seed, uint32_t offset) {
+    corrupt_checked(false, dtype, x, out, n, kind, level, seed, offset);
+  });
+  m.def("corrupt_grad", [](int dtype, uintptr_t g, uintptr_t out, int64_t n, int kind, double level,
+                           uint64_t seed, uint32_t offset) {
+    corrupt_checked(true, dtype, g, out, n, kind, level, seed, offset);
+  });
+
+  m.def("encoder_epilogue", [](int dtype, uintptr_t z, int64_t ldz, int64_t rows, int64_t cols,
+                               uintptr_t b, int act, uintptr_t r, uintptr_t s2col) {
+    check_matrix("z", rows, cols, ldz);
+    check_enum(act, 5, "act");
+    return dispatch(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      T* zp = pointer<T>(z, "z", rows * cols == 0);
+      const T* bp = pointer<T>(b, "b", true);
+      const T* rp = pointer<T>(r, "r", true);
+      T* sp = pointer<T>(s2col, "s2col", true);
+      py::gil_scoped_release nogil;
+      return sslkern::cpu::encoder_epilogue<T>(zp, ldz, rows, cols, bp, act, rp, sp);
+    });
+  });
+
+  m.def("loss_epilogue", [](int dtype, uintptr_t a, int64_t lda, uintptr_t x, int64_t ldx,
+                            int64_t rows, int64_t cols, uintptr_t c, int loss, int dec_act,
+                            double scale, uintptr_t dc) {
+    check_matrix("a", rows, cols, lda);
+    check_matrix("x", rows, cols, ldx);
+    check_enum(loss, 2, "loss");
+    check_enum(dec_act, 5, "dec_act");
+    return dispatch(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      T* ap = pointer<T>(a, "a", rows * cols == 0);
+      const T* xp = pointer<T>(x, "x", rows * cols == 0);
+      const T* cp = pointer<T>(c, "c", true);
+      T* dcp = pointer<T>(dc, "dc", true);
+      py::gil_scoped_release nogil;
+      return sslkern::cpu::loss_epilogue<T>(ap, lda, xp, ldx, rows, cols, cp, loss, dec_act, T(scale), dcp);
+    });
+  });
+
+  m.def("dz_epilogue", [](int dtype, uintptr_t dh, int64_t lddh, uintptr_t h, int64_t ldh,
+                          int64_t rows, int64_t cols, int act, uintptr_t r, double coef, double g,
+                          uintptr_t dz, int64_t lddz, uintptr_t h_copy, int64_t ldcopy, uintptr_t db) {
+    check_matrix("h", rows, cols, ldh);
+    check_matrix("dh", rows, cols, lddh);
+    check_matrix("dz", rows, cols, lddz);
+    check_matrix("h_copy", rows, cols, ldcopy);
+    check_enum(act, 5, "act");
+    dispatch(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      const T* dhp = pointer<T>(dh, "dh", true);
+      const T* hp = pointer<T>(h, "h", rows * cols == 0);
+      const T* rp = pointer<T>(r, "r", true);
+      T* dzp = pointer<T>(dz, "dz", rows * cols == 0);
+      T* cp = pointer<T>(h_copy, "h_copy", true);
+      T* dbp = pointer<T>(db, "db", true);
+      py::gil_scoped_release nogil;
+      sslkern::cpu::dz_epilogue<T>(dhp, lddh, hp, ldh, rows, cols, act, rp, T(coef), T(g), dzp,
+                                   lddz, cp, ldcopy, dbp);
+    });
+  });
+
+  m.def("row_sq_norms", [](int dtype, uintptr_t w, int64_t ldw, int64_t rows, int64_t cols, uintptr_t r) {
+    check_matrix("w", rows, cols, ldw);
+    dispatch(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      const T* wp = pointer<T>(w, "w", rows * cols == 0);
+      T* rp = pointer<T>(r, "r", rows == 0);
+      py::gil_scoped_release nogil;
+      sslkern::cpu::row_sq_norms<T>(wp, ldw, rows, cols, rp);
+    });
+  });
+
+  m.def("row_scale_add", [](int dtype, uintptr_t dw, int64_t lddw, uintptr_t w, int64_t ldw,
+                            int64_t rows, int64_t cols, uintptr_t scale, double alpha) {
+    check_matrix("dw", rows, cols, lddw);
+    check_matrix("w", rows, cols, ldw);
+    dispatch(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      T* dwp = pointer<T>(dw, "dw", rows * cols == 0);
+      const T* wp = pointer<T>(w, "w", rows * cols == 0);
+      const T* sp = pointer<T>(scale, "scale", rows == 0);
+      py::gil_scoped_release nogil;
+      sslkern::cpu::row_scale_add<T>(dwp, lddw, wp, ldw, rows, cols, sp, T(alpha));
+    });
+  });
+
+  m.def("build_info", [] {
+    py::dict d;
+#ifdef _OPENMP
+    d["openmp"] = true;
+    d["max_threads"] = omp_get_max_threads();
+#else
+    d["openmp"] = false;
+    d["max_threads"] = 1;
+#endif
+    d["compiler"] = std::string(__VERSION__);
+    return d;
+  });
+}

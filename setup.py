@@ -1,0 +1,75 @@
+"""Builds sslkern's compiled modules with CMake (see CMakeLists.txt).
+
+Environment:
+  SSLKERN_CUDA=0|1   skip / require the CUDA module (default: build it when nvcc is found)
+  SSLKERN_CUDA_ARCHS CUDA architectures, default "75;90"
+  SSLKERN_SANITIZE=1 AddressSanitizer + UBSan build of the CPU module (tests only)
+"""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = Path(__file__).parent.resolve()
+CUDA_SWITCH = {"0": "OFF", "off": "OFF", "1": "ON", "on": "ON", "auto": "AUTO", "": "AUTO"}
+
+
+class CMakeExtension(Extension):
+    def __init__(self, name):
+        super().__init__(name, sources=[])
+
+
+class CMakeBuild(build_ext):
+    """Runs CMake; the CUDA module and _build.json come out beside the CPU module."""
+
+    def _extra_outputs(self):
+        """(built file, its place in the source tree) for what CMake made besides the CPU module."""
+        out_dir = Path(self.build_lib) / "sslkern"
+        extras = [p for p in out_dir.glob("_native_cuda*") if p.is_file()] + [out_dir / "_build.json"]
+        return [(str(p), str(ROOT / "sslkern" / p.name)) for p in extras if p.exists()]
+
+    def run(self):
+        super().run()
+        # Wheels take everything under build_lib; editable installs copy only the declared
+        # extension into the source tree, so the other outputs are copied here.
+        if self.inplace or getattr(self, "editable_mode", False):
+            for built, dest in self._extra_outputs():
+                shutil.copy2(built, dest)
+
+    def build_extension(self, ext):
+        import pybind11
+
+        out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        build_dir = Path(self.build_temp).resolve() / "cmake"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        cuda = os.environ.get("SSLKERN_CUDA", "auto").strip().lower()
+        if cuda not in CUDA_SWITCH:
+            raise RuntimeError(f"SSLKERN_CUDA must be 0, 1 or auto, not {cuda!r}")
+        configure = [
+            "cmake", "-S", str(ROOT), "-B", str(build_dir),
+            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+            f"-DSSLKERN_CUDA={CUDA_SWITCH[cuda]}",
+            f"-DSSLKERN_SANITIZE={'ON' if os.environ.get('SSLKERN_SANITIZE') == '1' else 'OFF'}",
+            "-DCMAKE_BUILD_TYPE=Release",
+        ]
+        if os.environ.get("SSLKERN_CUDA_ARCHS"):
+            configure.append(f"-DSSLKERN_CUDA_ARCHS={os.environ['SSLKERN_CUDA_ARCHS']}")
+        if shutil.which("nvcc") is None and Path("/usr/local/cuda/bin/nvcc").exists():
+            configure.append("-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc")
+        if shutil.which("ninja"):
+            configure += ["-G", "Ninja"]
+        subprocess.run(configure, check=True)
+        subprocess.run(["cmake", "--build", str(build_dir), "-j", str(os.cpu_count() or 2)], check=True)
+
+
+setup(
+    ext_modules=[CMakeExtension("sslkern._native_cpu")],
+    cmdclass={"build_ext": CMakeBuild},
+)

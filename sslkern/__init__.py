@@ -1,0 +1,24 @@
+"""sslkern: fused GPU and CPU kernels for tied-weight, denoising and contractive autoencoders.
+
+Public ops (torch.library custom ops with autograd; they work under torch.compile):
+philox_uniform, philox_normal, corrupt, encode, decode, contractive_penalty,
+autoencoder_loss. Backends: available_backends, set_backend, use_backend; info().
+"""
+__version__ = "0.1.0"
+
+from .backends import BackendError, available_backends, set_backend, use_backend  # noqa: E402
+from .functional import (  # noqa: E402
+    autoencoder_loss,
+    contractive_penalty,
+    corrupt,
+    decode,
+    encode,
+    philox_normal,
+    philox_uniform,
+)
+from .info import info  # noqa: E402
+
+__all__ = [
+    "BackendError", "autoencoder_loss", "available_backends", "contractive_penalty", "corrupt",
+    "decode", "encode", "info", "philox_normal", "philox_uniform", "set_backend", "use_backend",
+]

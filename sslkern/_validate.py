@@ -1,0 +1,97 @@
+"""Argument checks for the public ops. Each error names the argument it is about."""
+import math
+from numbers import Integral, Real
+
+import torch
+
+from ._enums import ACTIVATIONS, CORRUPTIONS, LOSSES
+
+MAX_COUNTERS = 2**32  # Philox counters are 32-bit (design.md section 2)
+MAX_SEED = 2**64
+
+
+def tensor(name, value, ndim):
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.dtype.is_floating_point:
+        raise TypeError(f"{name} must have a floating-point dtype, got {value.dtype}")
+    if value.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(value.shape)}")
+    return value
+
+
+def same_device(**tensors):
+    devices = {name: t.device for name, t in tensors.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        listed = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
+        raise ValueError(f"tensors must be on one device: {listed}")
+
+
+def same_dtype(**tensors):
+    dtypes = {name: t.dtype for name, t in tensors.items() if t is not None}
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{name} is {dt}" for name, dt in dtypes.items())
+        raise TypeError(f"parameters must share one dtype: {listed}")
+
+
+def choice(name, value, options):
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
+    return value
+
+
+def activation(name, value):
+    return choice(name, value, ACTIVATIONS)
+
+
+def loss(value, decoder):
+    choice("loss", value, LOSSES)
+    if value == "bce" and decoder != "sigmoid":
+        raise ValueError(f"loss='bce' needs decoder='sigmoid' (it is computed from the logit), got decoder={decoder!r}")
+    return value
+
+
+def corruption(kind, level, name="kind"):
+    choice(name, kind, CORRUPTIONS)
+    if isinstance(level, bool) or not isinstance(level, Real) or not math.isfinite(level):
+        raise ValueError(f"level must be a finite number, got {level!r}")
+    if kind in ("mask", "salt_pepper") and not 0.0 <= level <= 1.0:
+        raise ValueError(f"level must be in [0, 1] for {kind!r}, got {level}")
+    if kind == "gaussian" and level < 0.0:
+        raise ValueError(f"level must be >= 0 for 'gaussian' (a standard deviation), got {level}")
+    return float(level)
+
+
+def nonnegative(name, value):
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def seed(value):
+    if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value < MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {value!r}")
+    return int(value)
+
+
+def offset(value):
+    if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value < MAX_COUNTERS:
+        raise ValueError(f"offset must be an integer in [0, 2**32), got {value!r}")
+    return int(value)
+
+
+def counters(name, numel):
+    if numel > MAX_COUNTERS:
+        raise ValueError(f"{name} has {numel} elements; the 32-bit Philox counter allows at most 2**32")
+
+
+def count(name, value):
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+    counters(name, value)
+    return int(value)
+
+
+def signed_seed(value):
+    """The 64-bit seed as the int64 a torch.library schema carries."""
+    return value - MAX_SEED if value >= 2**63 else value

@@ -1,0 +1,111 @@
+"""Backend choice as data.
+
+Each backend says what it supports; `resolve` picks the requested one or, for "auto", the
+first of the device's preference list that fits, and otherwise raises one error that lists
+every backend's reasons. Nothing falls back silently: a backend named by the user either
+runs or fails with its reasons.
+
+The requested name comes from, in order: `use_backend(...)` blocks, `set_backend(...)`, the
+SSLKERN_BACKEND environment variable, "auto".
+"""
+import contextlib
+import importlib
+import os
+
+import torch
+
+NAMES = ("reference", "native", "triton")
+AUTO = "auto"
+# "auto" preference per device type: fastest first. On CUDA, triton's fused kernels beat
+# torch products + passes at every shape we target (see benchmarks/RESULTS.md).
+AUTO_ORDER = {"cpu": ("native", "reference"), "cuda": ("triton", "native", "reference")}
+_MODULES = {"reference": ".reference", "native": ".native", "triton": ".triton"}
+
+_instances = {}
+_requested = os.environ.get("SSLKERN_BACKEND", AUTO) or AUTO
+
+
+class BackendError(RuntimeError):
+    """No backend (or not the requested one) can run this call; the message says why."""
+
+
+def get(name):
+    """The backend object for `name` (created on first use)."""
+    if name not in _MODULES:
+        raise ValueError(f"backend must be one of {list(NAMES) + [AUTO]}, got {name!r}")
+    if name not in _instances:
+        try:
+            module = importlib.import_module(_MODULES[name], __name__)
+            _instances[name] = module.make_backend()
+        except ImportError as exc:  # e.g. triton not installed
+            _instances[name] = _Unavailable(name, f"cannot be imported: {exc}")
+    return _instances[name]
+
+
+class _Unavailable:
+    def __init__(self, name, reason):
+        self.name, self.reason = name, reason
+
+    def availability(self):
+        return [self.reason]
+
+    def unsupported(self, device, dtype):
+        return []
+
+
+def available_backends():
+    """Names of the backends that can run on this machine."""
+    return [name for name in NAMES if not get(name).availability()]
+
+
+def requested():
+    return _requested
+
+
+def _check_name(name):
+    if name != AUTO and name not in NAMES:
+        raise ValueError(f"backend must be one of {list(NAMES) + [AUTO]}, got {name!r}")
+    return name
+
+
+def set_backend(name):
+    """Use backend `name` ("auto", "reference", "native", "triton") from now on."""
+    global _requested
+    _requested = _check_name(name)
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Use backend `name` inside a `with` block (process-wide while the block runs)."""
+    global _requested
+    previous, _requested = _requested, _check_name(name)
+    try:
+        yield get(name) if name != AUTO else None
+    finally:
+        _requested = previous
+
+
+def reasons(name, device, dtype):
+    backend = get(name)
+    return list(backend.availability()) + list(backend.unsupported(device, dtype))
+
+
+def resolve(name, device, dtype):
+    """The backend that runs a call on `device` with parameters of `dtype`."""
+    if name != AUTO:
+        if name not in NAMES:
+            raise BackendError(f"unknown backend {name!r} (from set_backend or SSLKERN_BACKEND); "
+                               f"choose one of {list(NAMES) + [AUTO]}")
+        why = reasons(name, device, dtype)
+        if why:
+            raise BackendError(f"backend {name!r} cannot run on {device} with {dtype}: " + "; ".join(why))
+        return get(name)
+    order = AUTO_ORDER.get(device.type, ("reference",))
+    refusals = {}
+    for candidate in order:
+        why = reasons(candidate, device, dtype)
+        if not why:
+            return get(candidate)
+        refusals[candidate] = why
+    listed = "\n".join(f"  {n}: {'; '.join(w)}" for n, w in refusals.items())
+    raise BackendError(f"no backend can run on {device} with {dtype}:\n{listed}")

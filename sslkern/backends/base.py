@@ -1,0 +1,81 @@
+"""The interface every backend implements: a handful of primitives the ops are built from.
+
+Tensors reaching a backend are contiguous, validated, on one device; parameters share a
+dtype. Each backend states what it supports (`availability`, `unsupported`) as reasons, so
+the dispatcher can explain every refusal in one error.
+"""
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """One training objective (design.md section 1): names, levels and the random stream."""
+    encoder: str = "sigmoid"
+    decoder: str = "sigmoid"
+    loss: str = "bce"
+    corruption: str = "none"
+    level: float = 0.0
+    contractive: float = 0.0
+    seed: int = 0
+    offset: int = 0
+
+
+class AEForward(NamedTuple):
+    """What the fused forward returns. Everything but `loss` is saved for the backward:
+    h = f(z) [B,H]; ax = [dL/da ; x~] [2B,D] (the weight-gradient operand); r = ||W_j||^2 [H]
+    and s2col = sum_i s_ij^2 [H] (empty without a contractive term); dc = dL/dc [D]."""
+    loss: torch.Tensor
+    h: torch.Tensor
+    ax: torch.Tensor
+    r: torch.Tensor
+    s2col: torch.Tensor
+    dc: torch.Tensor
+
+
+class Backend:
+    name = "base"
+    description = ""
+
+    def availability(self):
+        """Reasons this backend cannot run at all here (empty when it can)."""
+        return []
+
+    def unsupported(self, device, dtype):
+        """Reasons it cannot run a call on `device` with parameters of `dtype`."""
+        raise NotImplementedError
+
+    # Primitives. grad arguments are 0-d tensors; the ops handle dtype casts back to x.
+    def philox(self, n, seed, offset, device, normal):
+        raise NotImplementedError
+
+    def corrupt(self, x, kind, level, seed, offset):
+        raise NotImplementedError
+
+    def corrupt_grad(self, grad, kind, level, seed, offset):
+        raise NotImplementedError
+
+    def linear_act(self, x, W, bias, act, transpose):
+        """f(x Wᵀ + bias) when transpose (encode), f(x W + bias) otherwise (decode)."""
+        raise NotImplementedError
+
+    def linear_act_backward(self, grad_y, y, x, W, act, transpose):
+        """(dx, dW, dbias) of linear_act, from its output y."""
+        raise NotImplementedError
+
+    def contractive(self, x, W, b, act):
+        """(penalty, h, r, s2col): the mean of ||dh/dx||_F^2 and what its backward needs."""
+        raise NotImplementedError
+
+    def contractive_backward(self, grad, x, W, h, r, s2col, act):
+        """(dx, dW, db) of the penalty."""
+        raise NotImplementedError
+
+    def ae_forward(self, x, W, b, c, cfg: StepConfig) -> AEForward:
+        raise NotImplementedError
+
+    def ae_backward(self, grad, x, W, c, saved: AEForward, cfg: StepConfig, need_dx):
+        """(dx or an empty tensor, dW, db, dc) of the objective, scaled by grad."""
+        raise NotImplementedError

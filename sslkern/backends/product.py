@@ -1,0 +1,129 @@
+"""Backends whose matrix products come from torch (MKL/oneDNN, cuBLAS) and whose work
+between the products is a set of fused epilogue passes (design.md section 3).
+
+`reference` plugs in epilogues written in PyTorch, `native` plugs in the compiled ones;
+the orchestration below (buffers, products, the order of passes) is shared, so the two
+can differ only inside an epilogue.
+"""
+import torch
+
+from .. import reference as oracle
+from .base import AEForward, Backend
+
+PROD_DTYPES = (torch.float32, torch.float64)
+
+
+class ProductBackend(Backend):
+    def __init__(self, name, description, epilogues, devices, dtypes):
+        self.name, self.description = name, description
+        self.ep = epilogues
+        self.devices, self.dtypes = tuple(devices), tuple(dtypes)
+
+    def availability(self):
+        return self.ep.availability()
+
+    def unsupported(self, device, dtype):
+        reasons = []
+        if device.type not in self.devices:
+            reasons.append(f"runs on {'/'.join(self.devices)} tensors, not {device.type}")
+        if dtype not in self.dtypes:
+            names = ", ".join(str(d).replace("torch.", "") for d in self.dtypes)
+            reasons.append(f"supports {names}, not {str(dtype).replace('torch.', '')}")
+        return reasons
+
+    def philox(self, n, seed, offset, device, normal):
+        return self.ep.philox(n, seed, offset, device, normal)
+
+    def corrupt(self, x, kind, level, seed, offset):
+        out = torch.empty_like(x)
+        self.ep.corrupt(x, out, kind, level, seed, offset)
+        return out
+
+    def corrupt_grad(self, grad, kind, level, seed, offset):
+        out = torch.empty_like(grad)
+        self.ep.corrupt_grad(grad, out, kind, level, seed, offset)
+        return out
+
+    def linear_act(self, x, W, bias, act, transpose):
+        y = torch.mm(x.to(W.dtype), W.t() if transpose else W)
+        self.ep.bias_act(y, bias, act)
+        return y
+
+    def linear_act_backward(self, grad_y, y, x, W, act, transpose):
+        x = x.to(W.dtype)
+        dz = torch.empty_like(y)
+        dbias = y.new_empty(y.shape[1])
+        self.ep.act_grad(grad_y, y, act, dz, db=dbias)
+        if transpose:  # y = f(x Wᵀ + b), W [N, K]
+            return torch.mm(dz, W), torch.mm(dz.t(), x), dbias
+        return torch.mm(dz, W.t()), torch.mm(x.t(), dz), dbias
+
+    def contractive(self, x, W, b, act):
+        x = x.to(W.dtype)
+        r = self.ep.row_sq_norms(W)
+        h = torch.mm(x, W.t())
+        s2col = W.new_empty(W.shape[0])
+        penalty = self.ep.bias_act(h, b, act, r, s2col)
+        return penalty / max(x.shape[0], 1), h, r, s2col
+
+    def contractive_backward(self, grad, x, W, h, r, s2col, act):
+        x = x.to(W.dtype)
+        coef = 2.0 / max(h.shape[0], 1)
+        dz = torch.empty_like(h)
+        db = h.new_empty(h.shape[1])
+        self.ep.act_grad(None, h, act, dz, r=r, coef=coef, g=grad, db=db)
+        dW = torch.mm(dz.t(), x)
+        self.ep.row_scale_add(dW, W, s2col, coef * grad)
+        return torch.mm(dz, W), dW, db
+
+    def ae_forward(self, x, W, b, c, cfg):
+        x = x.to(W.dtype)
+        batch, hidden = x.shape[0], W.shape[0]
+        inv_batch = 1.0 / max(batch, 1)
+        contractive = cfg.contractive != 0.0
+        ax = W.new_empty(2 * batch, x.shape[1])
+        d_a, x_tilde = ax[:batch], ax[batch:]
+        if cfg.corruption == "none":
+            x_tilde.copy_(x)
+        else:
+            self.ep.corrupt(x, x_tilde, cfg.corruption, cfg.level, cfg.seed, cfg.offset)
+        r = self.ep.row_sq_norms(W) if contractive else W.new_empty(0)
+        s2col = W.new_empty(hidden if contractive else 0)
+        h = torch.mm(x_tilde, W.t())
+        penalty = self.ep.bias_act(h, b, cfg.encoder, r if contractive else None,
+                                   s2col if contractive else None)
+        torch.mm(h, W, out=d_a)
+        dc = W.new_empty(x.shape[1])
+        recon = self.ep.loss_grad(d_a, x, c, cfg.loss, cfg.decoder, inv_batch, dc)
+        loss = recon * inv_batch
+        if contractive:
+            loss = loss + (cfg.contractive * inv_batch) * penalty
+        return AEForward(loss, h, ax, r, s2col, dc)
+
+    def ae_backward(self, grad, x, W, c, saved, cfg, need_dx):
+        x = x.to(W.dtype)
+        h, ax = saved.h, saved.ax
+        batch, hidden = h.shape
+        contractive = cfg.contractive != 0.0
+        coef = 2.0 * cfg.contractive / max(batch, 1)
+        # [g h ; dZ] beside [dA ; x~]: both weight-gradient products as one call over K = 2B.
+        hz = W.new_empty(2 * batch, hidden)
+        d_z = hz[batch:]
+        torch.mm(ax[:batch], W.t(), out=d_z)
+        db = W.new_empty(hidden)
+        self.ep.act_grad(d_z, h, cfg.encoder, d_z, r=saved.r if contractive else None,
+                         coef=coef, g=grad, h_copy=hz[:batch], db=db)
+        dW = torch.mm(hz.t(), ax)
+        if contractive:
+            self.ep.row_scale_add(dW, W, saved.s2col, coef * grad)
+        dx = self._input_grad(grad, x, W, c, h, d_z, cfg) if need_dx else W.new_empty(0)
+        return dx, dW, db, saved.dc * grad
+
+    def _input_grad(self, grad, x, W, c, h, d_z, cfg):
+        """dL/dx: through x~ (dZ W, masked like the corruption) plus the reconstruction target."""
+        dx = torch.mm(d_z, W)
+        if cfg.corruption != "none":
+            self.ep.corrupt_grad(dx, dx, cfg.corruption, cfg.level, cfg.seed, cfg.offset)
+        a = torch.addmm(c, h, W)
+        target = a if cfg.loss == "bce" else oracle.activation(cfg.decoder, a) - x
+        return dx - target * (grad / max(x.shape[0], 1))

@@ -1,0 +1,104 @@
+"""The public ops: argument checks, then the registered torch.library ops.
+
+Shapes: x [B, D], W [H, D] (one row per hidden unit), b [H], c [D]. Parameters share one
+dtype; x may be another floating dtype (it is computed in the parameters' dtype, and its
+gradient comes back in its own). Inputs need not be contiguous.
+
+An empty batch (B = 0) is defined: encode/decode return [0, H]/[0, D], the penalty and the
+objective are 0 (a mean over no rows is taken as 0), and every gradient is zero.
+"""
+import torch
+
+from . import _validate as check
+from . import backends, ops  # noqa: F401  (ops registers torch.ops.sslkern.*)
+
+_sslkern = torch.ops.sslkern
+
+
+def _device(device):
+    return torch.device("cpu") if device is None else torch.device(device)
+
+
+def philox_uniform(n, seed, offset=0, device=None):
+    """float32 [n]; element i is bit-identical to Triton's tl.rand(seed, offset + i)."""
+    n, seed, offset = check.count("n", n), check.seed(seed), check.offset(offset)
+    return _sslkern.philox(n, check.signed_seed(seed), offset, False, _device(device), backends.requested())
+
+
+def philox_normal(n, seed, offset=0, device=None):
+    """float32 [n]; element i is within 1e-5 of Triton's tl.randn(seed, offset + i)."""
+    n, seed, offset = check.count("n", n), check.seed(seed), check.offset(offset)
+    return _sslkern.philox(n, check.signed_seed(seed), offset, True, _device(device), backends.requested())
+
+
+def corrupt(x, kind="mask", level=0.25, seed=0, offset=0):
+    """x~ = C(x; seed, offset) (design.md section 2); element i of x in row-major order uses
+    counter offset + i. Differentiable in x: the keep-mask is regenerated in the backward."""
+    check.tensor("x", x, x.dim() if isinstance(x, torch.Tensor) else 1)
+    level = check.corruption(kind, level)
+    seed, offset = check.seed(seed), check.offset(offset)
+    check.counters("x", x.numel())
+    return _sslkern.corrupt(x.contiguous(), kind, level, check.signed_seed(seed), offset,
+                            backends.requested())
+
+
+def _layer(x, x_name, W, bias, bias_name, transpose):
+    check.tensor(x_name, x, 2)
+    check.tensor("W", W, 2)
+    check.tensor(bias_name, bias, 1)
+    check.same_device(**{x_name: x, "W": W, bias_name: bias})
+    check.same_dtype(W=W, **{bias_name: bias})
+    inner, outer = (W.shape[1], W.shape[0]) if transpose else (W.shape[0], W.shape[1])
+    if x.shape[1] != inner:
+        raise ValueError(f"{x_name} has {x.shape[1]} columns but W of shape {tuple(W.shape)} needs {inner}")
+    if bias.shape[0] != outer:
+        raise ValueError(f"{bias_name} has {bias.shape[0]} entries but W of shape {tuple(W.shape)} needs {outer}")
+    return x.contiguous(), W.contiguous(), bias.contiguous()
+
+
+def encode(x, W, b, activation="sigmoid"):
+    """h = f(x Wᵀ + b): [B, D] -> [B, H]."""
+    check.activation("activation", activation)
+    x, W, b = _layer(x, "x", W, b, "b", transpose=True)
+    return _sslkern.linear_act(x, W, b, activation, True, backends.requested())
+
+
+def decode(h, W, c, activation="sigmoid"):
+    """x̂ = g(h W + c): [B, H] -> [B, D]."""
+    check.activation("activation", activation)
+    h, W, c = _layer(h, "h", W, c, "c", transpose=False)
+    return _sslkern.linear_act(h, W, c, activation, False, backends.requested())
+
+
+def contractive_penalty(x, W, b, activation="sigmoid"):
+    """Mean over the batch of ||∂h/∂x||²_F for h = f(x Wᵀ + b), analytic: O(BH + HD)."""
+    check.activation("activation", activation)
+    x, W, b = _layer(x, "x", W, b, "b", transpose=True)
+    return _sslkern.contractive_penalty(x, W, b, activation, backends.requested())[0]
+
+
+def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="bce",
+                     corruption="none", level=0.0, contractive=0.0, seed=0, offset=0):
+    """The scalar objective L + λP of design.md section 1.
+
+    L reconstructs the clean x from the corrupted x~ = C(x; seed, offset) (bce from the
+    decoder's logit, or mse), P is the contractive penalty at the encoder's input x~, λ =
+    `contractive`. Differentiable in W, b, c and x.
+    """
+    check.activation("encoder", encoder)
+    check.activation("decoder", decoder)
+    check.loss(loss, decoder)
+    level = check.corruption(corruption, level, name="corruption")
+    contractive = check.nonnegative("contractive", contractive)
+    seed, offset = check.seed(seed), check.offset(offset)
+    x, W, b = _layer(x, "x", W, b, "b", transpose=True)
+    check.tensor("c", c, 1)
+    check.same_device(x=x, W=W, c=c)
+    check.same_dtype(W=W, c=c)
+    if c.shape[0] != W.shape[1]:
+        raise ValueError(f"c has {c.shape[0]} entries but W of shape {tuple(W.shape)} needs {W.shape[1]}")
+    if corruption != "none":
+        check.counters("x", x.numel())
+    return _sslkern.autoencoder_loss(x, W, b, c.contiguous(), encoder, decoder, loss, corruption,
+                                     level, contractive, check.signed_seed(seed), offset,
+                                     backends.requested())[0]

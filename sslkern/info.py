@@ -1,0 +1,41 @@
+"""What this installation can do: versions, compiled modules, devices, backends."""
+import torch
+
+from . import _native, backends
+
+
+def _triton_version():
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
+def info():
+    """A dict with torch, triton, native_cpu, native_cuda, cuda_devices, backends and the
+    reasons behind every unavailable piece."""
+    from . import __version__
+
+    cuda_module = _native.load("cuda")
+    result = {
+        "sslkern": __version__,
+        "torch": torch.__version__,
+        "triton": _triton_version(),
+        "native_cpu": _native.load("cpu") is not None,
+        "native_cuda": cuda_module is not None,
+        "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        "backends": backends.available_backends(),
+        "requested_backend": backends.requested(),
+        "build": _native.build_record(),
+    }
+    problems = {}
+    for name in ("cpu", "cuda"):
+        if _native.load_error(name):
+            problems[f"native_{name}"] = _native.load_error(name)
+    for name in backends.NAMES:
+        why = backends.get(name).availability()
+        if why:
+            problems[f"backend {name}"] = "; ".join(why)
+    result["unavailable"] = problems
+    return result

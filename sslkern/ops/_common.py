@@ -1,0 +1,16 @@
+from .. import backends
+
+UINT64 = 2**64
+
+
+def backend_for(name, device, dtype):
+    return backends.resolve(name, device, dtype)
+
+
+def unsigned(seed):
+    """The schema carries the 64-bit seed as a signed int64; the kernels want it unsigned."""
+    return seed % UINT64
+
+
+def cast_like(grad, like):
+    return grad if grad is None or grad.dtype == like.dtype else grad.to(like.dtype)

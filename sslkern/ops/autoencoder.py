@@ -1,0 +1,74 @@
+"""sslkern::autoencoder_loss — the whole tied-weight objective L + lambda P in two ops.
+
+The forward runs corruption, both products and their fused epilogues, and already writes
+dL/da: the backward only needs the two remaining products (dA Wᵀ and the weight gradient).
+Every gradient is linear in the incoming scalar gradient, which the backward folds into
+its epilogues.
+"""
+import torch
+
+from ..backends.base import AEForward, StepConfig
+from ._common import backend_for, cast_like, unsigned
+
+
+def _config(encoder, decoder, loss, corruption, level, contractive, seed, offset):
+    return StepConfig(encoder, decoder, loss, corruption, level, contractive, unsigned(seed), offset)
+
+
+@torch.library.custom_op("sslkern::autoencoder_loss", mutates_args=())
+def autoencoder_loss(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+                     encoder: str, decoder: str, loss: str, corruption: str, level: float,
+                     contractive: float, seed: int, offset: int, backend: str
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, h, ax, r, s2col, dc): see sslkern.backends.base.AEForward."""
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset)
+    return tuple(backend_for(backend, W.device, W.dtype).ae_forward(x, W, b, c, cfg))
+
+
+@autoencoder_loss.register_fake
+def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend):
+    batch, visible = x.shape
+    hidden = W.shape[0]
+    penalty_rows = hidden if contractive != 0.0 else 0
+    return (W.new_empty(()), W.new_empty(batch, hidden), W.new_empty(2 * batch, visible),
+            W.new_empty(penalty_rows), W.new_empty(penalty_rows), W.new_empty(visible))
+
+
+@torch.library.custom_op("sslkern::autoencoder_loss_backward", mutates_args=())
+def autoencoder_loss_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.Tensor, c: torch.Tensor,
+                              h: torch.Tensor, ax: torch.Tensor, r: torch.Tensor, s2col: torch.Tensor,
+                              dc: torch.Tensor, encoder: str, decoder: str, loss: str,
+                              corruption: str, level: float, contractive: float, seed: int,
+                              offset: int, need_dx: bool, backend: str
+                              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx or an empty tensor, dW, db, dc), all scaled by grad."""
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset)
+    saved = AEForward(None, h, ax, r, s2col, dc)
+    return tuple(backend_for(backend, W.device, W.dtype).ae_backward(grad, x, W, c, saved, cfg, need_dx))
+
+
+@autoencoder_loss_backward.register_fake
+def _(grad, x, W, c, h, ax, r, s2col, dc, encoder, decoder, loss, corruption, level, contractive,
+      seed, offset, need_dx, backend):
+    dx = W.new_empty(x.shape) if need_dx else W.new_empty(0)
+    return dx, torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
+
+
+def _setup(ctx, inputs, output):
+    x, W, _, c = inputs[:4]
+    ctx.config = inputs[4:]  # encoder ... backend
+    _, h, ax, r, s2col, dc = output
+    ctx.save_for_backward(x, W, c, h, ax, r, s2col, dc)
+
+
+def _backward(ctx, grad, *_unused_aux):
+    x, W, c, h, ax, r, s2col, dc = ctx.saved_tensors
+    *step, backend = ctx.config
+    need_dx = ctx.needs_input_grad[0]
+    dx, dW, db, dc = autoencoder_loss_backward(grad.to(W.dtype), x, W, c, h, ax, r, s2col, dc,
+                                               *step, need_dx, backend)
+    return (cast_like(dx, x) if need_dx else None, dW, db, dc) + (None,) * 9
+
+
+autoencoder_loss.register_autograd(_backward, setup_context=_setup)
+

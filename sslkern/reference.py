@@ -1,0 +1,116 @@
+"""The float64 test oracle: design.md section 1 and 2 written as plain PyTorch.
+
+Everything here is differentiable by torch.autograd and independent of the backends: the
+tests compare every backend's values and gradients against these functions. Philox is
+computed with int64 tensor arithmetic, so it runs on any device.
+"""
+import math
+
+import torch
+
+_MASK32 = 0xFFFFFFFF
+_UNIFORM_SCALE = 4.6566127342e-10
+
+
+def _mulhilo32(a, b):
+    """(hi, lo) 32-bit words of a*b for int64 tensors holding uint32 values (no overflow)."""
+    b_hi, b_lo = b >> 16, b & 0xFFFF
+    hi = (a * b_hi + ((a * b_lo) >> 16)) >> 16
+    return hi & _MASK32, (a * b) & _MASK32  # the low word is exact modulo 2**64 wraparound
+
+
+def philox4x32_10(n, seed, offset=0, device=None):
+    """The four Philox words for counters offset..offset+n-1 (mod 2**32), as int64 tensors."""
+    c0 = (torch.arange(n, dtype=torch.int64, device=device) + offset) & _MASK32
+    c1, c2, c3 = (torch.zeros_like(c0) for _ in range(3))
+    k0, k1 = seed & _MASK32, (seed >> 32) & _MASK32
+    for _ in range(10):
+        hi_b, lo_b = _mulhilo32(torch.full_like(c2, 0xCD9E8D57), c2)
+        hi_a, lo_a = _mulhilo32(torch.full_like(c0, 0xD2511F53), c0)
+        c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
+        k0, k1 = (k0 + 0x9E3779B9) & _MASK32, (k1 + 0xBB67AE85) & _MASK32
+    return c0, c1, c2, c3
+
+
+def _to_uniform(word):
+    signed = torch.where(word >= 2**31, word - 2**32, word)
+    signed = torch.where(signed < 0, -signed - 1, signed)
+    return signed.to(torch.float32) * torch.tensor(_UNIFORM_SCALE, dtype=torch.float32)
+
+
+def philox_uniform(n, seed, offset=0, device=None):
+    return _to_uniform(philox4x32_10(n, seed, offset, device)[0])
+
+
+def philox_normal(n, seed, offset=0, device=None):
+    c0, c1, _, _ = philox4x32_10(n, seed, offset, device)
+    u1 = torch.clamp(_to_uniform(c0), min=1e-7)
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2 * math.pi * _to_uniform(c1))
+
+
+def corrupt(x, kind="mask", level=0.25, seed=0, offset=0):
+    """x~ = C(x; seed, offset); element i of the contiguous x uses counter offset + i."""
+    if kind == "none":
+        return x
+    flat = x.reshape(-1)
+    if kind == "gaussian":
+        noise = philox_normal(flat.numel(), seed, offset, x.device).to(x.dtype)
+        return (flat + level * noise).reshape(x.shape)
+    u = philox_uniform(flat.numel(), seed, offset, x.device)
+    if kind == "mask":
+        return torch.where(u >= level, flat, torch.zeros_like(flat)).reshape(x.shape)
+    if kind == "salt_pepper":
+        out = torch.where(u < level / 2, torch.zeros_like(flat), flat)
+        return torch.where((u >= level / 2) & (u < level), torch.ones_like(flat), out).reshape(x.shape)
+    raise ValueError(f"unknown corruption kind {kind!r}")
+
+
+def activation(name, z):
+    return {
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+        "relu": torch.relu,
+        "softplus": torch.nn.functional.softplus,
+        "linear": lambda t: t,
+    }[name](z)
+
+
+def encode(x, W, b, activation_name="sigmoid"):
+    return activation(activation_name, x @ W.T + b)
+
+
+def decode(h, W, c, activation_name="sigmoid"):
+    return activation(activation_name, h @ W + c)
+
+
+def contractive_penalty(x, W, b, activation_name="sigmoid"):
+    """Mean over the batch of ||dh/dx||_F^2 in the analytic form sum_j f'(z_j)^2 ||W_j||^2."""
+    z = x @ W.T + b
+    (s,) = torch.autograd.grad(activation(activation_name, z).sum(), z, create_graph=True)
+    return (s.pow(2) * W.pow(2).sum(1)).sum() / max(x.shape[0], 1)
+
+
+def contractive_penalty_jacobian(x, W, b, activation_name="sigmoid"):
+    """The same penalty from the full autograd Jacobian (B x H x D): the slow, obvious way."""
+    total = x.new_zeros(())
+    for row in x:
+        jac = torch.autograd.functional.jacobian(
+            lambda v: encode(v, W, b, activation_name), row, create_graph=True)
+        total = total + jac.pow(2).sum()
+    return total / max(x.shape[0], 1)
+
+
+def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="bce",
+                     corruption="none", level=0.0, contractive=0.0, seed=0, offset=0):
+    """L + lambda P of design.md section 1: reconstruction of the clean x from the corrupted x~."""
+    batch = max(x.shape[0], 1)
+    x_tilde = corrupt(x, corruption, level, seed, offset)
+    h = encode(x_tilde, W, b, encoder)
+    a = h @ W + c
+    if loss == "bce":
+        recon = (torch.nn.functional.softplus(a) - x * a).sum() / batch
+    else:
+        recon = 0.5 * (activation(decoder, a) - x).pow(2).sum() / batch
+    if contractive:
+        recon = recon + contractive * contractive_penalty(x_tilde, W, b, encoder)
+    return recon
