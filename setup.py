@@ -13,9 +13,27 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent.resolve()
+# Shipped inside the package as sslkern/csrc/...: the run-time NVRTC path compiles them
+# (sslkern/_cuda_runtime.py). Editable installs read csrc/ of the checkout instead.
+SHIPPED_SOURCES = ("csrc/include/sslkern/*.h", "csrc/cuda/*.cu", "csrc/cuda/*.cuh")
 CUDA_SWITCH = {"0": "OFF", "off": "OFF", "1": "ON", "on": "ON", "auto": "AUTO", "": "AUTO"}
+
+
+class BuildPy(build_py):
+    """Copies the CUDA sources into the built package (wheels; `pip install .`)."""
+
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        for pattern in SHIPPED_SOURCES:
+            for source in sorted(ROOT.glob(pattern)):
+                dest = Path(self.build_lib) / "sslkern" / source.relative_to(ROOT)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, dest)
 
 
 class CMakeExtension(Extension):
@@ -71,5 +89,5 @@ class CMakeBuild(build_ext):
 
 setup(
     ext_modules=[CMakeExtension("sslkern._native_cpu")],
-    cmdclass={"build_ext": CMakeBuild},
+    cmdclass={"build_ext": CMakeBuild, "build_py": BuildPy},
 )

@@ -91,14 +91,15 @@ def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="
     level = check.corruption(corruption, level, name="corruption")
     contractive = check.nonnegative("contractive", contractive)
     seed, offset = check.seed(seed), check.offset(offset)
+    check.tensor("x", x, 2)
+    if corruption != "none":  # before _layer copies x: a zero-stride x may be huge
+        check.counters("x", x.numel())
     x, W, b = _layer(x, "x", W, b, "b", transpose=True)
     check.tensor("c", c, 1)
     check.same_device(x=x, W=W, c=c)
     check.same_dtype(W=W, c=c)
     if c.shape[0] != W.shape[1]:
         raise ValueError(f"c has {c.shape[0]} entries but W of shape {tuple(W.shape)} needs {W.shape[1]}")
-    if corruption != "none":
-        check.counters("x", x.numel())
     return _sslkern.autoencoder_loss(x, W, b, c.contiguous(), encoder, decoder, loss, corruption,
                                      level, contractive, check.signed_seed(seed), offset,
                                      backends.requested())[0]

@@ -1,7 +1,7 @@
 """What this installation can do: versions, compiled modules, devices, backends."""
 import torch
 
-from . import _native, backends
+from . import _cuda_runtime, _native, backends
 
 
 def _triton_version():
@@ -24,6 +24,8 @@ def info():
         "triton": _triton_version(),
         "native_cpu": _native.load("cpu") is not None,
         "native_cuda": cuda_module is not None,
+        # which native CUDA kernels CUDA tensors use: "compiled" (nvcc), "nvrtc" (cupy), None
+        "native_cuda_path": _cuda_runtime.live_path(),
         "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         "backends": backends.available_backends(),
         "requested_backend": backends.requested(),
@@ -37,5 +39,8 @@ def info():
         why = backends.get(name).availability()
         if why:
             problems[f"backend {name}"] = "; ".join(why)
+        for kind, part in getattr(backends.get(name), "parts", {}).items():  # per-device parts
+            if part.availability() and not why:
+                problems[f"backend {name} on {kind}"] = "; ".join(part.availability())
     result["unavailable"] = problems
     return result

@@ -1,9 +1,15 @@
 // Python bindings of the CPU kernels. No libtorch: tensors cross as raw data pointers
 // (Python ints), sizes and leading dimensions. Every argument is checked here, so a bad
 // call raises ValueError naming the argument instead of crashing the interpreter.
+// What no check here can see: whether a pointer addresses a live buffer of the stated
+// extent and dtype (a dangling pointer or a too-small buffer looks valid). The callers in
+// sslkern/backends/native.py derive pointers, sizes and dtype codes from torch tensors.
 #include <pybind11/pybind11.h>
 
+#include <cfloat>
 #include <cmath>
+#include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 
@@ -38,10 +44,17 @@ void check_size(int64_t n, const char* name) {
   if (n < 0) fail(name, "negative size " + std::to_string(n));
 }
 
+// The kernels reach row i at base + i * ld with int64 arithmetic: the last element,
+// (rows - 1) * ld + cols - 1, must have a byte offset that fits int64 (8-byte elements).
+constexpr int64_t kMaxElements = std::numeric_limits<int64_t>::max() / 8;
+
 void check_matrix(const char* name, int64_t rows, int64_t cols, int64_t ld) {
   check_size(rows, "rows");
   check_size(cols, "cols");
   if (ld < cols || ld < 1) fail(name, "leading dimension " + std::to_string(ld) + " < cols " + std::to_string(cols));
+  if (rows > 0 && rows - 1 > (kMaxElements - cols) / ld)
+    fail(name, std::to_string(rows) + " rows of leading dimension " + std::to_string(ld) +
+                   " overflow 64-bit byte offsets");
 }
 
 void check_enum(int value, int count, const char* name) {
@@ -66,6 +79,8 @@ void corrupt_checked(bool grad, int dtype, uintptr_t src, uintptr_t out, int64_t
   check_counters(n);
   check_enum(kind, 4, "kind");
   if (!std::isfinite(level)) fail("level", "not finite");
+  // The kernels take level as a float: a larger double would become inf (or UB).
+  if (std::fabs(level) > FLT_MAX) fail("level", "outside the float32 range");
   dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     const T* s = pointer<T>(src, grad ? "grad" : "x", n == 0);

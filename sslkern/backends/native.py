@@ -4,6 +4,8 @@ import torch
 
 from .. import _native
 from .._enums import ACTIVATIONS, CORRUPTIONS, LOSSES
+from .by_device import ByDevice
+from .native_cuda import NativeCudaEpilogues
 from .product import PROD_DTYPES, ProductBackend
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
@@ -73,6 +75,11 @@ class NativeCpuEpilogues:
 
 
 def make_backend():
-    return ProductBackend(
+    cpu = ProductBackend(
         "native", "torch products + compiled C++ passes (OpenMP) on CPU tensors",
         NativeCpuEpilogues(), devices=("cpu",), dtypes=PROD_DTYPES)
+    cuda = ProductBackend(
+        "native", "cuBLAS products through torch + CUDA passes (csrc/cuda) on CUDA tensors",
+        NativeCudaEpilogues(), devices=("cuda",), dtypes=PROD_DTYPES)
+    return ByDevice("native", "torch products + compiled passes between them (C++ on CPU, CUDA on GPU)",
+                    {"cpu": cpu, "cuda": cuda})

@@ -1,0 +1,161 @@
+"""Backward products. dZ is stored without the incoming scalar gradient g; every consumer
+(weight gradient, bias gradient, input gradient) applies g in its epilogue, read from a
+device pointer (never synchronised to the host)."""
+import triton
+import triton.language as tl
+
+from .common import BCE, act_d1, act_d2, activation, keep_values, load_rng, mma, tile_coords, wide
+
+
+@triton.jit
+def dz_epilogue(dh, h, r_ptr, rn, col_ok, coef, ACT: tl.constexpr, CONTRACTIVE: tl.constexpr):
+    """dZ = dH ⊙ s + coef · s ⊙ f''(z) ⊙ r (design.md section 1)."""
+    s = act_d1(h, ACT)
+    dz = dh * s
+    if CONTRACTIVE:
+        r = tl.load(r_ptr + rn, mask=col_ok, other=0.0).to(h.dtype)
+        dz += coef * s * act_d2(h, ACT) * r[None, :]
+    return dz
+
+
+@triton.jit
+def dz_kernel(
+    da_ptr, w_ptr, h_ptr, r_ptr, dz_ptr, db_part_ptr,
+    M, N, K, num_pid_m, num_pid_n,
+    stride_dam, stride_wn, stride_hm, stride_zm, coef_hi, coef_lo,
+    ACT: tl.constexpr, CONTRACTIVE: tl.constexpr,
+    ACC: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """dH = dA Wᵀ (W [N, K]) -> dZ [M, N] and partial column sums of dZ (for db)."""
+    pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
+    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok, col_ok = rm < M, rn < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
+        a = tl.load(da_ptr + rm[:, None] * stride_dam + rk[None, :],
+                    mask=row_ok[:, None] & (rk[None, :] < K), other=0.0)
+        b = tl.load(w_ptr + rk[:, None] + rn[None, :] * stride_wn,
+                    mask=(rk[:, None] < K) & col_ok[None, :], other=0.0)
+        acc = mma(acc, a, b, DOT_DTYPE, PRECISION, EMULATE)
+
+    ok = row_ok[:, None] & col_ok[None, :]
+    h = tl.load(h_ptr + rm[:, None] * stride_hm + rn[None, :], mask=ok, other=0.0).to(ACC)
+    coef = wide(coef_hi, coef_lo, ACC)
+    dz = tl.where(ok, dz_epilogue(acc, h, r_ptr, rn, col_ok, coef, ACT, CONTRACTIVE), 0.0)
+    tl.store(dz_ptr + rm[:, None] * stride_zm + rn[None, :], dz, mask=ok)
+    tl.store(db_part_ptr + pid_m.to(tl.int64) * N + rn, tl.sum(dz, axis=0), mask=col_ok)
+
+
+@triton.jit
+def act_grad_kernel(
+    dh_ptr, h_ptr, r_ptr, dz_ptr, db_part_ptr, M, N, coef_hi, coef_lo,
+    HAS_DH: tl.constexpr, ACT: tl.constexpr, CONTRACTIVE: tl.constexpr, ACC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    """The elementwise dZ of the single-layer ops (dH given, or none for the penalty alone)."""
+    pid_m, pid_n = tl.program_id(0), tl.program_id(1)
+    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = rn < N
+    ok = (rm < M)[:, None] & col_ok[None, :]
+    offs = rm[:, None] * N + rn[None, :]
+    h = tl.load(h_ptr + offs, mask=ok, other=0.0).to(ACC)
+    if HAS_DH:
+        dh = tl.load(dh_ptr + offs, mask=ok, other=0.0).to(ACC)
+    else:
+        dh = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    coef = wide(coef_hi, coef_lo, ACC)
+    dz = tl.where(ok, dz_epilogue(dh, h, r_ptr, rn, col_ok, coef, ACT, CONTRACTIVE), 0.0)
+    tl.store(dz_ptr + offs, dz, mask=ok)
+    tl.store(db_part_ptr + pid_m.to(tl.int64) * N + rn, tl.sum(dz, axis=0), mask=col_ok)
+
+
+@triton.jit
+def weight_grad_kernel(
+    a1_ptr, a2_ptr, b_ptr, w_ptr, s2_ptr, grad_ptr, out_ptr,
+    M, N, K1, K2, num_pid_m, num_pid_n,
+    stride_a1k, stride_a2k, stride_bk, stride_wm, stride_om, coef_hi, coef_lo,
+    HAS_GRAD: tl.constexpr, ROW_SCALE: tl.constexpr,
+    ACC: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """dW = g · ([A1 ; A2]ᵀ B + coef · diag(s2) W): one product over K = K1 + K2 whose A rows
+    come from two tensors (h and dZ in training) and whose B is one [K1 + K2, N] tensor
+    ([dA ; x~]). No split-K: every output tile is summed by one program, deterministically."""
+    pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
+    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok, col_ok = rm < M, rn < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    for k0 in range(0, K1, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
+        a = tl.load(a1_ptr + rk[None, :] * stride_a1k + rm[:, None],
+                    mask=row_ok[:, None] & (rk[None, :] < K1), other=0.0)
+        b = tl.load(b_ptr + rk[:, None] * stride_bk + rn[None, :],
+                    mask=(rk[:, None] < K1) & col_ok[None, :], other=0.0)
+        acc = mma(acc, a, b, DOT_DTYPE, PRECISION, EMULATE)
+    for k0 in range(0, K2, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
+        a = tl.load(a2_ptr + rk[None, :] * stride_a2k + rm[:, None],
+                    mask=row_ok[:, None] & (rk[None, :] < K2), other=0.0)
+        b = tl.load(b_ptr + (K1 + rk[:, None]) * stride_bk + rn[None, :],
+                    mask=(rk[:, None] < K2) & col_ok[None, :], other=0.0)
+        acc = mma(acc, a, b, DOT_DTYPE, PRECISION, EMULATE)
+
+    ok = row_ok[:, None] & col_ok[None, :]
+    if ROW_SCALE:
+        w = tl.load(w_ptr + rm[:, None] * stride_wm + rn[None, :], mask=ok, other=0.0).to(ACC)
+        s2 = tl.load(s2_ptr + rm, mask=row_ok, other=0.0).to(ACC)
+        acc += wide(coef_hi, coef_lo, ACC) * s2[:, None] * w
+    if HAS_GRAD:
+        acc = acc * tl.load(grad_ptr).to(ACC)
+    tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], acc, mask=ok)
+
+
+@triton.jit(do_not_specialize=["seed", "offset"])
+def input_grad_kernel(
+    dz_ptr, b_ptr, h_ptr, c_ptr, x_ptr, grad_ptr, out_ptr,
+    M, N, K, num_pid_m, num_pid_n,
+    stride_zm, stride_bk, stride_bn, stride_hm, stride_xm, stride_om,
+    inv_batch_hi, inv_batch_lo, level, seed, offset, rng_ptr,
+    HAS_GRAD: tl.constexpr, CORRUPTION: tl.constexpr, RECON: tl.constexpr, LOSS: tl.constexpr,
+    DECODER: tl.constexpr, RNG_FROM_PTR: tl.constexpr,
+    ACC: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """dx = g · keep(dZ B) [- g/B · target(h W + c, x) with RECON]. With RECON (the objective's
+    input gradient) the same W tiles feed a second product that recomputes the logit a."""
+    pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
+    seed, offset = load_rng(seed, offset, rng_ptr, RNG_FROM_PTR)
+    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok, col_ok = rm < M, rn < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    logit = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
+        a_ok = row_ok[:, None] & (rk[None, :] < K)
+        b = tl.load(b_ptr + rk[:, None] * stride_bk + rn[None, :] * stride_bn,
+                    mask=(rk[:, None] < K) & col_ok[None, :], other=0.0)
+        a = tl.load(dz_ptr + rm[:, None] * stride_zm + rk[None, :], mask=a_ok, other=0.0)
+        acc = mma(acc, a, b, DOT_DTYPE, PRECISION, EMULATE)
+        if RECON:
+            h = tl.load(h_ptr + rm[:, None] * stride_hm + rk[None, :], mask=a_ok, other=0.0)
+            logit = mma(logit, h, b, DOT_DTYPE, PRECISION, EMULATE)
+
+    ok = row_ok[:, None] & col_ok[None, :]
+    dx = keep_values(acc, rm[:, None] * N + rn[None, :], seed, offset, level, CORRUPTION)
+    if RECON:
+        logit += tl.load(c_ptr + rn, mask=col_ok, other=0.0).to(ACC)[None, :]
+        if LOSS == BCE:
+            target = logit
+        else:
+            x = tl.load(x_ptr + rm[:, None] * stride_xm + rn[None, :], mask=ok, other=0.0).to(ACC)
+            target = activation(logit, DECODER) - x
+        dx -= target * wide(inv_batch_hi, inv_batch_lo, ACC)
+    if HAS_GRAD:
+        dx = dx * tl.load(grad_ptr).to(ACC)
+    tl.store(out_ptr + rm[:, None] * stride_om + rn[None, :], dx, mask=ok)

@@ -1,0 +1,143 @@
+"""Pieces every kernel shares. Codes follow sslkern/_enums.py."""
+import triton
+import triton.language as tl
+
+# Activation codes (sslkern/_enums.py ACTIVATIONS), loss and corruption codes.
+LINEAR: tl.constexpr = 0
+SIGMOID: tl.constexpr = 1
+TANH: tl.constexpr = 2
+RELU: tl.constexpr = 3
+SOFTPLUS: tl.constexpr = 4
+BCE: tl.constexpr = 0
+MSE: tl.constexpr = 1
+NO_CORRUPTION: tl.constexpr = 0
+MASK: tl.constexpr = 1
+GAUSSIAN: tl.constexpr = 2
+SALT_PEPPER: tl.constexpr = 3
+
+
+@triton.jit
+def activation(z, ACT: tl.constexpr):
+    if ACT == SIGMOID:
+        return 1.0 / (1.0 + tl.exp(-z))
+    elif ACT == TANH:
+        e = tl.exp(-2.0 * tl.abs(z))  # never overflows; sign restored below
+        t = (1.0 - e) / (1.0 + e)
+        return tl.where(z < 0, -t, t)
+    elif ACT == RELU:
+        return tl.maximum(z, 0.0)
+    elif ACT == SOFTPLUS:
+        return tl.maximum(z, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(z)))
+    else:
+        return z
+
+
+@triton.jit
+def act_d1(h, ACT: tl.constexpr):
+    """f'(z) written with h = f(z), as csrc/include/sslkern/activations.h does."""
+    if ACT == SIGMOID:
+        return h * (1.0 - h)
+    elif ACT == TANH:
+        return 1.0 - h * h
+    elif ACT == RELU:
+        return tl.where(h > 0, 1.0, 0.0).to(h.dtype)
+    elif ACT == SOFTPLUS:
+        return 1.0 - tl.exp(-h)
+    else:
+        return tl.full(h.shape, 1.0, h.dtype)
+
+
+@triton.jit
+def act_d2(h, ACT: tl.constexpr):
+    """f''(z) from h = f(z); zero for the piecewise-linear activations."""
+    if ACT == SIGMOID:
+        return h * (1.0 - h) * (1.0 - 2.0 * h)
+    elif ACT == TANH:
+        return -2.0 * h * (1.0 - h * h)
+    elif ACT == SOFTPLUS:
+        e = tl.exp(-h)
+        return (1.0 - e) * e
+    else:
+        return tl.zeros(h.shape, h.dtype)
+
+
+@triton.jit
+def wide(hi, lo, ACC: tl.constexpr):
+    """A host float passed as an fp32 pair (hi + lo): kernel float arguments are fp32, and
+    float64 runs need the scale factors to ~1e-14."""
+    one = tl.full((), 1.0, ACC)  # also promotes a plain float (the interpreter passes those)
+    return hi * one + lo * one
+
+
+@triton.jit
+def load_rng(seed, offset, rng_ptr, RNG_FROM_PTR: tl.constexpr):
+    """(seed as uint64, offset as int64): from the arguments, or from an int64 [2] device
+    tensor so that a captured CUDA graph draws fresh numbers on every replay."""
+    if RNG_FROM_PTR:
+        seed_u = tl.load(rng_ptr).to(tl.uint64, bitcast=True)
+        offset_i = tl.load(rng_ptr + 1)
+    else:
+        seed_u = seed.to(tl.uint64)
+        offset_i = offset.to(tl.int64)
+    return seed_u, offset_i
+
+
+@triton.jit
+def counters(offset, flat_index):
+    """Philox counter of element `flat_index`: (offset + i) mod 2^32 (design.md section 2)."""
+    return ((offset + flat_index) & 0xFFFFFFFF).to(tl.uint32)
+
+
+@triton.jit
+def uniform(seed, offset, flat_index):
+    return tl.rand(seed, counters(offset, flat_index))
+
+
+@triton.jit
+def corrupt_values(x, flat_index, seed, offset, level, level_lo, KIND: tl.constexpr):
+    """x~ for the elements at `flat_index`, x in fp32 or fp64. Masks compare u with the fp32
+    level (as torch does); the gaussian scale is level_hi + level_lo, exact for float64."""
+    if KIND == MASK:
+        return tl.where(uniform(seed, offset, flat_index) >= level, x, 0.0)
+    elif KIND == GAUSSIAN:
+        return x + wide(level, level_lo, x.dtype) * tl.randn(seed, counters(offset, flat_index))
+    elif KIND == SALT_PEPPER:
+        u = uniform(seed, offset, flat_index)
+        return tl.where(u < level * 0.5, 0.0, tl.where(u < level, 1.0, x))
+    else:
+        return x
+
+
+@triton.jit
+def keep_values(g, flat_index, seed, offset, level, KIND: tl.constexpr):
+    """The gradient through the corruption: g where x flowed through unchanged, else 0."""
+    if KIND == MASK or KIND == SALT_PEPPER:
+        return tl.where(uniform(seed, offset, flat_index) >= level, g, 0.0)
+    else:
+        return g
+
+
+@triton.jit
+def tile_coords(num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
+    """(pid_m, pid_n) in grouped order: GROUP_M row-blocks share their column-blocks in L2."""
+    pid = tl.program_id(0)
+    width = GROUP_M * num_pid_n
+    group = pid // width
+    first_m = group * GROUP_M
+    group_size = tl.minimum(num_pid_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % group_size
+    pid_n = (pid % width) // group_size
+    return pid_m, pid_n
+
+
+@triton.jit
+def mma(acc, a, b, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl.constexpr):
+    """acc += a @ b with operands rounded to DOT_DTYPE. EMULATE multiplies the rounded
+    operands in fp32: the interpreter's half-precision tl.dot gives wrong results."""
+    a = a.to(DOT_DTYPE)
+    b = b.to(DOT_DTYPE)
+    if EMULATE:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return tl.dot(a, b, acc, input_precision=PRECISION)
+

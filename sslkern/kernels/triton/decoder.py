@@ -1,0 +1,46 @@
+"""Training decoder product: a = h W + c, then in the epilogue the loss partial sums,
+dL/da (written straight into the weight-gradient operand) and partial column sums of
+dL/da (for dc). Neither a nor x̂ is ever stored."""
+import triton
+import triton.language as tl
+
+from .common import BCE, act_d1, activation, mma, tile_coords, wide
+
+
+@triton.jit
+def decoder_loss_kernel(
+    h_ptr, w_ptr, c_ptr, x_ptr, da_ptr, dc_part_ptr, loss_part_ptr,
+    M, N, K, num_pid_m, num_pid_n,
+    stride_hm, stride_wk, stride_xm, stride_dm, inv_batch_hi, inv_batch_lo,
+    LOSS: tl.constexpr, DECODER: tl.constexpr,
+    ACC: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
+    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    row_ok, col_ok = rm < M, rn < N
+    acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
+    for k0 in range(0, K, BLOCK_K):
+        rk = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
+        a = tl.load(h_ptr + rm[:, None] * stride_hm + rk[None, :],
+                    mask=row_ok[:, None] & (rk[None, :] < K), other=0.0)
+        b = tl.load(w_ptr + rk[:, None] * stride_wk + rn[None, :],
+                    mask=(rk[:, None] < K) & col_ok[None, :], other=0.0)
+        acc = mma(acc, a, b, DOT_DTYPE, PRECISION, EMULATE)
+
+    inv_batch = wide(inv_batch_hi, inv_batch_lo, ACC)
+    ok = row_ok[:, None] & col_ok[None, :]
+    logit = acc + tl.load(c_ptr + rn, mask=col_ok, other=0.0).to(ACC)[None, :]
+    x = tl.load(x_ptr + rm[:, None] * stride_xm + rn[None, :], mask=ok, other=0.0).to(ACC)
+    if LOSS == BCE:  # softplus(a) - x a, from the logit (stable for any a)
+        loss = tl.maximum(logit, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(logit))) - x * logit
+        d_a = (activation(logit, 1) - x) * inv_batch
+    else:
+        y = activation(logit, DECODER)
+        loss = 0.5 * (y - x) * (y - x)
+        d_a = (y - x) * act_d1(y, DECODER) * inv_batch
+    d_a = tl.where(ok, d_a, 0.0)
+    tl.store(da_ptr + rm[:, None] * stride_dm + rn[None, :], d_a, mask=ok)
+    tl.store(dc_part_ptr + pid_m.to(tl.int64) * N + rn, tl.sum(d_a, axis=0), mask=col_ok)
+    tl.store(loss_part_ptr + pid_m * num_pid_n + pid_n, tl.sum(tl.sum(tl.where(ok, loss, 0.0), axis=1), axis=0))

@@ -1,0 +1,144 @@
+"""Pictures: filter grids (as in the classic denoising-autoencoder figures), reconstructions
+next to their inputs, and loss curves. PNGs are written atomically (temporary file, fsync,
+rename). Filter grids and reconstructions need only PIL; the loss curve uses matplotlib when
+it is installed and a plain PIL drawing otherwise."""
+import math
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ._atomic import atomic_write
+
+BACKGROUND = 0  # black separators between tiles, as in tile_raster_images
+
+
+def tile_images(images, image_shape, columns=None, value_range=None, padding=1):
+    """A uint8 [rows·(h+p)-p, cols·(w+p)-p] mosaic of `images` [N, h·w]: each image scaled to
+    [0, 255] on its own, or all by one fixed `value_range` (low, high)."""
+    images = _as_numpy_rows("images", images)
+    h, w = _image_shape(image_shape, images.shape[1])
+    n = images.shape[0]
+    columns = columns or max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / columns))
+    if value_range is None:
+        low, high = images.min(1, keepdims=True), images.max(1, keepdims=True)
+    else:
+        low, high = value_range
+    scaled = np.clip((images - low) / np.maximum(high - low, 1e-12), 0.0, 1.0)
+    mosaic = np.full((rows * (h + padding) - padding, columns * (w + padding) - padding), BACKGROUND, np.uint8)
+    for i, image in enumerate(scaled):
+        r, c = divmod(i, columns)
+        mosaic[r * (h + padding): r * (h + padding) + h, c * (w + padding): c * (w + padding) + w] = \
+            np.round(image.reshape(h, w) * 255)
+    return mosaic
+
+
+def filters_image(W, image_shape=(28, 28), n_filters=100, columns=None, zoom=2):
+    """PIL image of the first `n_filters` rows of W [H, D] (one hidden unit's weights each)."""
+    W = _as_numpy_rows("W", W)[:n_filters]
+    return _zoomed(tile_images(W, image_shape, columns), zoom)
+
+
+def save_filters(W, path, image_shape=(28, 28), n_filters=100, columns=None, zoom=2):
+    """Write the grid of hidden units' filters (rows of W [H, D], or a model's weight) as a PNG."""
+    W = getattr(W, "weight", W)
+    save_png(filters_image(W, image_shape, n_filters, columns, zoom), path)
+
+
+def save_filter_panels(weights, titles, path, image_shape=(28, 28), n_filters=100, zoom=2):
+    """Filter grids side by side, each under its title (e.g. 0%, 25%, 50% masking)."""
+    if len(weights) != len(titles) or not weights:
+        raise ValueError(f"weights and titles must be non-empty lists of one length, got {len(weights)} and {len(titles)}")
+    panels = [filters_image(getattr(W, "weight", W), image_shape, n_filters, zoom=zoom) for W in weights]
+    title_h, gap = 18, 12
+    width = sum(p.width for p in panels) + gap * (len(panels) - 1)
+    height = max(p.height for p in panels) + title_h
+    canvas = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for panel, title in zip(panels, titles):
+        canvas.paste(panel, (x, title_h))
+        draw.text((x + 2, 3), str(title), fill=0)
+        x += panel.width + gap
+    save_png(canvas, path)
+
+
+def save_reconstructions(inputs, reconstructions, path, image_shape=(28, 28), n_images=10, zoom=2):
+    """Inputs (top row) above their reconstructions (bottom row), `n_images` of each."""
+    inputs = _as_numpy_rows("inputs", inputs)[:n_images]
+    reconstructions = _as_numpy_rows("reconstructions", reconstructions)[:n_images]
+    if inputs.shape != reconstructions.shape:
+        raise ValueError(f"inputs {inputs.shape} and reconstructions {reconstructions.shape} must match")
+    # One fixed range [0, 1]: reconstructions are drawn as the intensities they are.
+    both = np.concatenate([inputs, reconstructions])
+    mosaic = tile_images(both, image_shape, columns=len(inputs), value_range=(0.0, 1.0))
+    save_png(_zoomed(mosaic, zoom), path)
+
+
+def save_loss_curve(losses, path, title="training loss", xlabel="epoch", ylabel="objective"):
+    """Plot `losses` (a list, or a fit() history with a "loss" list) against 1..n."""
+    losses = losses["loss"] if isinstance(losses, dict) else losses
+    losses = [float(v) for v in losses]
+    if not losses:
+        raise ValueError("losses must hold at least one value")
+    try:
+        import matplotlib
+    except ImportError:
+        return save_png(_pil_curve(losses, title), path)
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 3.2), dpi=100)
+    ax = fig.add_subplot()
+    ax.plot(range(1, len(losses) + 1), losses, marker="o" if len(losses) < 30 else None)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
+
+
+def save_png(image, path):
+    with atomic_write(path) as f:
+        image.save(f, format="PNG")
+
+
+def _pil_curve(losses, title, size=(500, 320), margin=40):
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    low, high = min(losses), max(losses)
+    span = (high - low) or 1.0
+    w, h = size[0] - 2 * margin, size[1] - 2 * margin
+    steps = max(len(losses) - 1, 1)
+    points = [(margin + w * i / steps, margin + h * (1 - (v - low) / span)) for i, v in enumerate(losses)]
+    draw.rectangle([margin, margin, margin + w, margin + h], outline="gray")
+    draw.line(points if len(points) > 1 else points * 2, fill="navy", width=2)
+    draw.text((margin, 10), f"{title}: {losses[0]:.4g} -> {losses[-1]:.4g}", fill="black")
+    return image
+
+
+def _zoomed(mosaic, zoom):
+    image = Image.fromarray(mosaic)  # a 2-D uint8 array is mode "L"
+    return image.resize((image.width * zoom, image.height * zoom), Image.NEAREST) if zoom > 1 else image
+
+
+def _as_numpy_rows(name, value):
+    if isinstance(value, torch.Tensor):
+        value = value.detach().to("cpu", torch.float64).numpy()
+    value = np.asarray(value, dtype=np.float64)
+    if value.ndim != 2 or value.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array [N, D], got shape {value.shape}")
+    return value
+
+
+def _image_shape(image_shape, d):
+    if image_shape is None:
+        side = int(round(math.sqrt(d)))
+        if side * side != d:
+            raise ValueError(f"image_shape is needed: {d} features are not a square image")
+        return side, side
+    h, w = image_shape
+    if h * w != d:
+        raise ValueError(f"image_shape {tuple(image_shape)} has {h * w} pixels but the rows have {d} values")
+    return int(h), int(w)

@@ -1,0 +1,264 @@
+"""Fuzzing the compiled entry points: every function sslkern._native_cpu (and the argument
+checks of sslkern._native_cuda) exports, called with bad sizes, leading dimensions, null and
+misaligned pointers, unknown dtype and enum codes, non-finite scalars and wrongly typed
+arguments. Each bad call must raise a Python exception (ValueError naming the argument, or
+pybind11's TypeError for a wrongly typed one) and write nothing; none may crash.
+
+What no fuzzer can catch, and these tests do not try: a pointer that is non-null and aligned
+but dangling, or addresses a buffer smaller than the sizes claim, or of another dtype than
+the dtype code says, looks exactly like a good one through a raw-pointer interface. Those
+are the callers' contract (sslkern/backends/native.py derives all three from tensors); the
+random fuzzer below therefore keeps every size within the buffers it passes, and the
+AddressSanitizer run (tests/sanitize.sh) checks that valid calls stay inside exactly sized
+buffers.
+"""
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+native = pytest.importorskip("sslkern._native_cpu")
+
+F32, F64 = 0, 1
+N_ACT, N_LOSS, N_KIND = 5, 2, 4
+CAPACITY = 9 * 9  # elements per fuzz buffer: rows, cols, ld <= 8 fit at 8 bytes per element
+# Each function: (name, argument kinds). Kinds: dtype, ptr (must be non-null unless the
+# sizes are zero), opt (nullable pointer), size, ld, act/loss/kind (enum codes), real,
+# seed, offset, bool. One bad argument must make the call raise.
+SIGNATURES = {
+    "philox_fill": ["ptr32", "n", "seed", "offset", "bool"],
+    "corrupt": ["dtype", "ptr", "ptr", "n", "kind", "level", "seed", "offset"],
+    "corrupt_grad": ["dtype", "ptr", "ptr", "n", "kind", "level", "seed", "offset"],
+    "encoder_epilogue": ["dtype", "ptr", "ld", "rows", "cols", "opt", "act", "opt", "opt"],
+    "loss_epilogue": ["dtype", "ptr", "ld", "ptr", "ld", "rows", "cols", "opt", "loss", "act",
+                      "real", "opt"],
+    "dz_epilogue": ["dtype", "opt", "ld", "ptr", "ld", "rows", "cols", "act", "opt", "real", "real",
+                    "ptr", "ld", "opt", "ld", "opt"],
+    "row_sq_norms": ["dtype", "ptr", "ld", "rows", "cols", "ptr"],
+    "row_scale_add": ["dtype", "ptr", "ld", "ptr", "ld", "rows", "cols", "ptr", "real"],
+}
+EXPORTED = {name for name in dir(native) if not name.startswith("_")} - {"build_info"}
+
+
+def test_every_export_is_fuzzed():
+    assert EXPORTED == set(SIGNATURES), "a new native function needs a SIGNATURES entry"
+    info = native.build_info()
+    assert isinstance(info, dict) and "openmp" in info
+
+
+class Buffers:
+    """One float64 buffer per pointer argument, filled with a sentinel so writes show."""
+
+    def __init__(self, count, capacity=CAPACITY):
+        self.tensors = [torch.full((capacity + 1,), 7.0, dtype=torch.float64) for _ in range(count)]
+
+    def ptr(self, i, shift=0):
+        return self.tensors[i].data_ptr() + shift
+
+    def untouched(self):
+        return all(bool((t == 7.0).all()) for t in self.tensors)
+
+
+def valid_args(name, buffers, dtype=F64, rows=3, cols=4):
+    """A call of `name` that must succeed: sizes within the buffers, every pointer set."""
+    args, pointer = [], 0
+    for kind in SIGNATURES[name]:
+        if kind in ("ptr", "opt", "ptr32"):
+            args.append(buffers.ptr(pointer))
+            pointer += 1
+        else:
+            args.append({"dtype": dtype, "n": rows * cols, "seed": 5, "offset": 9, "bool": False,
+                         "kind": 1, "level": 0.5, "ld": cols + 1, "rows": rows, "cols": cols,
+                         "act": 1, "loss": 0, "real": 0.5}[kind])
+    return args
+
+
+def _pointer_count(name):
+    return sum(kind in ("ptr", "opt", "ptr32") for kind in SIGNATURES[name])
+
+
+def _positions(name, kinds):
+    return [i for i, kind in enumerate(SIGNATURES[name]) if kind in kinds]
+
+
+def _expect_rejected(name, args, buffers, error=ValueError):
+    with pytest.raises(error) as info:
+        getattr(native, name)(*args)
+    assert buffers.untouched(), f"{name} wrote before rejecting its arguments"
+    return str(info.value)
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_valid_call_succeeds(name):
+    buffers = Buffers(_pointer_count(name))
+    getattr(native, name)(*valid_args(name, buffers))
+    assert not buffers.untouched(), f"{name} wrote nothing"
+
+
+# Single bad arguments, each with the error it must raise. (kind, bad value, error)
+BAD_VALUES = [
+    ("dtype", 2, ValueError), ("dtype", -1, ValueError), ("dtype", 2**31 - 1, ValueError),
+    ("dtype", 2**40, TypeError), ("dtype", 1.0, TypeError), ("dtype", None, TypeError),
+    ("n", -1, ValueError), ("n", -(2**63), ValueError), ("n", 2**32 + 1, ValueError),
+    ("n", 2**63, TypeError), ("n", "3", TypeError),
+    ("rows", -1, ValueError), ("rows", -(2**63), ValueError), ("cols", -1, ValueError),
+    ("ld", 0, ValueError), ("ld", -4, ValueError), ("ld", 3, ValueError),  # ld < cols = 4
+    ("act", -1, ValueError), ("act", N_ACT, ValueError), ("act", 2**31 - 1, ValueError),
+    ("loss", N_LOSS, ValueError), ("loss", -2, ValueError),
+    ("kind", N_KIND, ValueError), ("kind", -1, ValueError),
+    ("level", float("nan"), ValueError), ("level", float("inf"), ValueError),
+    ("level", -float("inf"), ValueError), ("level", 1e39, ValueError),
+    ("seed", -1, TypeError), ("seed", 2**64, TypeError),
+    ("offset", -1, TypeError), ("offset", 2**32, TypeError),
+    ("real", "x", TypeError), ("bool", "yes", TypeError),
+]
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_each_bad_argument_raises(name):
+    kinds = SIGNATURES[name]
+    for position, kind in enumerate(kinds):
+        for bad_kind, value, error in BAD_VALUES:
+            if bad_kind != kind:
+                continue
+            buffers = Buffers(_pointer_count(name))
+            args = valid_args(name, buffers)
+            args[position] = value
+            message = _expect_rejected(name, args, buffers, error)
+            if error is ValueError:
+                assert ":" in message and message.split(":")[0].strip(), message
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+@pytest.mark.parametrize("dtype", [F32, F64])
+def test_null_and_misaligned_pointers_raise(name, dtype):
+    for position in _positions(name, ("ptr", "ptr32", "opt")):
+        kind = SIGNATURES[name][position]
+        element = 4 if kind == "ptr32" or dtype == F32 else 8
+        for shift in range(1, element):
+            buffers = Buffers(_pointer_count(name))
+            args = valid_args(name, buffers, dtype)
+            args[position] += shift
+            assert "aligned" in _expect_rejected(name, args, buffers)
+        if kind == "opt":
+            continue  # null means "not wanted" there; tested below
+        buffers = Buffers(_pointer_count(name))
+        args = valid_args(name, buffers, dtype)
+        args[position] = 0
+        assert "null" in _expect_rejected(name, args, buffers)
+        for bad in (-8, 2**64, "0x10", 1.5):
+            args[position] = bad
+            _expect_rejected(name, args, buffers, TypeError)
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_optional_pointers_may_be_null(name):
+    buffers = Buffers(_pointer_count(name))
+    args = valid_args(name, buffers)
+    for position in _positions(name, ("opt",)):
+        args[position] = 0
+    getattr(native, name)(*args)
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_empty_sizes_accept_null_pointers(name):
+    """Zero elements: nothing is read or written, so null data pointers are fine."""
+    buffers = Buffers(_pointer_count(name))
+    args = valid_args(name, buffers, rows=0, cols=0)
+    for position in _positions(name, ("ptr", "ptr32", "opt")):
+        args[position] = 0
+    getattr(native, name)(*args)
+    assert buffers.untouched()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SIGNATURES if "ld" in SIGNATURES[n]))
+def test_offset_overflow_is_rejected(name):
+    """rows * ld past int64 byte offsets must be refused before any pointer arithmetic."""
+    for position in _positions(name, ("ld",)):
+        buffers = Buffers(_pointer_count(name))
+        args = valid_args(name, buffers)
+        args[position] = 2**62
+        assert "overflow" in _expect_rejected(name, args, buffers)
+    buffers = Buffers(_pointer_count(name))
+    args = valid_args(name, buffers)
+    for position in _positions(name, ("rows",)):
+        args[position] = 2**62
+    for position in _positions(name, ("ld",)):
+        args[position] = 2**20
+    assert "overflow" in _expect_rejected(name, args, buffers)
+
+
+# Random calls: every argument drawn from a pool of good and bad values, sizes always within
+# the buffers (see the module docstring). The call may succeed or raise; it may not crash,
+# and a ValueError must name an argument.
+SMALL = st.integers(-3, 8)
+POOLS = {
+    "dtype": st.sampled_from([F32, F64, 2, -1]),
+    "n": st.one_of(st.integers(-3, CAPACITY), st.sampled_from([2**32 + 1, -(2**63)])),
+    "rows": SMALL, "cols": SMALL, "ld": SMALL,
+    "act": st.integers(-2, N_ACT + 1), "loss": st.integers(-2, N_LOSS + 1), "kind": st.integers(-2, N_KIND + 1),
+    "level": st.sampled_from([0.0, 0.3, 1.0, -0.5, 2.0, float("nan"), float("inf"), 1e39]),
+    "real": st.sampled_from([0.0, 1.0, -2.5, float("nan"), float("inf")]),
+    "seed": st.sampled_from([0, 1, 2**64 - 1]), "offset": st.sampled_from([0, 7, 2**32 - 1]),
+    "bool": st.booleans(),
+}
+POINTER_SHIFTS = st.sampled_from([None, 0, 0, 0, 1, 4, 7])  # None: null
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_random_calls_raise_or_succeed(name):
+    @settings(max_examples=150, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def prop(data):
+        buffers = Buffers(_pointer_count(name))
+        args, pointer = [], 0
+        for kind in SIGNATURES[name]:
+            if kind in ("ptr", "opt", "ptr32"):
+                shift = data.draw(POINTER_SHIFTS)
+                args.append(0 if shift is None else buffers.ptr(pointer, shift))
+                pointer += 1
+            else:
+                args.append(data.draw(POOLS[kind]))
+        try:
+            getattr(native, name)(*args)
+        except ValueError as exc:
+            assert str(exc).split(":")[0].strip(), f"error names no argument: {exc}"
+        except TypeError:
+            pass
+
+    prop()
+
+
+def _cuda_module():
+    try:
+        import sslkern._native_cuda as module
+    except ImportError:
+        pytest.skip("sslkern._native_cuda is not built")
+    return module
+
+
+def test_cuda_launcher_rejects_bad_calls_before_launching():
+    """The CUDA module's launcher takes device pointers packed as bytes, which it cannot
+    check; it can check the handle, the argument count and the launch shape, and it must
+    reject those before touching a device (with or without a GPU)."""
+    module = _cuda_module()
+    table = module.kernel_table()
+    assert table and all(isinstance(n, str) and arity >= 0 for n, arity in table)
+    arity = table[0][1]
+    good = dict(grid=(1, 1, 1), block=(32, 1, 1), stream=0, device=0, args=bytes(8 * arity))
+    bad_calls = [
+        (dict(good, handle=-1), ValueError), (dict(good, handle=len(table)), ValueError),
+        (dict(good, handle=2**40), TypeError),
+        (dict(good, handle=0, args=bytes(8 * arity + 1)), ValueError),
+        (dict(good, handle=0, args=bytes(8 * (arity + 1))), ValueError),
+        (dict(good, handle=0, args="not bytes"), TypeError),
+        (dict(good, handle=0, grid=(1, 1)), ValueError),
+        (dict(good, handle=0, block=(1, 1, 1, 1)), ValueError),
+        (dict(good, handle=0, grid=(-1, 1, 1)), RuntimeError),  # pybind11's cast error
+        (dict(good, handle=0, stream=-1), TypeError),
+    ]
+    for kwargs, error in bad_calls:
+        with pytest.raises(error):
+            module.launch(**kwargs)
+    assert isinstance(module.device_count(), int)

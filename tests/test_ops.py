@@ -1,0 +1,240 @@
+"""Every public op on every backend against the float64 oracle (sslkern.reference):
+values and gradients at awkward shapes, gradcheck in float64, opcheck on the custom ops."""
+import pytest
+import torch
+
+import sslkern
+from sslkern import reference as oracle
+
+ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "softplus")
+CORRUPTIONS = ("none", "mask", "gaussian", "salt_pepper")
+# (B, D, H): a single unit, small primes, sizes that are no multiple of any block.
+SHAPES = [(1, 1, 1), (3, 5, 7), (37, 129, 65)]
+DTYPES = [torch.float32, torch.float64]
+# Max-norm tolerances: |actual - expected|_max <= atol + rtol * |expected|_max.
+TOLERANCES = {torch.float32: (2e-5, 1e-6), torch.float64: (1e-10, 1e-12)}
+# Gaussian noise is only specified to 1e-5 across devices (libm differs): float32-level agreement.
+NOISY_TOLERANCE = (5e-5, 1e-6)
+# (encoder, decoder, loss): bce with its sigmoid decoder, mse with several decoders.
+OBJECTIVES = [("sigmoid", "sigmoid", "bce"), ("tanh", "sigmoid", "mse"), ("relu", "linear", "mse"),
+              ("softplus", "tanh", "mse"), ("linear", "softplus", "mse"), ("sigmoid", "relu", "mse")]
+LEVELS = {"none": 0.0, "mask": 0.3, "gaussian": 0.2, "salt_pepper": 0.3}
+
+
+def assert_close(actual, expected, dtype, tolerance=None, what="value"):
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    assert actual.dtype == dtype, f"{what}: dtype {actual.dtype} != {dtype}"
+    rtol, atol = tolerance or TOLERANCES[dtype]
+    expected = expected.double()
+    err = (actual.double() - expected).abs().max().item() if expected.numel() else 0.0
+    bound = atol + rtol * (expected.abs().max().item() if expected.numel() else 0.0)
+    assert err <= bound, f"{what}: max error {err:.3e} > {bound:.3e}"
+
+
+def make_inputs(batch, visible, hidden, dtype, seed=0):
+    """x in [0, 1] (a valid bce target), W scaled so activations are neither linear nor saturated."""
+    gen = torch.Generator().manual_seed(seed + 1000 * batch + visible)
+    x = torch.rand(batch, visible, generator=gen, dtype=torch.float64)
+    W = torch.randn(hidden, visible, generator=gen, dtype=torch.float64) * (1.5 / visible ** 0.5)
+    b = torch.randn(hidden, generator=gen, dtype=torch.float64) * 0.3
+    c = torch.randn(visible, generator=gen, dtype=torch.float64) * 0.3
+    return [t.to(dtype) for t in (x, W, b, c)]
+
+
+def leaves(tensors, dtype=None):
+    return [t.detach().to(dtype or t.dtype).requires_grad_(True) for t in tensors]
+
+
+def run_and_grad(fn, inputs, out_grad_seed=7):
+    """fn(*inputs) and the gradients of <output, g> for a fixed random g (not all ones, so a
+    wrongly broadcast or unscaled gradient shows)."""
+    out = fn(*inputs)
+    gen = torch.Generator().manual_seed(out_grad_seed)
+    g = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.dtype)
+    grads = torch.autograd.grad(out, inputs, g, allow_unused=True, materialize_grads=True)
+    return out.detach(), grads
+
+
+def check_against_oracle(fn, oracle_fn, inputs, dtype, names, tolerance=None):
+    actual, actual_grads = run_and_grad(fn, leaves(inputs))
+    expected, expected_grads = run_and_grad(oracle_fn, leaves(inputs, torch.float64))
+    assert_close(actual, expected, dtype, tolerance, "value")
+    for name, got, want in zip(names, actual_grads, expected_grads):
+        assert_close(got, want, dtype, tolerance, f"d/d{name}")
+
+
+# --- random streams ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n, seed, offset", [(1, 0, 0), (129, 42, 7), (1000, 2**40 + 3, 2**32 - 500)])
+def test_philox_uniform_matches_oracle_bit_exact(backend, n, seed, offset):
+    got = sslkern.philox_uniform(n, seed, offset)
+    assert got.dtype == torch.float32 and got.shape == (n,)
+    assert torch.equal(got, oracle.philox_uniform(n, seed, offset))
+
+
+@pytest.mark.parametrize("n, seed, offset", [(1, 0, 0), (129, 42, 7), (1000, 2**40 + 3, 2**32 - 500)])
+def test_philox_normal_matches_oracle(backend, n, seed, offset):
+    got = sslkern.philox_normal(n, seed, offset)
+    assert got.dtype == torch.float32 and got.shape == (n,)
+    torch.testing.assert_close(got, oracle.philox_normal(n, seed, offset), rtol=0, atol=1e-5)
+
+
+# --- corruption ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_corrupt(backend, kind, dtype, shape):
+    x = make_inputs(*shape, dtype)[0]
+    level, seed, offset = LEVELS[kind], 11, 3
+    tolerance = NOISY_TOLERANCE if kind == "gaussian" else None
+    check_against_oracle(lambda v: sslkern.corrupt(v, kind, level, seed, offset),
+                         lambda v: oracle.corrupt(v, kind, level, seed, offset),
+                         [x], dtype, ["x"], tolerance)
+
+
+# --- encode / decode / contractive penalty -------------------------------------------------
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_encode(backend, activation, dtype, shape):
+    x, W, b, _ = make_inputs(*shape, dtype)
+    check_against_oracle(lambda *t: sslkern.encode(*t, activation=activation),
+                         lambda *t: oracle.encode(*t, activation),
+                         [x, W, b], dtype, ["x", "W", "b"])
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_decode(backend, activation, dtype, shape):
+    x, W, _, c = make_inputs(*shape, dtype)
+    h = oracle.encode(x.double(), W.double(), torch.zeros(W.shape[0], dtype=torch.float64)).to(dtype)
+    check_against_oracle(lambda *t: sslkern.decode(*t, activation=activation),
+                         lambda *t: oracle.decode(*t, activation),
+                         [h, W, c], dtype, ["h", "W", "c"])
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_contractive_penalty(backend, activation, dtype, shape):
+    x, W, b, _ = make_inputs(*shape, dtype)
+    check_against_oracle(lambda *t: sslkern.contractive_penalty(*t, activation=activation),
+                         lambda *t: oracle.contractive_penalty(*t, activation),
+                         [x, W, b], dtype, ["x", "W", "b"])
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_analytic_penalty_equals_jacobian_penalty(activation):
+    # Leaves that require grad: the oracle differentiates h in z (it fails on constant inputs).
+    x, W, b = leaves(make_inputs(4, 6, 5, torch.float64)[:3])
+    analytic = oracle.contractive_penalty(x, W, b, activation)
+    brute_force = oracle.contractive_penalty_jacobian(x, W, b, activation)
+    torch.testing.assert_close(analytic, brute_force, rtol=1e-12, atol=1e-12)
+    assert analytic > 0
+
+
+# --- the whole objective -------------------------------------------------------------------
+
+def _objective_cases():
+    """bce with every corruption, with and without the penalty; each mse decoder with two
+    corruption kinds, so every kind meets every objective family and both penalty settings."""
+    bce, *mse = OBJECTIVES
+    cases = [(bce, kind, lam) for kind in CORRUPTIONS for lam in (0.0, 0.5)]
+    for i, objective in enumerate(mse):
+        cases += [(objective, CORRUPTIONS[i % 4], 0.0), (objective, CORRUPTIONS[(i + 1) % 4], 0.5)]
+    return [pytest.param(*case, id=f"{'-'.join(case[0])}-{case[1]}-{case[2]}") for case in cases]
+
+
+@pytest.mark.parametrize("objective, corruption, contractive", _objective_cases())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_autoencoder_loss(backend, objective, corruption, contractive, dtype, shape):
+    encoder, decoder, loss = objective
+    config = dict(encoder=encoder, decoder=decoder, loss=loss, corruption=corruption,
+                  level=LEVELS[corruption], contractive=contractive, seed=2**33 + 5, offset=17)
+    tolerance = NOISY_TOLERANCE if corruption == "gaussian" else None
+    check_against_oracle(lambda *t: sslkern.autoencoder_loss(*t, **config),
+                         lambda *t: oracle.autoencoder_loss(*t, **config),
+                         make_inputs(*shape, dtype), dtype, ["x", "W", "b", "c"], tolerance)
+
+
+def test_autoencoder_loss_x_in_another_dtype(backend):
+    """x may have its own floating dtype: computed in the parameters' dtype, its gradient in x's."""
+    x, W, b, c = make_inputs(5, 7, 3, torch.float64)
+    xs = x.float().requires_grad_(True)
+    loss = sslkern.autoencoder_loss(xs, *leaves([W, b, c]), corruption="mask", level=0.2, contractive=0.1)
+    (dx,) = torch.autograd.grad(loss, xs)
+    assert loss.dtype == torch.float64 and dx.dtype == torch.float32
+    x64 = xs.detach().double().requires_grad_(True)
+    expected = oracle.autoencoder_loss(x64, W, b, c, corruption="mask", level=0.2, contractive=0.1)
+    (dx_expected,) = torch.autograd.grad(expected, x64)
+    assert_close(loss.detach(), expected.detach(), torch.float64)
+    assert_close(dx, dx_expected, torch.float32)
+
+
+# --- gradcheck (float64) -------------------------------------------------------------------
+
+def _gradcheck(fn, inputs):
+    assert torch.autograd.gradcheck(fn, leaves(inputs), eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_gradcheck_corrupt(backend, kind):
+    x = make_inputs(3, 5, 2, torch.float64)[0]
+    _gradcheck(lambda v: sslkern.corrupt(v, kind, LEVELS[kind], 5, 1), [x])
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_gradcheck_encode_decode_penalty(backend, activation):
+    x, W, b, c = make_inputs(3, 5, 4, torch.float64)
+    _gradcheck(lambda *t: sslkern.encode(*t, activation=activation), [x, W, b])
+    _gradcheck(lambda *t: sslkern.decode(*t, activation=activation), [x[:, :4], W, c])
+    _gradcheck(lambda *t: sslkern.contractive_penalty(*t, activation=activation), [x, W, b])
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids="-".join)
+def test_gradcheck_autoencoder_loss(backend, objective):
+    encoder, decoder, loss = objective
+    for corruption in CORRUPTIONS:
+        _gradcheck(lambda *t: sslkern.autoencoder_loss(
+            *t, encoder=encoder, decoder=decoder, loss=loss, corruption=corruption,
+            level=LEVELS[corruption], contractive=0.3, seed=9), make_inputs(3, 5, 4, torch.float64))
+
+
+# --- opcheck on the registered custom ops ---------------------------------------------------
+
+OPCHECK_BACKENDS = [name for name in sslkern.available_backends() if name in ("reference", "native")]
+
+
+def _opcheck_cases(backend):
+    x, W, b, c = make_inputs(3, 5, 4, torch.float64)
+    h = torch.rand(3, 4, dtype=torch.float64)
+    grad = torch.tensor(1.3, dtype=torch.float64)
+    ops = torch.ops.sslkern
+    step = ("tanh", "sigmoid", "bce", "mask", 0.25, 0.5, 123, 4)
+    saved = ops.autoencoder_loss(x, W, b, c, *step, backend)[1:]
+    _, pen_h, r, s2col = ops.contractive_penalty(x, W, b, "sigmoid", backend)
+    x_, W_, b_, c_ = leaves([x, W, b, c])  # the forward ops with autograd
+    return [
+        (ops.philox.default, (7, -5, 3, False, torch.device("cpu"), backend)),
+        (ops.philox.default, (7, 5, 3, True, torch.device("cpu"), backend)),
+        (ops.corrupt.default, (x_, "salt_pepper", 0.3, 1, 2, backend)),
+        (ops.corrupt_grad.default, (torch.randn(3, 5, dtype=torch.float64), "mask", 0.3, 1, 2, backend)),
+        (ops.linear_act.default, (x_, W_, b_, "tanh", True, backend)),
+        (ops.linear_act.default, (h, W_, c_, "sigmoid", False, backend)),
+        (ops.linear_act_backward.default, (torch.randn(3, 4, dtype=torch.float64), h, x, W,
+                                           "sigmoid", True, backend)),
+        (ops.contractive_penalty.default, (x_, W_, b_, "softplus", backend)),
+        (ops.contractive_penalty_backward.default, (grad, x, W, pen_h, r, s2col, "sigmoid", backend)),
+        (ops.autoencoder_loss.default, (x_, W_, b_, c_, *step, backend)),
+        (ops.autoencoder_loss_backward.default, (grad, x, W, c, *saved, *step, True, backend)),
+    ]
+
+
+@pytest.mark.parametrize("backend_name", OPCHECK_BACKENDS)
+def test_opcheck(backend_name):
+    for op, args in _opcheck_cases(backend_name):
+        torch.library.opcheck(op, args)
