@@ -234,8 +234,11 @@ def open_kernels(path=None):
 
 def live_path():
     """"compiled", "nvrtc" or None: the path CUDA tensors would take, decided without compiling
-    or importing cupy."""
-    path = requested_path()
+    or importing cupy; None also for a bad SSLKERN_NATIVE_CUDA (the native backend says why)."""
+    try:
+        path = requested_path()
+    except ValueError:
+        return None
     if path in ("auto", "compiled") and _native.load("cuda") is not None:
         return "compiled"
     if path in ("auto", "nvrtc") and importlib.util.find_spec("cupy") and source_root() is not None:

@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "info": ("sslkern.commands.info", "print versions, compiled modules, devices and backends"),
     "demo": ("sslkern.commands.demo", "train a small denoising + contractive autoencoder on random data"),
+    "bench": ("sslkern.commands.bench", "time a training step: eager, torch.compile, sslkern backends, products-only floor"),
     "train": ("sslkern.commands.train", "train an autoencoder on real images; write filters, metrics, checkpoints"),
 }
 

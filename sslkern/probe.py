@@ -5,8 +5,8 @@ with L-BFGS in float64 on the CPU from zero weights: deterministic, no scikit-le
 """
 import torch
 
-DEFAULT_L2 = 1e-3
-DEFAULT_MAX_ITER = 200
+DEFAULT_L2 = 1e-2
+DEFAULT_MAX_ITER = 100
 
 
 def features(encoder, X, batch_size=2048):

@@ -40,14 +40,17 @@ cmake --build "$WORK/build" -j "$(nproc)"
 
 LIBASAN="$(${CXX:-c++} -print-file-name=libasan.so)"
 [ -f "$LIBASAN" ] || { echo "sanitize.sh: libasan.so not found (got '$LIBASAN')" >&2; exit 1; }
+# libstdc++ preloaded too: python does not link it, and without it ASan's __cxa_throw
+# interceptor finds no real __cxa_throw and aborts on the first C++ exception.
+PRELOAD="$LIBASAN $(${CXX:-c++} -print-file-name=libstdc++.so)"
 
 cd "$SRC"
 export PYTHONPATH="$SRC${PYTHONPATH:+:$PYTHONPATH}"
 export SSLKERN_BACKEND=native
-# The copy, not the editable install, must be the one imported:
-"$PYTHON" -c "import sslkern, sslkern._native_cpu as m, sys; assert m.__file__.startswith('$SRC'), m.__file__"
-
 export ASAN_OPTIONS="detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_odr_violation=0:${ASAN_OPTIONS:-}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1:${UBSAN_OPTIONS:-}"
-LD_PRELOAD="$LIBASAN" "$PYTHON" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+# The copy, not the editable install, must be the one imported:
+LD_PRELOAD="$PRELOAD" "$PYTHON" -c \
+  "import sslkern._native_cpu as m; assert m.__file__.startswith('$SRC'), m.__file__"
+LD_PRELOAD="$PRELOAD" "$PYTHON" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
 echo "sanitize.sh: no AddressSanitizer/UBSan reports in ${TESTS[*]}"

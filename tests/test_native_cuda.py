@@ -239,6 +239,60 @@ def test_launch_plan(recorded, dtype, rows, cols):
     assert rec.launches.count(rec.launches[-1]) == 1  # one row scaling
 
 
+def test_nvrtc_path_drives_cupy(monkeypatch):
+    """The cupy glue, against a stand-in cupy: one compile of the inlined source with every name
+    expression, launches inside the device and stream contexts, arguments as typed numpy scalars."""
+    import sys
+    import types
+
+    import numpy as np
+
+    events = []
+
+    class Context:
+        def __init__(self, *args):
+            self.args = args
+
+        def __enter__(self):
+            events.append((type(self).__name__, self.args))
+
+        def __exit__(self, *exc):
+            return False
+
+    class Device(Context):
+        pass
+
+    class ExternalStream(Context):
+        pass
+
+    class RawModule:
+        def __init__(self, code, options, name_expressions):
+            assert "bias_act_kernel" in code and '#include "' not in code
+            events.append(("compile", options, tuple(name_expressions)))
+
+        def get_function(self, name):
+            return lambda grid, block, values: events.append(("launch", name, grid, block, values))
+
+    fake = types.SimpleNamespace(RawModule=RawModule,
+                                 cuda=types.SimpleNamespace(Device=Device, ExternalStream=ExternalStream))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: types.SimpleNamespace(cuda_stream=77))
+    ep = NativeCudaEpilogues()
+    ep.kernels = runtime.NvrtcKernels()
+    z = torch.rand(5, 8)
+    ep.bias_act(z, None, "tanh", torch.ones(8), torch.empty(8))
+    compiles = [e for e in events if e[0] == "compile"]
+    assert len(compiles) == 1 and set(compiles[0][2]) == {name for name, _ in runtime.KERNELS}
+    launches = [e for e in events if e[0] == "launch"]
+    assert [e[1] for e in launches] == ["sslkern::cuda::bias_act_kernel<float, 4>",
+                                        "sslkern::cuda::reduce_partials_kernel<float>"]
+    assert ("ExternalStream", (77, None)) in events
+    values = launches[0][4]
+    assert [type(v) for v in values] == [np.uint64, np.int64, np.int64, np.int64, np.uint64, np.int32,
+                                         np.uint64, np.uint64, np.uint64]
+    assert values[0] == z.data_ptr() and values[1] == 8 and values[4] == 0
+
+
 def test_launch_plan_skips_empty_work(recorded):
     z = torch.empty(0, 5)
     s2col = torch.full((5,), 3.0)
@@ -311,10 +365,10 @@ def test_epilogues_match_reference(path, dtype, act):
             for got, want in zip(outs[0], outs[1]):
                 torch.testing.assert_close(got, want, **TOL[dtype])
         torch.testing.assert_close(ep.row_sq_norms(dh), ref.row_sq_norms(dh), **TOL[dtype])
-        outs = []
+        outs, row_scale = [], rand(rows).abs()
         for e in (ep, ref):
             dw = x.clone()
-            e.row_scale_add(dw, dh, r, g * 0.5)
+            e.row_scale_add(dw, dh, row_scale, g * 0.5)
             outs.append(dw)
         torch.testing.assert_close(outs[0], outs[1], **TOL[dtype])
 

@@ -34,7 +34,7 @@ def test_uniform_test_vectors(backend):
 
 
 def test_uniform_range(backend):
-    u = sslkern.philox_uniform(100_000, seed=3)
+    u = sslkern.philox_uniform(20_000, seed=3)
     assert 0.0 <= u.min() and u.max() < 1.0
 
 
@@ -111,7 +111,16 @@ def test_oracle_words_vs_triton(n, seed, offset):
 N = 1000 * 1000
 
 
-def test_mask_fraction(backend):
+@pytest.fixture
+def stats_backend(backend):
+    """10**6 draws take minutes in the Triton interpreter; its masks are checked bit for bit
+    against the other backends below instead."""
+    if backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("too slow for the Triton interpreter")
+    return backend
+
+
+def test_mask_fraction(stats_backend):
     level = 0.25
     out = sslkern.corrupt(torch.ones(1000, 1000), "mask", level, seed=1)
     dropped = (out == 0).double().mean().item()
@@ -119,7 +128,7 @@ def test_mask_fraction(backend):
     assert torch.all((out == 0) | (out == 1))
 
 
-def test_salt_pepper_fractions(backend):
+def test_salt_pepper_fractions(stats_backend):
     level = 0.3
     out = sslkern.corrupt(torch.full((1000, 1000), 0.5), "salt_pepper", level, seed=2, offset=5)
     for value in (0.0, 1.0):
@@ -129,7 +138,7 @@ def test_salt_pepper_fractions(backend):
     assert abs(kept - (1 - level)) <= 0.01 * (1 - level)
 
 
-def test_gaussian_moments(backend):
+def test_gaussian_moments(stats_backend):
     level = 0.5
     noise = sslkern.corrupt(torch.zeros(N, dtype=torch.float64), "gaussian", level, seed=3)
     assert abs(noise.mean().item()) < 3e-3  # 6 standard errors (level / sqrt(N) = 5e-4)

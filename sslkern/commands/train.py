@@ -15,7 +15,7 @@ import time
 
 MODELS = ("ae", "dae", "cae", "stacked")
 # Measured on the 2-core development machine (see the README): about a minute and a half.
-DEFAULTS = {"hidden": "500", "epochs": 10, "batch_size": 32, "lr": 0.05, "optimizer": "sgd"}
+DEFAULTS = {"hidden": "500", "epochs": 10, "batch_size": 64, "lr": 0.1, "optimizer": "sgd"}
 MODEL_NOISE = {  # model -> (corruption, level, contractive) unless given on the command line
     "ae": ("none", 0.0, 0.0),
     "dae": ("mask", 0.25, 0.0),

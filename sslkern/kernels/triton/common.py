@@ -3,17 +3,17 @@ import triton
 import triton.language as tl
 
 # Activation codes (sslkern/_enums.py ACTIVATIONS), loss and corruption codes.
-LINEAR: tl.constexpr = 0
-SIGMOID: tl.constexpr = 1
-TANH: tl.constexpr = 2
-RELU: tl.constexpr = 3
-SOFTPLUS: tl.constexpr = 4
-BCE: tl.constexpr = 0
-MSE: tl.constexpr = 1
-NO_CORRUPTION: tl.constexpr = 0
-MASK: tl.constexpr = 1
-GAUSSIAN: tl.constexpr = 2
-SALT_PEPPER: tl.constexpr = 3
+LINEAR = tl.constexpr(0)
+SIGMOID = tl.constexpr(1)
+TANH = tl.constexpr(2)
+RELU = tl.constexpr(3)
+SOFTPLUS = tl.constexpr(4)
+BCE = tl.constexpr(0)
+MSE = tl.constexpr(1)
+NO_CORRUPTION = tl.constexpr(0)
+MASK = tl.constexpr(1)
+GAUSSIAN = tl.constexpr(2)
+SALT_PEPPER = tl.constexpr(3)
 
 
 @triton.jit

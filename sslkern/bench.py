@@ -1,0 +1,328 @@
+"""Timing harness and the training-step comparison behind `sslkern bench`.
+
+One harness for every benchmark (benchmarks/ and the GPU script reuse it): warm-up steps,
+then many timed steps with the device synchronised before every clock read, reported as
+medians. The comparison times one training step (forward, backward, SGD update) of a
+denoising + contractive autoencoder in several implementations, in one process:
+
+  products     the five matrix products of the step alone: the floor
+  eager        the same objective in plain PyTorch (analytic penalty)
+  compile      that function under torch.compile
+  jacobian     the penalty the way most contractive-autoencoder code gets it: the
+               per-sample Jacobian dh/dx~ from autograd (torch.func), then its norm
+  sslkern[b]   sslkern.autoencoder_loss on backend b, for every backend available here
+
+All variants use the same update: params -= lr * grad (torch._foreach_add_).
+"""
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+import sslkern
+
+LEARNING_RATE = 0.01
+JACOBIAN_BYTES_LIMIT = 2**30  # the B x H x D Jacobian the peer materialises
+
+
+# ---------------------------------------------------------------------------------------
+# Harness
+
+
+def synchronize(device):
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Timing:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    steps: int
+
+
+def measure(fn, device="cpu", warmup=10, steps=100, max_seconds=None):
+    """Median wall time of fn() in ms. Synchronises before each clock read; stops early
+    (but after at least 5 steps) once max_seconds of timed steps have run."""
+    for _ in range(warmup):
+        fn()
+    samples = []
+    budget_end = None if max_seconds is None else time.perf_counter() + max_seconds
+    for _ in range(steps):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        samples.append((time.perf_counter() - start) * 1e3)
+        if budget_end is not None and len(samples) >= 5 and time.perf_counter() > budget_end:
+            break
+    samples.sort()
+    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
+    return Timing(statistics.median(samples), pick(0.1), pick(0.9), len(samples))
+
+
+def machine():
+    """What the numbers were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpu": gpu,
+        "python": platform.python_version(), "torch": torch.__version__, "triton": triton_version,
+        "sslkern": sslkern.__version__, "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+# ---------------------------------------------------------------------------------------
+# The objective, shapes and one step per implementation
+
+
+@dataclass(frozen=True)
+class Shape:
+    batch: int
+    visible: int
+    hidden: int
+
+    @classmethod
+    def parse(cls, text):
+        """'256x784x512' -> Shape(256, 784, 512)."""
+        try:
+            batch, visible, hidden = (int(v) for v in text.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"shape must look like BxDxH (e.g. 256x784x512), got {text!r}") from None
+        return cls(batch, visible, hidden)
+
+    def __str__(self):
+        return f"{self.batch}x{self.visible}x{self.hidden}"
+
+
+@dataclass(frozen=True)
+class Objective:
+    corruption: str = "mask"
+    level: float = 0.25
+    contractive: float = 0.1
+
+
+def make_problem(shape, device="cpu", dtype=torch.float32, seed=0):
+    """(x, [W, b, c]) with parameters that require grad."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape.batch, shape.visible, generator=gen).to(device, dtype)
+    W = (torch.randn(shape.hidden, shape.visible, generator=gen) * 0.01).to(device, dtype)
+    b = torch.zeros(shape.hidden).to(device, dtype)
+    c = torch.zeros(shape.visible).to(device, dtype)
+    return x, [p.requires_grad_() for p in (W, b, c)]
+
+
+def torch_objective(x, W, b, c, keep, contractive):
+    """L + lambda P in plain PyTorch, as a PyTorch user writes it (analytic penalty)."""
+    x_tilde = x * keep
+    h = torch.sigmoid(x_tilde @ W.t() + b)
+    a = h @ W + c
+    batch = x.shape[0]
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(a, x, reduction="sum") / batch
+    s = h * (1 - h)
+    penalty = (s * s * (W * W).sum(1)).sum() / batch
+    return loss + contractive * penalty
+
+
+def jacobian_objective(x, W, b, c, keep, contractive):
+    """The peer: reconstruction as above, penalty from the autograd Jacobian dh/dx~."""
+    x_tilde = x * keep
+    encoder = lambda row: torch.sigmoid(row @ W.t() + b)  # noqa: E731
+    jac = torch.func.vmap(torch.func.jacrev(encoder))(x_tilde)  # [B, H, D]
+    h = encoder(x_tilde)
+    a = h @ W + c
+    batch = x.shape[0]
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(a, x, reduction="sum") / batch
+    return loss + contractive * jac.pow(2).sum() / batch
+
+
+def _sgd(params, grads):
+    with torch.no_grad():
+        torch._foreach_add_(params, grads, alpha=-LEARNING_RATE)
+
+
+def _torch_step(objective_fn, x, params, obj):
+    level = obj.level if obj.corruption == "mask" else 0.0
+
+    def step():
+        keep = (torch.rand_like(x) >= level).to(x.dtype)
+        total = objective_fn(x, *params, keep, obj.contractive)
+        _sgd(params, torch.autograd.grad(total, params))
+    return step
+
+
+def sslkern_step(backend, x, params, obj, seed=0):
+    """One sslkern training step; every call draws fresh counters (offset += B*D)."""
+    counter = {"offset": 0}
+    stride = x.numel()
+    W, b, c = params
+
+    def step():
+        with sslkern.use_backend(backend):
+            total = sslkern.autoencoder_loss(x, W, b, c, corruption=obj.corruption, level=obj.level,
+                                             contractive=obj.contractive, seed=seed,
+                                             offset=counter["offset"])
+        counter["offset"] = (counter["offset"] + stride) % 2**32
+        _sgd(params, torch.autograd.grad(total, params))
+    return step
+
+
+def products_step(x, params):
+    """The five products of a step, into preallocated outputs: x~Wᵀ, hW, dA Wᵀ, hᵀdA, dZᵀx~."""
+    W = params[0].detach()
+    batch, hidden = x.shape[0], W.shape[0]
+    h, d_a = x.new_empty(batch, hidden), torch.empty_like(x)
+    d_z, dW, dW2 = x.new_empty(batch, hidden), torch.empty_like(W), torch.empty_like(W)
+
+    def step():
+        torch.mm(x, W.t(), out=h)
+        torch.mm(h, W, out=d_a)
+        torch.mm(d_a, W.t(), out=d_z)
+        torch.mm(h.t(), d_a, out=dW)
+        torch.mm(d_z.t(), x, out=dW2)
+    return step
+
+
+def sslkern_backends(device):
+    """Backends available here that can run on `device` (triton only on CUDA: on the CPU it
+    runs through the interpreter, a correctness tool)."""
+    names = []
+    for name in sslkern.available_backends():
+        if name == "triton" and torch.device(device).type != "cuda":
+            continue
+        if not sslkern.backends.reasons(name, torch.device(device), torch.float32):
+            names.append(name)
+    return names
+
+
+def variants(shape, device, obj, include=None):
+    """{name: zero-argument builder of a step function} for this shape."""
+    table = {"products": None, "eager": None, "compile": None}
+    for name in sslkern_backends(device):
+        table[f"sslkern[{name}]"] = name
+    jac_bytes = shape.batch * shape.hidden * shape.visible * 4
+    if jac_bytes <= JACOBIAN_BYTES_LIMIT:
+        table["jacobian"] = None
+    names = [n for n in table if include is None or n in include or n.split("[")[0] in include]
+
+    def build(name):
+        x, params = make_problem(shape, device)
+        if name == "products":
+            return products_step(x, params)
+        if name == "eager":
+            return _torch_step(torch_objective, x, params, obj)
+        if name == "compile":
+            return _torch_step(torch.compile(torch_objective), x, params, obj)
+        if name == "jacobian":
+            return _torch_step(jacobian_objective, x, params, obj)
+        return sslkern_step(table[name], x, params, obj)
+    return names, build
+
+
+@dataclass
+class Result:
+    shape: str
+    variant: str
+    timing: Timing = None
+    skipped: str = None
+    ratios: dict = field(default_factory=dict)
+
+
+def compare(shapes, device="cpu", obj=Objective(), warmup=10, steps=100, max_seconds=20.0,
+            include=None, progress=True):
+    """Times every variant at every shape; returns a list of Result."""
+    from tqdm import tqdm
+
+    plan = []
+    for shape in shapes:
+        names, build = variants(shape, device, obj, include)
+        plan += [(shape, name, build) for name in names]
+    results = []
+    bar = tqdm(plan, desc="sslkern bench", unit="variant", disable=not progress, file=sys.stderr)
+    for shape, name, build in bar:
+        bar.set_postfix_str(f"{shape} {name}")
+        slow = name == "jacobian"
+        timing = measure(build(name), device, warmup=2 if slow else warmup, steps=steps,
+                         max_seconds=max_seconds)
+        results.append(Result(str(shape), name, timing))
+    _add_ratios(results)
+    return results
+
+
+def _add_ratios(results):
+    by_shape = {}
+    for r in results:
+        by_shape.setdefault(r.shape, {})[r.variant] = r.timing.median_ms
+    for r in results:
+        ref = by_shape[r.shape]
+        me = r.timing.median_ms
+        if "products" in ref:
+            r.ratios["x_floor"] = me / ref["products"]
+        for base in ("eager", "compile"):
+            if base in ref:
+                r.ratios[f"speedup_vs_{base}"] = ref[base] / me
+
+
+def table(results):
+    """A Markdown table: median ms, ratio to the products-only floor, speedups."""
+    lines = ["| shape BxDxH | variant | median ms | p10-p90 ms | steps | × floor | vs eager | vs compile |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+    for r in results:
+        t = r.timing
+        lines.append(f"| {r.shape} | {r.variant} | {t.median_ms:.3f} | {t.p10_ms:.2f}-{t.p90_ms:.2f} | "
+                     f"{t.steps} | {fmt(r.ratios.get('x_floor'))} | {fmt(r.ratios.get('speedup_vs_eager'))} | "
+                     f"{fmt(r.ratios.get('speedup_vs_compile'))} |")
+    return "\n".join(lines)
+
+
+def to_json(results, command=None, settings=None):
+    return json.dumps({"machine": machine(), "command": command, "settings": settings or {},
+                       "results": [asdict(r) for r in results]}, indent=2)
+
+
+def plot(results, path, title="training step"):
+    """Grouped bars, one group per shape, log-scale milliseconds."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shapes = list(dict.fromkeys(r.shape for r in results))
+    names = list(dict.fromkeys(r.variant for r in results))
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(shapes) * len(names) / 3), 4.5))
+    for k, name in enumerate(names):
+        xs, ys = [], []
+        for i, shape in enumerate(shapes):
+            for r in results:
+                if r.shape == shape and r.variant == name:
+                    xs.append(i + (k - (len(names) - 1) / 2) * width)
+                    ys.append(r.timing.median_ms)
+        ax.bar(xs, ys, width, label=name)
+    ax.set_xticks(range(len(shapes)), [f"B×D×H = {s}" for s in shapes])
+    ax.set_yscale("log")
+    ax.set_ylabel("median ms per step (log)")
+    info = machine()
+    ax.set_title(f"{title}: {info['gpu'] or info['cpu']} ({info['cores']} cores), torch {info['torch']}")
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,54 @@
+"""Time one training step (forward, backward, SGD update) of a denoising + contractive
+autoencoder: PyTorch eager, torch.compile, the autograd-Jacobian peer, every available
+sslkern backend, and the five matrix products alone (the floor). Prints a Markdown table;
+optionally writes JSON and a PNG plot."""
+import shlex
+import sys
+
+DEFAULT_SHAPES = ["32x784x512", "256x784x512", "1024x784x512"]
+
+
+def add_arguments(parser):
+    parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, metavar="BxDxH",
+                        help="batch x visible x hidden (default: %(default)s)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--steps", type=int, default=100, help="timed steps per variant (median)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    parser.add_argument("--max-seconds", type=float, default=20.0,
+                        help="stop timing a variant after this long (at least 5 steps)")
+    parser.add_argument("--variants", nargs="+", default=None,
+                        help="subset: products eager compile jacobian sslkern sslkern[native] ...")
+    parser.add_argument("--corruption", default="mask", choices=["none", "mask"])
+    parser.add_argument("--level", type=float, default=0.25)
+    parser.add_argument("--contractive", type=float, default=0.1)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--plot", default=None, help="write a PNG bar chart here")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args):
+    import torch
+
+    from .. import bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    shapes = [bench.Shape.parse(s) for s in args.shapes]
+    obj = bench.Objective(args.corruption, args.level, args.contractive)
+    results = bench.compare(shapes, device, obj, warmup=args.warmup, steps=args.steps,
+                            max_seconds=args.max_seconds, include=args.variants,
+                            progress=not args.no_progress)
+    info = bench.machine()
+    print(f"# {info['cpu']} ({info['cores']} cores, torch threads {info['torch_threads']}), "
+          f"GPU {info['gpu']}; python {info['python']}, torch {info['torch']}, "
+          f"triton {info['triton']}, sslkern {info['sslkern']}; device {device}, fp32, "
+          f"{obj.corruption} {obj.level} + contractive {obj.contractive}; load {info['load_average']}")
+    print(bench.table(results))
+    command = "sslkern " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(bench.to_json(results, command=command or "sslkern bench", settings=vars(args)))
+    if args.plot:
+        bench.plot(results, args.plot)

@@ -1,0 +1,70 @@
+"""`sslkern train`: the run folder, resume, the stacked model, bad data."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sslkern import cli, data
+
+
+@pytest.fixture(scope="module")
+def small_mnist(tmp_path_factory):
+    """300 real MNIST images (200 to train, 100 to test) as an .npz file."""
+    X_train, y_train, X_test, y_test = data.load("mnist-10k")
+    path = tmp_path_factory.mktemp("data") / "mnist-300.npz"
+    np.savez(path, x_train=X_train[:200].numpy(), y_train=y_train[:200].numpy(),
+             x_test=X_test[:100].numpy(), y_test=y_test[:100].numpy())
+    return path
+
+
+def train(*args):
+    return cli.main(["train", "--no-progress", "--epochs", "1", "--hidden", "16", "--batch-size", "32", *args])
+
+
+def test_train_writes_the_run_folder(small_mnist, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train("--data", str(small_mnist), "--out", str(out), "--backend", "reference") == 0
+    assert "linear probe" in capsys.readouterr().out
+    for picture in ("filters.png", "reconstructions.png", "loss.png"):
+        assert Image.open(out / picture).format == "PNG"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["backend"] == "reference" and metrics["device"] == "cpu"
+    assert 0.0 < metrics["final_loss"] < 600
+    assert 0.1 < metrics["probe_accuracy"] <= 1.0 and 0.1 < metrics["probe_accuracy_raw"] <= 1.0
+    assert metrics["samples_per_second"] > 0
+    config = metrics["config"]
+    assert config["model"] == "dae" and config["model_config"]["corruption"] == "mask"
+    assert config["model_config"]["level"] == 0.25 and config["batch_size"] == 32
+    assert metrics["data"]["n_train"] == 200 and metrics["history"]["steps"] == 7
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
+
+    # --resume continues the same run for one more epoch.
+    assert train("--data", str(small_mnist), "--out", str(out), "--resume", "--epochs", "2") == 0
+    resumed = json.loads((out / "metrics.json").read_text())
+    assert resumed["history"]["loss"][0] == metrics["history"]["loss"][0]
+    assert len(resumed["history"]["loss"]) == 2 and resumed["history"]["steps"] == 14
+
+
+@pytest.mark.parametrize("model, extra, check", [
+    ("stacked", ["--hidden", "16,8"], lambda c: [l["n_hidden"] for l in c["layers"]] == [16, 8]),
+    ("cae", ["--contractive", "0.3"], lambda c: c["contractive"] == 0.3 and c["corruption"] == "none"),
+    ("ae", ["--optimizer", "adam", "--lr", "0.001"], lambda c: c["corruption"] == "none" and c["contractive"] == 0),
+])
+def test_other_models(model, extra, check, small_mnist, tmp_path):
+    out = tmp_path / model
+    assert train("--data", str(small_mnist), "--out", str(out), "--model", model, *extra) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert check(metrics["config"]["model_config"])
+
+
+def test_bad_data_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "x.npy"
+    bad.write_text("not an array")
+    with pytest.raises(data.DataError, match="not a readable numpy file"):
+        train("--data", str(bad), "--out", str(tmp_path / "run"))
+
+
+def test_resume_needs_out():
+    with pytest.raises(SystemExit, match="--out"):
+        train("--resume")

@@ -1,0 +1,145 @@
+"""Concurrency and memory: ops called from several Python threads at once give the results
+they give single-threaded (the native kernels release the GIL and run OpenMP teams of their
+own), and 10^4 calls leave the resident memory flat."""
+import os
+import threading
+
+import pytest
+import torch
+
+import sslkern
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+THREADS = 4
+ROUNDS = 3
+
+
+def _thread_safe_backends():
+    names = sslkern.available_backends()
+    if DEVICE.type == "cpu":
+        # The Triton *interpreter* (TRITON_INTERPRET=1) patches module-level state while it
+        # runs a kernel and is not thread-safe; compiled Triton on a GPU is tested.
+        names = [n for n in names if n != "triton"]
+    return names
+
+
+def _workload(index):
+    """Thread `index`'s inputs: its own shapes (awkward sizes), seed and options."""
+    g = torch.Generator().manual_seed(100 + index)
+    batch, visible, hidden = 3 + 2 * index, 17 + index, 5 + index
+    x = torch.rand(batch, visible, generator=g)
+    W = torch.randn(hidden, visible, generator=g) * 0.3
+    b = torch.randn(hidden, generator=g) * 0.1
+    c = torch.randn(visible, generator=g) * 0.1
+    options = dict(encoder=("sigmoid", "tanh", "softplus", "relu")[index % 4],
+                   corruption=("mask", "gaussian", "salt_pepper", "mask")[index % 4],
+                   level=0.1 + 0.1 * index, contractive=0.05 * index, seed=1000 + index,
+                   offset=index * 7919)
+    return [t.to(DEVICE) for t in (x, W, b, c)], options
+
+
+def _compute(index):
+    (x, W, b, c), options = _workload(index)
+    W = W.clone().requires_grad_()
+    x = x.clone().requires_grad_()
+    loss = sslkern.autoencoder_loss(x, W, b, c, **options)
+    dx, dW = torch.autograd.grad(loss, [x, W])
+    h = sslkern.encode(x.detach(), W.detach(), b, options["encoder"])
+    noisy = sslkern.corrupt(x.detach(), options["corruption"], options["level"], seed=options["seed"])
+    draws = sslkern.philox_uniform(1000 + index, options["seed"], options["offset"], device=DEVICE)
+    return [loss.detach(), dx, dW, h, noisy, draws]
+
+
+@pytest.mark.parametrize("name", _thread_safe_backends())
+def test_threads_get_single_threaded_results(name):
+    with sslkern.use_backend(name):  # process-wide: set once, outside the threads
+        expected = [_compute(i) for i in range(THREADS)]
+        results = {}
+        errors = []
+        start = threading.Barrier(THREADS)
+
+        def worker(index):
+            try:
+                start.wait()
+                results[index] = [_compute(index) for _ in range(ROUNDS)]
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append((index, exc))
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert not errors, errors
+    for index in range(THREADS):
+        for round_ in results[index]:
+            for got, want in zip(round_, expected[index]):
+                assert torch.equal(got, want), f"thread {index}: result differs from the single-threaded run"
+
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _growth(fn, calls, warmup=500):
+    for _ in range(warmup):
+        fn()
+    before = _rss_bytes()
+    for _ in range(calls):
+        fn()
+    return _rss_bytes() - before
+
+
+# A leak of 200 bytes per call over 10^4 calls is 2 MB: the bound catches anything above that.
+LEAK_BOUND = 2 * 2**20
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+@pytest.mark.parametrize("name", [n for n in _thread_safe_backends() if n != "reference"])
+def test_ten_thousand_calls_leave_memory_flat(name):
+    """The compiled backends (reference is plain torch, and 10^4 of its int64 Philox
+    evaluations take seconds)."""
+    x = torch.rand(4, 9, device=DEVICE)
+    with sslkern.use_backend(name):
+        growth = _growth(lambda: sslkern.corrupt(x, "mask", 0.3, seed=3), 10_000)
+    assert growth < LEAK_BOUND, f"corrupt: RSS grew {growth / 2**20:.1f} MiB over 10^4 calls"
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_native_entry_points_do_not_leak_on_success_or_error():
+    native = pytest.importorskip("sslkern._native_cpu")
+    buf = torch.zeros(64, dtype=torch.float32)
+    out = torch.zeros(64, dtype=torch.float32)
+
+    def good():
+        native.corrupt(0, buf.data_ptr(), out.data_ptr(), 64, 1, 0.5, 1, 0)
+        native.encoder_epilogue(0, out.data_ptr(), 8, 8, 8, 0, 1, buf.data_ptr(), buf.data_ptr() + 32)
+
+    def bad():
+        try:
+            native.corrupt(0, buf.data_ptr() + 1, out.data_ptr(), 64, 1, 0.5, 1, 0)
+        except ValueError:
+            pass
+
+    assert _growth(good, 10_000) < LEAK_BOUND
+    assert _growth(bad, 10_000) < LEAK_BOUND
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_training_steps_leave_memory_flat():
+    """Forward + backward of the fused objective (autograd graphs, saved tensors) 2000 times."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 13, generator=g).to(DEVICE)
+    W = (torch.randn(6, 13, generator=g) * 0.1).to(DEVICE).requires_grad_()
+    b, c = torch.zeros(6, device=DEVICE), torch.zeros(13, device=DEVICE)
+    counter = iter(range(10**9))
+
+    def step():
+        loss = sslkern.autoencoder_loss(x, W, b, c, corruption="mask", level=0.25, contractive=0.1,
+                                        seed=next(counter))
+        loss.backward()
+        W.grad = None
+
+    growth = _growth(step, 2_000, warmup=200)
+    assert growth < LEAK_BOUND, f"training step: RSS grew {growth / 2**20:.1f} MiB over 2000 steps"

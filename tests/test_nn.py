@@ -1,0 +1,140 @@
+"""sslkern.nn: initialisation, the noise stream, state, presets, stacking, errors."""
+import math
+
+import pytest
+import torch
+
+from sslkern import nn as ssl_nn
+from sslkern import reference
+
+
+def test_initialisation_follows_the_classic_bounds():
+    for encoder, factor in (("sigmoid", 4.0), ("tanh", 1.0), ("relu", 1.0)):
+        model = ssl_nn.TiedAutoencoder(37, 11, encoder=encoder, seed=3)
+        bound = factor * math.sqrt(6.0 / (37 + 11))
+        assert model.weight.shape == (11, 37)
+        assert model.weight.abs().max() <= bound
+        assert model.weight.abs().max() > 0.8 * bound  # fills the interval, not a narrower one
+        assert torch.count_nonzero(model.hidden_bias) == 0 and torch.count_nonzero(model.visible_bias) == 0
+
+
+def test_initialisation_is_reproducible_from_seed():
+    a, b, c = (ssl_nn.TiedAutoencoder(29, 7, seed=s) for s in (5, 5, 6))
+    assert torch.equal(a.weight, b.weight)
+    assert not torch.equal(a.weight, c.weight)
+
+
+def test_training_forward_is_the_fused_objective_with_fresh_noise_each_call():
+    torch.manual_seed(0)
+    model = ssl_nn.TiedAutoencoder(23, 5, corruption="mask", level=0.3, contractive=0.2, seed=11)
+    x = torch.rand(7, 23)
+    losses = []
+    for step in range(3):
+        assert model.step == step
+        loss = model(x)
+        expected = reference.autoencoder_loss(
+            x.double(), model.weight.double(), model.hidden_bias.double(), model.visible_bias.double(),
+            corruption="mask", level=0.3, contractive=0.2, seed=ssl_nn.step_seed(11, step), offset=0)
+        torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-4)
+        losses.append(loss.item())
+    assert len(set(losses)) == 3  # a new mask every call
+    assert model.step == 3
+
+
+def test_eval_forward_is_fixed_and_does_not_advance_the_counter():
+    model = ssl_nn.DenoisingAutoencoder(19, 4, seed=2).eval()
+    x = torch.rand(5, 19)
+    assert model(x).item() == model(x).item()
+    assert model.step == 0
+
+
+def test_step_seeds_never_repeat_across_steps_and_ranks():
+    seeds = {ssl_nn.step_seed(7, step, rank, 2) for step in range(500) for rank in range(2)}
+    assert len(seeds) == 1000
+    assert ssl_nn.step_seed(2**64 - 1, 1) < 2**64
+    assert ssl_nn.step_seed(7, 0, 0, 1) == 7
+
+
+def test_ranks_draw_different_noise():
+    x = torch.rand(6, 17)
+    ranks = [ssl_nn.DenoisingAutoencoder(17, 3, level=0.5, seed=1) for _ in range(2)]
+    for rank, model in enumerate(ranks):
+        model.rank, model.world_size = rank, 2
+    assert ranks[0](x).item() != ranks[1](x).item()
+
+
+def test_step_counter_travels_in_the_state_dict():
+    model = ssl_nn.DenoisingAutoencoder(13, 3)
+    x = torch.rand(4, 13)
+    for _ in range(4):
+        model(x)
+    copy = ssl_nn.DenoisingAutoencoder(13, 3)
+    copy.load_state_dict(model.state_dict())
+    assert copy.step == 4
+    assert copy.noise_seed() == model.noise_seed()
+
+
+def test_encode_and_reconstruct_use_the_clean_input():
+    model = ssl_nn.DenoisingAutoencoder(31, 6, level=0.9, seed=4)
+    x = torch.rand(3, 31)
+    h = torch.sigmoid(x @ model.weight.T + model.hidden_bias)
+    torch.testing.assert_close(model.encode(x), h)
+    torch.testing.assert_close(model.reconstruct(x), torch.sigmoid(h @ model.weight + model.visible_bias))
+
+
+def test_presets():
+    dae = ssl_nn.DenoisingAutoencoder(10, 4)
+    cae = ssl_nn.ContractiveAutoencoder(10, 4)
+    assert (dae.corruption, dae.level, dae.contractive) == ("mask", 0.25, 0.0)
+    assert (cae.corruption, cae.level, cae.contractive) == ("none", 0.0, 0.1)
+    assert ssl_nn.DenoisingAutoencoder(10, 4, level=0.5).level == 0.5
+
+
+def test_stacked_encodes_through_every_layer():
+    model = ssl_nn.StackedAutoencoder([29, 7, 5], corruption="mask", level=0.2, seed=9)
+    assert [layer.weight.shape for layer in model.layers] == [(7, 29), (5, 7)]
+    assert [layer.seed for layer in model.layers] == [9, 10]
+    x = torch.rand(4, 29)
+    torch.testing.assert_close(model.encode(x), model.layers[1].encode(model.layers[0].encode(x)))
+    assert model.reconstruct(x).shape == (4, 29)
+    stages = model.stages()
+    assert [s[0] for s in stages] == list(model.layers)
+    torch.testing.assert_close(stages[1][1](x), model.layers[0].encode(x))
+
+
+def test_float64_model():
+    model = ssl_nn.TiedAutoencoder(11, 3, dtype=torch.float64)
+    loss = model(torch.rand(2, 11))
+    assert loss.dtype == torch.float64
+    loss.backward()
+    assert model.weight.grad.dtype == torch.float64
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_visible": 0, "n_hidden": 3}, "n_visible"),
+    ({"n_visible": 5, "n_hidden": 2.5}, "n_hidden"),
+    ({"n_visible": 5, "n_hidden": 3, "corruption": "blur"}, "corruption"),
+    ({"n_visible": 5, "n_hidden": 3, "corruption": "mask", "level": 1.5}, "level"),
+    ({"n_visible": 5, "n_hidden": 3, "contractive": -1.0}, "contractive"),
+    ({"n_visible": 5, "n_hidden": 3, "loss": "bce", "decoder": "linear"}, "bce"),
+    ({"n_visible": 5, "n_hidden": 3, "seed": -1}, "seed"),
+])
+def test_bad_arguments_name_the_argument(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ssl_nn.TiedAutoencoder(**kwargs)
+
+
+def test_bad_input_names_the_problem():
+    model = ssl_nn.TiedAutoencoder(8, 3)
+    with pytest.raises(ValueError, match="8"):
+        model(torch.rand(2, 9))
+    with pytest.raises(TypeError, match="floating"):
+        model(torch.ones(2, 8, dtype=torch.int64))
+    with pytest.raises(ValueError, match="sizes"):
+        ssl_nn.StackedAutoencoder([784])
+
+
+def test_backward_reaches_every_parameter():
+    model = ssl_nn.ContractiveAutoencoder(17, 5)
+    model(torch.rand(3, 17)).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
