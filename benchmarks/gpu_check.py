@@ -148,13 +148,14 @@ def sgd_step(objective, x, params):
     return loss
 
 
-def sslkern_objective():
+def sslkern_objective(contractive=True):
     import sslkern
     counter = [0]
+    step = dict(STEP, contractive=CONTRACTIVE if contractive else 0.0)
 
     def objective(x, W, b, c):
         counter[0] += 1  # a fresh (seed, counter) range every step
-        return sslkern.autoencoder_loss(x, W, b, c, seed=7, offset=(counter[0] * x.numel()) % 2**32, **STEP)
+        return sslkern.autoencoder_loss(x, W, b, c, seed=7, offset=(counter[0] * x.numel()) % 2**32, **step)
     return objective
 
 
@@ -212,9 +213,9 @@ def cheap_variants(dtype):
     def eager(x, params):
         return lambda: sgd_step(torch_objective, x, params)
 
-    def ours(name, mode=None, graph=False):
+    def ours(name, mode=None, graph=False, contractive=True):
         def make(x, params):
-            objective = sslkern_objective()
+            objective = sslkern_objective(contractive)
 
             def step():
                 with sslkern.use_backend(name):
@@ -230,7 +231,9 @@ def cheap_variants(dtype):
     variants = [("eager", eager), ("sslkern[triton]", ours("triton")),
                 ("sslkern[triton] x~ in-load", ours("triton", "load")),
                 ("sslkern[triton] x~ pre-pass", ours("triton", "prepass")),
-                ("sslkern[triton] cuda-graph", ours("triton", graph=True))]
+                ("sslkern[triton] cuda-graph", ours("triton", graph=True)),
+                # what the penalty's epilogue work costs (r and s² sums in the encoder, dZ terms)
+                ("triton, no penalty (info)", ours("triton", contractive=False))]
     if not backends.reasons("native", torch.device("cuda"), dtype):
         variants += [("sslkern[native]", ours("native")), ("sslkern[native] cuda-graph", ours("native", graph=True))]
     return variants

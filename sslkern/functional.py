@@ -100,6 +100,8 @@ def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="
     check.same_dtype(W=W, c=c)
     if c.shape[0] != W.shape[1]:
         raise ValueError(f"c has {c.shape[0]} entries but W of shape {tuple(W.shape)} needs {W.shape[1]}")
-    return _sslkern.autoencoder_loss(x, W, b, c.contiguous(), encoder, decoder, loss, corruption,
-                                     level, contractive, check.signed_seed(seed), offset,
-                                     backends.requested())[0]
+    args = (x, W, b, c.contiguous(), encoder, decoder, loss, corruption, level, contractive,
+            check.signed_seed(seed), offset, backends.requested())
+    if ops.autoencoder.eager_fast_path_ok(x, W, b, c):  # same kernels, no dispatcher overhead
+        return ops.autoencoder.autoencoder_loss_eager(*args)
+    return _sslkern.autoencoder_loss(*args)[0]

@@ -140,7 +140,7 @@ def test_corrupt_values_and_gradient(backend, dtype):
         (grad64,) = _grads((expected * weights).sum(), [x64])
         assert_close(grad, grad64, dtype, "d corrupt / dx")
 
-    run_property(backend, 25, prop)
+    run_property(backend, 20, prop)
 
 
 @pytest.mark.parametrize("backend,dtype", CASES)
@@ -211,4 +211,4 @@ def test_autoencoder_loss_value_and_gradients(backend, dtype):
             tol_dtype = coarser if name == "x" else dtype
             assert_close(got, want, tol_dtype, f"dloss/d{name} {config}", noise)
 
-    run_property(backend, 30, prop)
+    run_property(backend, 25, prop)

@@ -8,6 +8,8 @@ import torch
 import sslkern
 from sslkern import reference as oracle
 
+# On a CUDA machine the backends draw on CUDA (triton needs it); comparisons happen on the CPU.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SEED0_WORDS = [0x6627E8D5, 0xF8E4CCA4, 0x04FAA329, 0xC990EF29]
 SEED0_UNIFORMS = [0.798092902, 0.0555175915, 0.0388988405, 0.425264418]
 SEED42_UNIFORM = 0.774080157
@@ -25,22 +27,26 @@ def test_oracle_words_match_design_vectors():
     assert oracle.philox4x32_10(1, seed=42)[0].tolist() == [0x9CEAF053]
 
 
+def uniform(n, seed, offset=0):
+    return sslkern.philox_uniform(n, seed, offset, device=DEVICE).cpu()
+
+
 def test_uniform_test_vectors(backend):
-    got = sslkern.philox_uniform(4, seed=0, offset=0)
+    got = uniform(4, seed=0, offset=0)
     assert got.tolist() == torch.tensor(SEED0_UNIFORMS, dtype=torch.float32).tolist()
-    assert sslkern.philox_uniform(1, seed=42).item() == torch.tensor(SEED42_UNIFORM, dtype=torch.float32).item()
+    assert uniform(1, seed=42).item() == torch.tensor(SEED42_UNIFORM, dtype=torch.float32).item()
     # offsets pick elements of one stream
-    assert torch.equal(sslkern.philox_uniform(2, seed=0, offset=2), got[2:])
+    assert torch.equal(uniform(2, seed=0, offset=2), got[2:])
 
 
 def test_uniform_range(backend):
-    u = sslkern.philox_uniform(20_000, seed=3)
+    u = uniform(20_000, seed=3)
     assert 0.0 <= u.min() and u.max() < 1.0
 
 
 def test_counters_wrap_around_2_to_32(backend):
-    tail = sslkern.philox_uniform(10, seed=7, offset=2**32 - 4)
-    assert torch.equal(tail[4:], sslkern.philox_uniform(6, seed=7, offset=0))
+    tail = uniform(10, seed=7, offset=2**32 - 4)
+    assert torch.equal(tail[4:], uniform(6, seed=7, offset=0))
 
 
 # --- bit-exact against Triton ------------------------------------------------------------
@@ -67,8 +73,8 @@ if triton is not None:
 def triton_draws(n, seed, offset):
     """(tl.rand, tl.randn, tl.randint) at counters offset + i mod 2**32, on this device
     (CPU tensors run under TRITON_INTERPRET=1, set by conftest)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    assert device == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+    device = DEVICE
+    assert device.type == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
     counters = (torch.arange(n, dtype=torch.int64) + offset) % 2**32
     counters = torch.where(counters >= 2**31, counters - 2**32, counters).to(torch.int32).to(device)
     uniform = torch.empty(n, dtype=torch.float32, device=device)
@@ -89,14 +95,15 @@ def test_triton_reproduces_design_vectors():
 @pytest.mark.parametrize("n, seed, offset", STREAMS)
 def test_uniform_bit_exact_vs_triton(backend, n, seed, offset):
     expected, _, _ = triton_draws(n, seed, offset)
-    assert torch.equal(sslkern.philox_uniform(n, seed, offset), expected)
+    assert torch.equal(uniform(n, seed, offset), expected)
 
 
 @needs_triton
 @pytest.mark.parametrize("n, seed, offset", STREAMS)
 def test_normal_vs_triton(backend, n, seed, offset):
     _, expected, _ = triton_draws(n, seed, offset)
-    torch.testing.assert_close(sslkern.philox_normal(n, seed, offset), expected, rtol=0, atol=1e-5)
+    got = sslkern.philox_normal(n, seed, offset, device=DEVICE).cpu()
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
 @needs_triton
@@ -122,7 +129,7 @@ def stats_backend(backend):
 
 def test_mask_fraction(stats_backend):
     level = 0.25
-    out = sslkern.corrupt(torch.ones(1000, 1000), "mask", level, seed=1)
+    out = sslkern.corrupt(torch.ones(1000, 1000, device=DEVICE), "mask", level, seed=1)
     dropped = (out == 0).double().mean().item()
     assert abs(dropped - level) <= 0.01 * level
     assert torch.all((out == 0) | (out == 1))
@@ -130,7 +137,7 @@ def test_mask_fraction(stats_backend):
 
 def test_salt_pepper_fractions(stats_backend):
     level = 0.3
-    out = sslkern.corrupt(torch.full((1000, 1000), 0.5), "salt_pepper", level, seed=2, offset=5)
+    out = sslkern.corrupt(torch.full((1000, 1000), 0.5, device=DEVICE), "salt_pepper", level, seed=2, offset=5)
     for value in (0.0, 1.0):
         fraction = (out == value).double().mean().item()
         assert abs(fraction - level / 2) <= 0.01 * level / 2, (value, fraction)
@@ -140,7 +147,7 @@ def test_salt_pepper_fractions(stats_backend):
 
 def test_gaussian_moments(stats_backend):
     level = 0.5
-    noise = sslkern.corrupt(torch.zeros(N, dtype=torch.float64), "gaussian", level, seed=3)
+    noise = sslkern.corrupt(torch.zeros(N, dtype=torch.float64, device=DEVICE), "gaussian", level, seed=3)
     assert abs(noise.mean().item()) < 3e-3  # 6 standard errors (level / sqrt(N) = 5e-4)
     assert abs(noise.var().item() - level**2) <= 0.01 * level**2
 
@@ -148,7 +155,7 @@ def test_gaussian_moments(stats_backend):
 @pytest.mark.parametrize("kind", ["mask", "salt_pepper"])
 @pytest.mark.parametrize("level", [0.0, 1.0])
 def test_extreme_levels(backend, kind, level):
-    x = torch.rand(37, 41) * 0.5 + 0.25  # no 0 or 1 entries
+    x = torch.rand(37, 41, device=DEVICE) * 0.5 + 0.25  # no 0 or 1 entries
     out = sslkern.corrupt(x, kind, level, seed=4)
     if level == 0.0:
         assert torch.equal(out, x)
@@ -160,10 +167,11 @@ def test_extreme_levels(backend, kind, level):
 
 def _corruptions(kind, dtype):
     x = torch.rand(37, 129, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(dtype)
+    on_device = x.to(DEVICE)
     results = {}
     for name in sslkern.available_backends():
         with sslkern.use_backend(name):
-            results[name] = sslkern.corrupt(x, kind, 0.4, seed=2**35 + 9, offset=2**32 - 1000)
+            results[name] = sslkern.corrupt(on_device, kind, 0.4, seed=2**35 + 9, offset=2**32 - 1000).cpu()
     return x, results
 
 
@@ -186,13 +194,13 @@ def test_gaussian_noise_agrees_across_backends():
 @pytest.mark.parametrize("kind", ["none", "mask", "gaussian", "salt_pepper"])
 def test_corrupt_gradient_is_keep_mask(backend, kind):
     level, seed, offset = 0.4, 8, 2**32 - 50
-    x = torch.rand(13, 17, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(13, 17, dtype=torch.float64, device=DEVICE, requires_grad=True)
     out = sslkern.corrupt(x, kind, level, seed, offset)
     g = torch.randn_like(x)
     (dx,) = torch.autograd.grad(out, x, g)
     if kind in ("none", "gaussian"):
         keep = torch.ones_like(x, dtype=torch.bool)
     else:
-        keep = (oracle.philox_uniform(x.numel(), seed, offset) >= level).reshape(x.shape)
+        keep = (oracle.philox_uniform(x.numel(), seed, offset) >= level).reshape(x.shape).to(DEVICE)
         assert torch.equal(out.detach()[keep], x.detach()[keep])
     assert torch.equal(dx, torch.where(keep, g, torch.zeros_like(g)))

@@ -6,6 +6,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "sslkern/activations.h"
 
 // Speed (benchmarks/RESULTS.md): the passes are memory-light and transcendental-heavy, so
@@ -37,15 +41,19 @@ int64_t num_blocks(int64_t rows) { return (rows + kRowBlock - 1) / kRowBlock; }
 
 // The row kernels, once per instruction set (see kernels_rows.inc). x86-64 with GCC gets an
 // AVX2 + FMA copy, chosen at run time when the CPU has it; everything else the baseline.
+#define SSLK_ROWS_AVX2 0
 namespace isa_base {
 #include "kernels_rows.inc"
 }  // namespace isa_base
+#undef SSLK_ROWS_AVX2
 #if SSLK_X86_DISPATCH
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
+#define SSLK_ROWS_AVX2 1
 namespace isa_avx2 {
 #include "kernels_rows.inc"
 }  // namespace isa_avx2
+#undef SSLK_ROWS_AVX2
 #pragma GCC pop_options
 #endif
 

@@ -12,6 +12,7 @@ graph draws fresh noise on every replay. Reductions go through fp32 (fp64 for fl
 partial buffers summed in a fixed order: results are deterministic.
 """
 import os
+import struct
 from typing import NamedTuple
 
 import torch
@@ -51,8 +52,8 @@ def _cdiv(a, b):
 
 def _pair(value):
     """A float as an fp32 (hi, lo) pair: kernel float arguments are fp32 (see common.wide)."""
-    hi = float(torch.tensor(value, dtype=torch.float32))
-    return hi, float(value - hi)
+    hi = struct.unpack("f", struct.pack("f", value))[0]
+    return hi, value - hi
 
 
 # --- launch configurations -----------------------------------------------------------------

@@ -59,10 +59,13 @@ def _setup(ctx, inputs, output):
     ctx.config = inputs[4:]  # encoder ... backend
     _, h, ax, r, s2col, dc = output
     ctx.save_for_backward(x, W, c, h, ax, r, s2col, dc)
+    ctx.set_materialize_grads(False)  # the auxiliary outputs' zero gradients cost a [2B, D] fill
 
 
 def _backward(ctx, grad, *_unused_aux):
     x, W, c, h, ax, r, s2col, dc = ctx.saved_tensors
+    if grad is None:  # only auxiliary outputs were used: no gradient flows from the loss
+        grad = W.new_zeros(())
     *step, backend = ctx.config
     need_dx = ctx.needs_input_grad[0]
     dx, dW, db, dc = autoencoder_loss_backward(grad.to(W.dtype), x, W, c, h, ax, r, s2col, dc,
@@ -72,3 +75,48 @@ def _backward(ctx, grad, *_unused_aux):
 
 autoencoder_loss.register_autograd(_backward, setup_context=_setup)
 
+
+
+# ---------------------------------------------------------------------------------------
+# The eager fast path. A custom op call costs tens of microseconds in the dispatcher, twice
+# per step (forward and backward), which is most of a step at small batches
+# (benchmarks/RESULTS.md). Plain eager calls therefore run the same backend forward and
+# backward through a torch.autograd.Function; anything that traces or intercepts (dynamo,
+# make_fx, fake or subclass tensors, functorch transforms, torch function modes) gets the
+# registered op above, so torch.compile and opcheck see exactly that.
+
+
+def eager_fast_path_ok(*tensors):
+    """True when nothing would observe the difference between the op and a direct call."""
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return False
+    if torch.utils._python_dispatch._get_current_dispatch_mode() is not None:
+        return False
+    if torch._C._is_torch_function_mode_enabled() or torch._C._functorch.peek_interpreter_stack() is not None:
+        return False
+    return all(type(t) is torch.Tensor and t.device.type != "meta" for t in tensors)
+
+
+class EagerAutoencoderLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, W, b, c, cfg, backend):
+        out = backend_for(backend, W.device, W.dtype).ae_forward(x, W, b, c, cfg)
+        ctx.cfg, ctx.backend = cfg, backend
+        ctx.save_for_backward(x, W, c, out.h, out.ax, out.r, out.s2col, out.dc)
+        return out.loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, W, c, h, ax, r, s2col, dc = ctx.saved_tensors
+        need_dx = ctx.needs_input_grad[0]
+        saved = AEForward(None, h, ax, r, s2col, dc)
+        dx, dW, db, dc = backend_for(ctx.backend, W.device, W.dtype).ae_backward(
+            grad.to(W.dtype), x, W, c, saved, ctx.cfg, need_dx)
+        return cast_like(dx, x) if need_dx else None, dW, db, dc, None, None
+
+
+def autoencoder_loss_eager(x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
+                           seed, offset, backend):
+    """The loss of torch.ops.sslkern.autoencoder_loss (same arguments), without the dispatcher."""
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset)
+    return EagerAutoencoderLoss.apply(x, W, b, c, cfg, backend)

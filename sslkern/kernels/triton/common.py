@@ -139,5 +139,5 @@ def mma(acc, a, b, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl
     if EMULATE:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
-    return tl.dot(a, b, acc, input_precision=PRECISION)
+    return tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=acc.dtype)
 
