@@ -68,9 +68,10 @@ def exercise(impl, module):
              torch.float32: module._FP32_TILES[0], torch.float64: module._FP64_TILES[0]}
     cpu = torch.device("cpu")
     for dtype in (torch.bfloat16, torch.float32, torch.float64):
-        module._tile = lambda key, device, dt, M, N, launch, dtype=dtype: tiles[dtype]
+        module._tile = lambda *args, dtype=dtype: tiles[dtype]
         B, D, H = 40, 30, 20
-        x, W, b, c = torch.rand(B, D, dtype=dtype), torch.randn(H, D, dtype=dtype), torch.randn(H, dtype=dtype), torch.randn(D, dtype=dtype)
+        x, W = torch.rand(B, D, dtype=dtype), torch.randn(H, D, dtype=dtype)
+        b, c = torch.randn(H, dtype=dtype), torch.randn(D, dtype=dtype)
         grad = torch.tensor(1.0, dtype=dtype)
         steps = [StepConfig(encoder="tanh", decoder="sigmoid", loss="mse", corruption="gaussian", level=0.2,
                             contractive=0.3, seed=3, offset=5),
@@ -90,17 +91,42 @@ def exercise(impl, module):
         impl.corrupt_grad(x, "mask", 0.3, 1, 7)
     impl.philox(100, 5, 6, cpu, True)
     impl.philox(100, torch.tensor([1, 2]), 0, cpu, False)
+    # mixed precision: bf16 x, fp32 parameters (bf16 operands, fp32 everything else)
+    module._tile = lambda *args: module._HALF_TILES[0]
+    x, W = torch.rand(40, 30, dtype=torch.bfloat16), torch.randn(20, 30)
+    b, c = torch.randn(20), torch.randn(30)
+    cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5)
+    impl.ae_backward(torch.tensor(1.0), x, W, c, impl.ae_forward(x, W, b, c, cfg), cfg, True)
+
+
+def exercise_tiles(impl, module):
+    """The training step's kernels with every autotuning candidate tile."""
+    from sslkern.backends.base import StepConfig
+
+    cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5)
+    for dtype, tiles in ((torch.bfloat16, module._HALF_TILES), (torch.float32, module._FP32_TILES)):
+        x, W = torch.rand(40, 30, dtype=dtype), torch.randn(20, 30, dtype=dtype)
+        b, c = torch.randn(20, dtype=dtype), torch.randn(30, dtype=dtype)
+        for tile in tiles:
+            module._tile = lambda *args, tile=tile: tile
+            for mode in ("load", "prepass"):
+                module.XT_MODE = mode
+                saved = impl.ae_forward(x, W, b, c, cfg)
+                impl.ae_backward(torch.tensor(1.0, dtype=dtype), x, W, c, saved, cfg, False)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90)
+    parser.add_argument("--all-tiles", action="store_true", help="also every autotuning candidate tile")
     args = parser.parse_args()
     from sslkern.backends import triton as module
 
     seen, results = set(), []
     JITFunction.run = compiling_run(GPUTarget("cuda", args.arch, 32), seen, results)
     exercise(module.TritonBackend(), module)
+    if args.all_tiles:
+        exercise_tiles(module.TritonBackend(), module)
     failures = [(name, error) for name, error in results if error]
     print(f"triton {triton.__version__}, sm_{args.arch}: {len(results)} kernel variants compiled, "
           f"{len(failures)} failed")

@@ -1,7 +1,8 @@
 """One-command GPU check: build, correctness tests on CUDA, then timings in one process.
 
     python benchmarks/gpu_check.py [--json PATH] [--budget-s 480] [--skip-build] [--skip-tests]
-                                   [--skip-compile] [--skip-max-autotune] [--quick]
+                                   [--full-tests] [--skip-compile] [--skip-max-autotune]
+                                   [--no-autotune] [--quick]
 
 Installs nothing. Builds the native extension in place (CUDA on, sm_90) when it is not built
 for this Python, runs tests/test_triton.py, tests/test_ops.py (and tests/test_native_cuda.py
@@ -78,16 +79,20 @@ def build():
     return {"built": proc.returncode == 0, "returncode": proc.returncode, "log_tail": tail[-800:]}
 
 
-def run_tests(timeout_s):
+def run_tests(timeout_s, full):
+    """tests/test_triton.py (every triton kernel at awkward sizes, values and gradients) and the
+    other backends' op tests; `full` also runs tests/test_ops.py on triton, which compiles a
+    few hundred kernel variants (minutes of a fresh machine's time)."""
     files = ["tests/test_triton.py", "tests/test_ops.py"]
     if (ROOT / "tests" / "test_native_cuda.py").exists():
         files.append("tests/test_native_cuda.py")
+    selection = [] if full else ["-k", "not triton or test_triton"]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("TRITON_INTERPRET", None)
-    log("tests:", " ".join(files))
+    log("tests:", " ".join(files + selection))
     try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files,
+                               *selection], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         return {"files": files, "exit_code": None, "summary": f"timed out after {timeout_s} s"}
     lines = (proc.stdout + proc.stderr).strip().splitlines()
@@ -326,6 +331,8 @@ def main():
     parser.add_argument("--json", help="output path (default $OUT/gpu_check.json or benchmarks/gpu_check.json)")
     parser.add_argument("--budget-s", type=float, default=480.0, help="skip sections that would start later")
     parser.add_argument("--test-timeout-s", type=float, default=240.0)
+    parser.add_argument("--full-tests", action="store_true", help="also tests/test_ops.py on triton (slow)")
+    parser.add_argument("--no-autotune", action="store_true", help="first fitting tile, no tuning compiles")
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--skip-tests", action="store_true")
     parser.add_argument("--skip-compile", action="store_true", help="no torch.compile baselines at all")
@@ -350,13 +357,19 @@ def main():
     import triton
 
     import sslkern
-    result.update(sslkern=sslkern.__version__, triton=triton.__version__,
+    from sslkern.backends import triton as triton_backend
+    triton_backend.AUTOTUNE = not args.no_autotune
+    result.update(autotune=triton_backend.AUTOTUNE, sslkern=sslkern.__version__, triton=triton.__version__,
                   backends=sslkern.available_backends())
     save()
     if not args.skip_tests:
-        result["tests"] = run_tests(args.test_timeout_s)
+        result["tests"] = run_tests(args.test_timeout_s, args.full_tests)
         log("tests:", result["tests"]["summary"])
-    result["graph_rng"] = graph_rng_check()
+    try:
+        result["graph_rng"] = graph_rng_check()
+    except Exception as exc:
+        result["graph_rng"] = {"fresh_noise_per_replay_matches_oracle": False,
+                               "error": f"{type(exc).__name__}: {exc}"[:500]}
     log("graph rng:", result["graph_rng"])
     save()
 
@@ -392,8 +405,8 @@ def main():
         result["native_paths_step_ms"] = f"error: {type(exc).__name__}: {exc}"
 
     modes = [] if args.skip_compile else ["default"] + ([] if args.skip_max_autotune else ["max-autotune"])
-    for mode in modes:
-        for shape, dtype in shapes:
+    for shape, dtype in shapes:  # MNIST shapes first: their targets need max-autotune
+        for mode in modes:
             if shape not in rows:
                 continue
             if elapsed() > args.budget_s:

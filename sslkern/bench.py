@@ -48,19 +48,32 @@ class Timing:
     steps: int
 
 
-def measure(fn, device="cpu", warmup=10, steps=100, max_seconds=None):
-    """Median wall time of fn() in ms. Synchronises before each clock read; stops early
-    (but after at least 5 steps) once max_seconds of timed steps have run."""
+CLOCKS = {
+    "wall": time.perf_counter,
+    # CPU seconds of this process: with one thread, immune to other processes taking the
+    # cores (a shared machine); with several it also counts OpenMP spin-waiting.
+    "cpu": time.process_time,
+}
+
+
+def measure(fn, device="cpu", warmup=10, steps=100, max_seconds=None, clock="wall"):
+    """Median time of fn() in ms. Synchronises before each clock read; stops early (but
+    after at least 5 steps) once max_seconds of timed steps have run."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" and torch.device(device).type != "cpu":
+        raise ValueError("clock='cpu' times the host only: use it with device='cpu'")
+    now = CLOCKS[clock]
     for _ in range(warmup):
         fn()
     samples = []
     budget_end = None if max_seconds is None else time.perf_counter() + max_seconds
     for _ in range(steps):
         synchronize(device)
-        start = time.perf_counter()
+        start = now()
         fn()
         synchronize(device)
-        samples.append((time.perf_counter() - start) * 1e3)
+        samples.append((now() - start) * 1e3)
         if budget_end is not None and len(samples) >= 5 and time.perf_counter() > budget_end:
             break
     samples.sort()
@@ -247,7 +260,7 @@ class Result:
 
 
 def compare(shapes, device="cpu", obj=Objective(), warmup=10, steps=100, max_seconds=20.0,
-            include=None, progress=True):
+            include=None, progress=True, clock="wall"):
     """Times every variant at every shape; returns a list of Result."""
     from tqdm import tqdm
 
@@ -261,7 +274,7 @@ def compare(shapes, device="cpu", obj=Objective(), warmup=10, steps=100, max_sec
         bar.set_postfix_str(f"{shape} {name}")
         slow = name == "jacobian"
         timing = measure(build(name), device, warmup=2 if slow else warmup, steps=steps,
-                         max_seconds=max_seconds)
+                         max_seconds=max_seconds, clock=clock)
         results.append(Result(str(shape), name, timing))
     _add_ratios(results)
     return results

@@ -38,7 +38,7 @@ def fit_logistic_regression(F, y, n_classes, l2=DEFAULT_L2, max_iter=DEFAULT_MAX
     """(weight [F, C], bias [C]) minimising mean cross-entropy + l2/2 ‖weight‖²."""
     weight = torch.zeros(F.shape[1], n_classes, dtype=torch.float64, requires_grad=True)
     bias = torch.zeros(n_classes, dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=10,
+    opt = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
                             tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
     def closure():

@@ -85,8 +85,11 @@ def decode(h, W, c, activation_name="sigmoid"):
 
 def contractive_penalty(x, W, b, activation_name="sigmoid"):
     """Mean over the batch of ||dh/dx||_F^2 in the analytic form sum_j f'(z_j)^2 ||W_j||^2."""
-    z = x @ W.T + b
-    (s,) = torch.autograd.grad(activation(activation_name, z).sum(), z, create_graph=True)
+    with torch.enable_grad():
+        z = x @ W.T + b
+        if not z.requires_grad:  # plain tensors: differentiate z itself
+            z.requires_grad_()
+        (s,) = torch.autograd.grad(activation(activation_name, z).sum(), z, create_graph=True)
     return (s.pow(2) * W.pow(2).sum(1)).sum() / max(x.shape[0], 1)
 
 

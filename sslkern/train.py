@@ -58,7 +58,8 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     checkpoint_every: also checkpoint every that many steps (every epoch's end always is).
     resume: continue from the newest good checkpoint in checkpoint_dir (a damaged one is
     skipped with a warning). cuda_graph: capture the training step in a CUDA graph (CUDA,
-    noise-free models, one process).
+    noise-free models, one process). Under torch.distributed, give a DataLoader a
+    DistributedSampler (fit calls its set_epoch); a tensor X is sharded by fit itself.
 
     Returns a dict: loss (mean objective per epoch), samples_per_second (per epoch), stage
     (the layer each epoch trained), steps (optimizer steps in all), world_size.
@@ -115,6 +116,8 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
         if optimizer_state is not None:
             opt.load_state_dict(optimizer_state)
             optimizer_state = None
+            for group in opt.param_groups:  # the caller's lr, not the checkpoint's
+                group["lr"] = float(lr)
         step_fn = _make_step(module, opt, cuda_graph, world_size, device)
         stage_data = batches.for_stage(stage, transform)
         for epoch in range(run["epoch"], epochs):

@@ -236,6 +236,23 @@ def test_half_precision_parameters(dtype):
             ["x", "W", "b", "c"])
 
 
+def test_half_input_with_fp32_parameters():
+    """Mixed precision: bf16 x gives bf16 product operands, fp32 accumulation, and fp32 loss
+    and parameter gradients (dx in bf16)."""
+    x, W, b, c = make_inputs(*SHAPES[1])
+    xs = x.to(torch.bfloat16).requires_grad_(True)
+    params = [t.float().requires_grad_(True) for t in (W, b, c)]
+    loss = sslkern.autoencoder_loss(xs, *params, **objective("mask", 0.3))
+    grads = torch.autograd.grad(loss, [xs, *params])
+    assert loss.dtype == torch.float32 and grads[0].dtype == torch.bfloat16
+    assert all(g.dtype == torch.float32 for g in grads[1:])
+    ref = [xs.detach().double().requires_grad_(True)] + [t.detach().double().requires_grad_(True) for t in (W, b, c)]
+    expected = oracle.autoencoder_loss(*ref, **objective("mask", 0.3))
+    assert_close(loss.detach(), expected.detach(), TOLERANCES[torch.bfloat16], "loss")
+    for name, g, e in zip("xWbc", grads, torch.autograd.grad(expected, ref)):
+        assert_close(g, e, TOLERANCES[torch.bfloat16], f"d{name}")
+
+
 def test_gradcheck_float64():
     x, W, b, c = make_inputs(2, 3, 2)
     config = objective("salt_pepper", 0.3, OBJECTIVES[1])

@@ -16,18 +16,16 @@ import struct
 from typing import NamedTuple
 
 import torch
+import triton  # an ImportError here marks the backend unavailable (backends.get)
+import triton.language as tl
 
 from .._enums import ACTIVATIONS, CORRUPTIONS, LOSSES, PIECEWISE_LINEAR
+from ..kernels.triton import backward as bwd_kernels
+from ..kernels.triton import corrupt as rng_kernels
+from ..kernels.triton.decoder import decoder_loss_kernel
+from ..kernels.triton.encoder import encoder_kernel
+from ..kernels.triton.reduce import finalize_kernel
 from .base import AEForward, Backend
-
-import triton  # noqa: E402  (an ImportError marks the backend unavailable in the registry)
-import triton.language as tl  # noqa: E402
-
-from ..kernels.triton import backward as bwd_kernels  # noqa: E402
-from ..kernels.triton import corrupt as rng_kernels  # noqa: E402
-from ..kernels.triton.decoder import decoder_loss_kernel  # noqa: E402
-from ..kernels.triton.encoder import encoder_kernel  # noqa: E402
-from ..kernels.triton.reduce import finalize_kernel  # noqa: E402
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.float32: tl.float32,
@@ -68,32 +66,37 @@ class Tile(NamedTuple):
 
 
 _INTERPRETER_TILE = Tile(16, 16, 16, 1, 1, 1)  # small: the interpreter runs each op through numpy
-# Hopper candidates, fastest-first guesses; the first one is used when not autotuning.
+# Hopper candidates, fastest-first guesses; the first one that fits is used when not
+# autotuning. The small tiles are for MNIST-scale steps, where a 128-wide tile would leave
+# most of the 132 SMs idle (and products this small are latency-, not throughput-bound).
 _HALF_TILES = [Tile(128, 256, 64, 8, 8, 3), Tile(128, 128, 64, 8, 8, 4), Tile(128, 128, 64, 8, 4, 4),
-               Tile(64, 128, 64, 8, 4, 4), Tile(64, 64, 64, 8, 4, 4)]
-_FP32_TILES = [Tile(128, 128, 32, 8, 8, 3), Tile(128, 64, 32, 8, 4, 4), Tile(64, 128, 32, 8, 4, 4),
-               Tile(64, 64, 32, 8, 4, 4)]
+               Tile(64, 128, 64, 8, 4, 4), Tile(64, 64, 64, 8, 4, 4), Tile(32, 64, 64, 8, 4, 3)]
+_FP32_TILES = [Tile(128, 128, 32, 8, 8, 3), Tile(64, 128, 32, 8, 4, 4), Tile(64, 64, 32, 8, 4, 4),
+               Tile(32, 64, 32, 8, 4, 3), Tile(16, 64, 64, 8, 4, 3)]
 _FP64_TILES = [Tile(64, 64, 16, 8, 4, 2)]
+_MAX_TILES = 4096  # more output tiles than this: the small tiles only add overhead
 _tuned = {}
 
 
 def _candidates(dtype, M, N):
     tiles = {torch.float64: _FP64_TILES, torch.float32: _FP32_TILES}.get(dtype, _HALF_TILES)
-    # Small problems: drop tiles that would leave most of the GPU idle or mostly masked.
-    fit = [t for t in tiles if t.block_m <= max(64, triton.next_power_of_2(max(M, 1)))
-           and t.block_n <= max(64, triton.next_power_of_2(max(N, 1)))]
-    return fit or tiles[-1:]
+    fit = [t for t in tiles
+           if t.block_m <= max(16, triton.next_power_of_2(max(M, 1)))
+           and t.block_n <= max(64, triton.next_power_of_2(max(N, 1)))
+           and _cdiv(M, t.block_m) * _cdiv(N, t.block_n) <= _MAX_TILES]
+    return fit or tiles[:1]
 
 
-def _tile(key, device, dtype, M, N, launch):
+def _tile(key, device, prec, M, N, launch):
     """The tile for a product kernel. On CUDA the first call per key times each candidate
     (the kernels are idempotent: no atomics, no accumulation into outputs); inside a CUDA
     graph capture, or with SSLKERN_TRITON_AUTOTUNE=0, the first candidate is used."""
     if device.type != "cuda":
         return _INTERPRETER_TILE
+    key = key + (prec.operands, prec.precision)
     if key in _tuned:
         return _tuned[key]
-    options = _candidates(dtype, M, N)
+    options = _candidates(prec.operands, M, N)
     if len(options) == 1 or not AUTOTUNE or torch.cuda.is_current_stream_capturing():
         return options[0]
     from triton.testing import do_bench
@@ -113,16 +116,23 @@ class _Precision(NamedTuple):
     precision: str    # tl.dot input_precision
     emulate: bool     # half-precision dot emulated in fp32 (interpreter)
     parts: torch.dtype  # dtype of the partial-sum buffers
+    operands: torch.dtype  # torch twin of `dot` (picks the tile candidates)
 
 
-def _precision(W):
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _precision(W, x=None):
+    """Products take the parameters' dtype, or the half-precision dtype of the input x with
+    fp32 parameters (mixed precision: bf16/fp16 operands, fp32 accumulation, fp32 weights
+    and gradients). fp32 products use tf32 only where torch allows it."""
     wide = W.dtype == torch.float64
-    tf32 = (W.dtype == torch.float32 and W.device.type == "cuda"
+    operands = x.dtype if x is not None and x.dtype in _HALF and W.dtype == torch.float32 else W.dtype
+    tf32 = (operands == torch.float32 and W.device.type == "cuda"
             and torch.backends.cuda.matmul.allow_tf32)
-    return _Precision(tl.float64 if wide else tl.float32, _TL_DTYPES[W.dtype],
-                      "tf32" if tf32 else "ieee",
-                      _interpreting() and W.dtype in (torch.float16, torch.bfloat16),
-                      torch.float64 if wide else torch.float32)
+    return _Precision(tl.float64 if wide else tl.float32, _TL_DTYPES[operands],
+                      "tf32" if tf32 else "ieee", _interpreting() and operands in _HALF,
+                      torch.float64 if wide else torch.float32, operands)
 
 
 def _mma_meta(prec, tile):
@@ -131,13 +141,17 @@ def _mma_meta(prec, tile):
                 GROUP_M=tile.group_m, num_warps=tile.num_warps, num_stages=tile.num_stages)
 
 
-def _rng(seed, offset):
+def _rng(seed, offset, device):
     """Kernel arguments for the stream: (seed, offset, pointer, from_pointer). `seed` may be an
-    int64 tensor [2] = (seed, offset) on the tensors' device: read there at run time."""
+    int64 tensor [2] = (seed bits, offset) on `device`, read there when the kernel runs (then
+    `offset` is ignored): a CUDA graph replays with whatever the tensor holds by then."""
     if isinstance(seed, torch.Tensor):
-        if seed.dtype != torch.int64 or seed.numel() != 2:
-            raise ValueError(f"rng must be an int64 tensor of 2 elements (seed, offset), got "
+        if seed.dtype != torch.int64 or seed.numel() != 2 or not seed.is_contiguous():
+            raise ValueError(f"rng must be a contiguous int64 tensor of 2 elements (seed, offset), got "
                              f"{seed.dtype} of shape {tuple(seed.shape)}")
+        device = torch.device(device)
+        if seed.device.type != device.type or (device.index is not None and seed.device.index != device.index):
+            raise ValueError(f"rng must be on {device} with the data, got {seed.device}")
         return 0, 0, seed, True
     return int(seed), int(offset), None, False
 
@@ -171,7 +185,7 @@ def _encode(x, W, bias, out, act, transpose, prec, *, corruption="none", level=0
         return s2_parts, pen_parts
 
     key = ("encoder", M, N, K, transpose, W.dtype, x.dtype, act, corruption, xt is not None, contractive)
-    return launch(_tile(key, x.device, W.dtype, M, N, launch))
+    return launch(_tile(key, x.device, prec, M, N, launch))
 
 
 def _decode_loss(h, W, c, x, d_a, cfg, prec):
@@ -191,7 +205,7 @@ def _decode_loss(h, W, c, x, d_a, cfg, prec):
         return dc_parts, loss_parts
 
     key = ("decoder", M, N, K, W.dtype, x.dtype, cfg.loss, cfg.decoder)
-    return launch(_tile(key, h.device, W.dtype, M, N, launch))
+    return launch(_tile(key, h.device, prec, M, N, launch))
 
 
 def _dz(d_a, W, h, r, dz, act, coef, contractive, prec):
@@ -209,7 +223,7 @@ def _dz(d_a, W, h, r, dz, act, coef, contractive, prec):
         return db_parts
 
     key = ("dz", M, N, K, W.dtype, act, contractive)
-    return launch(_tile(key, h.device, W.dtype, M, N, launch))
+    return launch(_tile(key, h.device, prec, M, N, launch))
 
 
 def _act_grad(dh, h, r, act, coef, prec):
@@ -244,7 +258,7 @@ def _weight_grad(a1, a2, b, out, prec, *, W=None, s2col=None, coef=0.0, grad=Non
             HAS_GRAD=grad is not None, ROW_SCALE=row_scale, **_mma_meta(prec, tile))
 
     key = ("weight_grad", M, N, K1, K2, out.dtype, a2.dtype, b.dtype, row_scale, grad is not None)
-    launch(_tile(key, out.device, out.dtype, M, N, launch))
+    launch(_tile(key, out.device, prec, M, N, launch))
     return out
 
 
@@ -267,7 +281,7 @@ def _input_grad(dz, B, stride_bk, stride_bn, N, out, prec, *, grad=None, corrupt
             RNG_FROM_PTR=from_ptr, **_mma_meta(prec, tile))
 
     key = ("input_grad", M, N, K, out.dtype, corruption, recon is not None, cfg and (cfg.loss, cfg.decoder))
-    launch(_tile(key, out.device, out.dtype, M, N, launch))
+    launch(_tile(key, out.device, prec, M, N, launch))
     return out
 
 
@@ -332,7 +346,7 @@ class TritonBackend(Backend):
     def philox(self, n, seed, offset, device, normal):
         out = torch.empty(n, dtype=torch.float32, device=device)
         if n:
-            seed, offset, rng_ptr, from_ptr = _rng(seed, offset)
+            seed, offset, rng_ptr, from_ptr = _rng(seed, offset, device)
             block = _elementwise_block(device)
             rng_kernels.philox_kernel[(_cdiv(n, block),)](
                 out, n, seed, offset, rng_ptr if from_ptr else out, NORMAL=normal,
@@ -343,9 +357,9 @@ class TritonBackend(Backend):
         n = x.numel()
         if n == 0:
             return out
-        seed, offset, rng_ptr, from_ptr = _rng(seed, offset)
+        seed, offset, rng_ptr, from_ptr = _rng(seed, offset, x.device)
         block = _elementwise_block(x.device)
-        compute = tl.float64 if x.dtype == torch.float64 else tl.float32
+        compute = tl.float64 if torch.float64 in (x.dtype, out.dtype) else tl.float32
         rng_kernels.corrupt_kernel[(_cdiv(n, block),)](
             x, out, n, *_pair(level), seed, offset, rng_ptr if from_ptr else out, KIND=CORRUPTIONS[kind],
             GRAD=grad, RNG_FROM_PTR=from_ptr, COMPUTE=compute, BLOCK=block)
@@ -360,11 +374,11 @@ class TritonBackend(Backend):
     # single layers -------------------------------------------------------------------------
     def linear_act(self, x, W, bias, act, transpose):
         out = W.new_empty(x.shape[0], W.shape[0] if transpose else W.shape[1])
-        _encode(x, W, bias, out, act, transpose, _precision(W))
+        _encode(x, W, bias, out, act, transpose, _precision(W, x))
         return out
 
     def linear_act_backward(self, grad_y, y, x, W, act, transpose):
-        prec = _precision(W)
+        prec = _precision(W, x)
         dz, db_parts = _act_grad(grad_y, y, None, act, 0.0, prec)
         dbias = W.new_empty(y.shape[1])
         _finalize(W.device, prec, sums=[(db_parts, dbias)])
@@ -379,7 +393,7 @@ class TritonBackend(Backend):
         return dx, dW, dbias
 
     def contractive(self, x, W, b, act):
-        prec = _precision(W)
+        prec = _precision(W, x)
         hidden = W.shape[0]
         h = W.new_empty(x.shape[0], hidden)
         r, s2col, penalty = W.new_empty(hidden), W.new_empty(hidden), W.new_empty(())
@@ -389,7 +403,7 @@ class TritonBackend(Backend):
         return penalty, h, r, s2col
 
     def contractive_backward(self, grad, x, W, h, r, s2col, act):
-        prec = _precision(W)
+        prec = _precision(W, x)
         coef = 2.0 / max(h.shape[0], 1)
         dz, db_parts = _act_grad(None, h, r, act, coef, prec)
         db = W.new_empty(W.shape[0])
@@ -400,7 +414,7 @@ class TritonBackend(Backend):
 
     # the objective -------------------------------------------------------------------------
     def ae_forward(self, x, W, b, c, cfg):
-        prec = _precision(W)
+        prec = _precision(W, x)
         batch, visible = x.shape
         hidden = W.shape[0]
         contractive = cfg.contractive != 0.0
@@ -409,7 +423,7 @@ class TritonBackend(Backend):
         r = W.new_empty(hidden if contractive else 0)
         s2col = W.new_empty(hidden if contractive else 0)
         h = W.new_empty(batch, hidden)
-        rng = _rng(cfg.seed, cfg.offset)
+        rng = _rng(cfg.seed, cfg.offset, x.device)
         if _xt_in_encoder(cfg, batch, visible, hidden, x.device):
             s2_parts, pen_parts = _encode(x, W, b, h, cfg.encoder, True, prec, corruption=cfg.corruption,
                                           level=cfg.level, rng=rng, xt=x_tilde, r=r, contractive=contractive)
@@ -428,7 +442,7 @@ class TritonBackend(Backend):
         return AEForward(loss, h, ax, r, s2col, dc)
 
     def ae_backward(self, grad, x, W, c, saved, cfg, need_dx):
-        prec = _precision(W)
+        prec = _precision(W, x)
         h, ax = saved.h, saved.ax
         batch, hidden = h.shape
         contractive = cfg.contractive != 0.0
@@ -443,9 +457,9 @@ class TritonBackend(Backend):
         _finalize(W.device, prec, sums=[(db_parts, db), (saved.dc.view(1, -1), dc)], grad=grad)
         dx = W.new_empty(0)
         if need_dx:
+            rng = _rng(cfg.seed, cfg.offset, x.device)
             dx = _input_grad(dz, W, W.stride(0), 1, W.shape[1], W.new_empty(x.shape), prec, grad=grad,
-                             corruption=cfg.corruption, level=cfg.level, rng=_rng(cfg.seed, cfg.offset),
-                             recon=(h, c, x, cfg))
+                             corruption=cfg.corruption, level=cfg.level, rng=rng, recon=(h, c, x, cfg))
         return dx, dW, db, dc
 
 

@@ -22,6 +22,9 @@ def add_arguments(parser):
     parser.add_argument("--level", type=float, default=0.25)
     parser.add_argument("--contractive", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
+                        help="wall time, or this process's CPU time (robust on a shared machine "
+                             "with --threads 1)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--plot", default=None, help="write a PNG bar chart here")
     parser.add_argument("--no-progress", action="store_true")
@@ -39,12 +42,13 @@ def run(args):
     obj = bench.Objective(args.corruption, args.level, args.contractive)
     results = bench.compare(shapes, device, obj, warmup=args.warmup, steps=args.steps,
                             max_seconds=args.max_seconds, include=args.variants,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, clock=args.clock)
     info = bench.machine()
     print(f"# {info['cpu']} ({info['cores']} cores, torch threads {info['torch_threads']}), "
           f"GPU {info['gpu']}; python {info['python']}, torch {info['torch']}, "
           f"triton {info['triton']}, sslkern {info['sslkern']}; device {device}, fp32, "
-          f"{obj.corruption} {obj.level} + contractive {obj.contractive}; load {info['load_average']}")
+          f"{obj.corruption} {obj.level} + contractive {obj.contractive}; {args.clock} clock; "
+          f"load {info['load_average']}")
     print(bench.table(results))
     command = "sslkern " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None
     if args.json:

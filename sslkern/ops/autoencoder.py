@@ -76,7 +76,6 @@ def _backward(ctx, grad, *_unused_aux):
 autoencoder_loss.register_autograd(_backward, setup_context=_setup)
 
 
-
 # ---------------------------------------------------------------------------------------
 # The eager fast path. A custom op call costs tens of microseconds in the dispatcher, twice
 # per step (forward and backward), which is most of a step at small batches
@@ -100,8 +99,9 @@ def eager_fast_path_ok(*tensors):
 class EagerAutoencoderLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W, b, c, cfg, backend):
-        out = backend_for(backend, W.device, W.dtype).ae_forward(x, W, b, c, cfg)
-        ctx.cfg, ctx.backend = cfg, backend
+        impl = backend_for(backend, W.device, W.dtype)
+        out = impl.ae_forward(x, W, b, c, cfg)
+        ctx.cfg, ctx.impl = cfg, impl  # the backward runs on the backend the forward ran on
         ctx.save_for_backward(x, W, c, out.h, out.ax, out.r, out.s2col, out.dc)
         return out.loss
 
@@ -110,8 +110,7 @@ class EagerAutoencoderLoss(torch.autograd.Function):
         x, W, c, h, ax, r, s2col, dc = ctx.saved_tensors
         need_dx = ctx.needs_input_grad[0]
         saved = AEForward(None, h, ax, r, s2col, dc)
-        dx, dW, db, dc = backend_for(ctx.backend, W.device, W.dtype).ae_backward(
-            grad.to(W.dtype), x, W, c, saved, ctx.cfg, need_dx)
+        dx, dW, db, dc = ctx.impl.ae_backward(grad.to(W.dtype), x, W, c, saved, ctx.cfg, need_dx)
         return cast_like(dx, x) if need_dx else None, dW, db, dc, None, None
 
 

@@ -11,8 +11,10 @@ def column_sums(parts_ptr, rows, n, out_ptr, scale, block, BLOCK: tl.constexpr):
     cols = block.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = cols < n
     total = tl.zeros((BLOCK,), parts_ptr.dtype.element_ty)
-    for row in range(0, rows):
-        total += tl.load(parts_ptr + row * n + cols, mask=ok, other=0.0)
+    ptrs = parts_ptr + cols
+    for _ in range(0, rows):  # fixed order: deterministic
+        total += tl.load(ptrs, mask=ok, other=0.0)
+        ptrs += n
     tl.store(out_ptr + cols, total * scale, mask=ok)
 
 
