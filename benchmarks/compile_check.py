@@ -93,6 +93,7 @@ def exercise(impl, module):
     impl.philox(100, torch.tensor([1, 2]), 0, cpu, False)
     # mixed precision: bf16 x, fp32 parameters (bf16 operands, fp32 everything else)
     module._tile = lambda *args: module._HALF_TILES[0]
+    module.HALF_INPUT_OPERANDS = True
     x, W = torch.rand(40, 30, dtype=torch.bfloat16), torch.randn(20, 30)
     b, c = torch.randn(20), torch.randn(30)
     cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5)

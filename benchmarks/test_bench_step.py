@@ -1,11 +1,12 @@
 """The full training step (forward, backward, SGD update): PyTorch eager, torch.compile,
 every sslkern backend available here, and the five matrix products alone (the floor)."""
 import pytest
+import torch
 
-from conftest import IMPLEMENTATIONS
-from sslkern.bench import Objective, variants
+from sslkern.bench import Objective, sslkern_backends, variants
 
-NAMES = ["products", "eager", "compile"] + [impl for impl in IMPLEMENTATIONS if impl != "torch"]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+NAMES = ["products", "eager", "compile"] + [f"sslkern[{name}]" for name in sslkern_backends(DEVICE)]
 
 
 @pytest.mark.parametrize("name", NAMES)

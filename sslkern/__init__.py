@@ -18,6 +18,18 @@ from .functional import (  # noqa: E402
 )
 from .info import info  # noqa: E402
 
+# The training layer loads on first use: `sslkern.nn`, `sslkern.train`, `sslkern.data`, ...
+_SUBMODULES = ("nn", "train", "data", "probe", "viz", "reference", "bench")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'sslkern' has no attribute {name!r}")
+
+
 __all__ = [
     "BackendError", "autoencoder_loss", "available_backends", "contractive_penalty", "corrupt",
     "decode", "encode", "info", "philox_normal", "philox_uniform", "set_backend", "use_backend",

@@ -5,6 +5,15 @@ import os
 import tempfile
 
 
+def _read_umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode="wb"):
     """`with atomic_write(path) as f: ...` — `path` appears complete or not at all."""
@@ -13,6 +22,7 @@ def atomic_write(path, mode="wb"):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file open()'s usual mode
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

@@ -18,6 +18,15 @@ def small_mnist(tmp_path_factory):
     return path
 
 
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """`sslkern train` sets torch's thread count (--threads, 1 by default): undo it."""
+    import torch
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def train(*args):
     return cli.main(["train", "--no-progress", "--epochs", "1", "--hidden", "16", "--batch-size", "32", *args])
 
@@ -32,7 +41,7 @@ def test_train_writes_the_run_folder(small_mnist, tmp_path, capsys):
     assert metrics["backend"] == "reference" and metrics["device"] == "cpu"
     assert 0.0 < metrics["final_loss"] < 600
     assert 0.1 < metrics["probe_accuracy"] <= 1.0 and 0.1 < metrics["probe_accuracy_raw"] <= 1.0
-    assert metrics["samples_per_second"] > 0
+    assert metrics["samples_per_second"] > 0 and metrics["threads"] == 1
     config = metrics["config"]
     assert config["model"] == "dae" and config["model_config"]["corruption"] == "mask"
     assert config["model_config"]["level"] == 0.25 and config["batch_size"] == 32

@@ -236,9 +236,13 @@ def test_half_precision_parameters(dtype):
             ["x", "W", "b", "c"])
 
 
-def test_half_input_with_fp32_parameters():
-    """Mixed precision: bf16 x gives bf16 product operands, fp32 accumulation, and fp32 loss
-    and parameter gradients (dx in bf16)."""
+@pytest.mark.parametrize("half_operands", [False, True])
+def test_half_input_with_fp32_parameters(half_operands, monkeypatch):
+    """bf16 x with fp32 parameters: fp32 math by default (the ops' contract); with
+    HALF_INPUT_OPERANDS, bf16 product operands and fp32 accumulation. Loss and parameter
+    gradients are fp32 either way, dx bf16."""
+    from sslkern.backends import triton as module
+    monkeypatch.setattr(module, "HALF_INPUT_OPERANDS", half_operands)
     x, W, b, c = make_inputs(*SHAPES[1])
     xs = x.to(torch.bfloat16).requires_grad_(True)
     params = [t.float().requires_grad_(True) for t in (W, b, c)]
@@ -248,9 +252,10 @@ def test_half_input_with_fp32_parameters():
     assert all(g.dtype == torch.float32 for g in grads[1:])
     ref = [xs.detach().double().requires_grad_(True)] + [t.detach().double().requires_grad_(True) for t in (W, b, c)]
     expected = oracle.autoencoder_loss(*ref, **objective("mask", 0.3))
-    assert_close(loss.detach(), expected.detach(), TOLERANCES[torch.bfloat16], "loss")
-    for name, g, e in zip("xWbc", grads, torch.autograd.grad(expected, ref)):
-        assert_close(g, e, TOLERANCES[torch.bfloat16], f"d{name}")
+    tolerance = TOLERANCES[torch.bfloat16 if half_operands else torch.float32]
+    assert_close(loss.detach(), expected.detach(), tolerance, "loss")
+    for name, g, e in zip("Wbc", grads[1:], torch.autograd.grad(expected, ref)[1:]):
+        assert_close(g, e, tolerance, f"d{name}")
 
 
 def test_gradcheck_float64():

@@ -39,11 +39,11 @@ int64_t num_blocks(int64_t rows) { return (rows + kRowBlock - 1) / kRowBlock; }
 
 }  // namespace
 
-// The row kernels, once per instruction set (see kernels_rows.inc). x86-64 with GCC gets an
+// The row kernels, once per instruction set (see kernels_rows.h). x86-64 with GCC gets an
 // AVX2 + FMA copy, chosen at run time when the CPU has it; everything else the baseline.
 #define SSLK_ROWS_AVX2 0
 namespace isa_base {
-#include "kernels_rows.inc"
+#include "kernels_rows.h"  // NOLINT: included once per instruction set
 }  // namespace isa_base
 #undef SSLK_ROWS_AVX2
 #if SSLK_X86_DISPATCH
@@ -51,7 +51,7 @@ namespace isa_base {
 #pragma GCC target("avx2,fma")
 #define SSLK_ROWS_AVX2 1
 namespace isa_avx2 {
-#include "kernels_rows.inc"
+#include "kernels_rows.h"  // NOLINT: included once per instruction set
 }  // namespace isa_avx2
 #undef SSLK_ROWS_AVX2
 #pragma GCC pop_options

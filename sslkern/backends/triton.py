@@ -38,6 +38,9 @@ _TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.floa
 XT_MODE = os.environ.get("SSLKERN_TRITON_XT", "auto")
 _XT_LOAD_LIMIT = 1 << 22  # Philox evaluations (B·D·N-blocks) that in-load regeneration may cost
 AUTOTUNE = os.environ.get("SSLKERN_TRITON_AUTOTUNE", "1") != "0"
+# Opt-in mixed precision (see _precision): off by default, as the ops promise fp32 math for
+# fp32 parameters whatever x's dtype.
+HALF_INPUT_OPERANDS = os.environ.get("SSLKERN_TRITON_HALF_OPERANDS", "0") == "1"
 
 
 def _interpreting():
@@ -123,11 +126,13 @@ _HALF = (torch.float16, torch.bfloat16)
 
 
 def _precision(W, x=None):
-    """Products take the parameters' dtype, or the half-precision dtype of the input x with
-    fp32 parameters (mixed precision: bf16/fp16 operands, fp32 accumulation, fp32 weights
-    and gradients). fp32 products use tf32 only where torch allows it."""
+    """Products take the parameters' dtype (the ops' contract: x is computed in it). With
+    HALF_INPUT_OPERANDS, a bf16/fp16 x with fp32 parameters gives half-precision operands
+    instead (fp32 accumulation, fp32 weights and gradients). fp32 products use tf32 only
+    where torch allows it."""
     wide = W.dtype == torch.float64
-    operands = x.dtype if x is not None and x.dtype in _HALF and W.dtype == torch.float32 else W.dtype
+    mixed = HALF_INPUT_OPERANDS and x is not None and x.dtype in _HALF and W.dtype == torch.float32
+    operands = x.dtype if mixed else W.dtype
     tf32 = (operands == torch.float32 and W.device.type == "cuda"
             and torch.backends.cuda.matmul.allow_tf32)
     return _Precision(tl.float64 if wide else tl.float32, _TL_DTYPES[operands],

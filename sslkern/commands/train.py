@@ -51,8 +51,9 @@ def add_arguments(parser):
     parser.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
     parser.add_argument("--cuda-graph", action="store_true", help="capture the step in a CUDA graph (noise-free models)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="CPU threads for torch (default: torch's choice; 1 is fastest on a busy machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch; 0 keeps torch's default. 1 (the default) is the safe "
+                             "choice: on a shared 2-core machine, two threads trained over 10x slower than one")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--experiment", choices=("lecture",), default=None,
                         help="run the lecture's comparison (raw pixels, ae, dae 25%%/50%%, cae) instead")
@@ -64,9 +65,9 @@ def run(args):
     if args.resume and args.out is None:
         raise SystemExit("sslkern train: --resume needs --out (the run folder to continue)")
     out = args.out or os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
-    if args.threads is not None:
-        if args.threads < 1:
-            raise SystemExit(f"sslkern train: --threads must be >= 1, got {args.threads}")
+    if args.threads < 0:
+        raise SystemExit(f"sslkern train: --threads must be >= 0, got {args.threads}")
+    if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
@@ -84,7 +85,7 @@ def train_one(args, out, model_kind, corruption=None, level=None, contractive=No
     """Train one model as `args` says, write its run folder `out`; return (metrics, model)."""
     import torch
 
-    from sslkern import backends, data, probe, train, viz
+    from sslkern import backends, data, probe, train
 
     dataset = data.load(args.data)
     X_train, y_train, X_test, y_test = dataset
@@ -99,7 +100,8 @@ def train_one(args, out, model_kind, corruption=None, level=None, contractive=No
     train_seconds = time.perf_counter() - started
     metrics = {"final_loss": history["loss"][-1] if history["loss"] else None,
                "samples_per_second": _mean(history["samples_per_second"]),
-               "train_seconds": train_seconds, "backend": backend, "device": str(device)}
+               "train_seconds": train_seconds, "backend": backend, "device": str(device),
+               "threads": torch.get_num_threads()}
     has_labels = y_train is not None and y_test is not None and len(y_test) > 0
     if has_labels:
         metrics["probe_accuracy"] = probe.linear_probe(model, X_train, y_train, X_test, y_test)

@@ -1,6 +1,7 @@
 // Row kernels of the fused CPU passes, included once per instruction set by kernels.cpp
-// (inside a namespace, under a `#pragma GCC target`). Everything here is inline or a
-// template, so each inclusion compiles its own copy at that width. No #includes here.
+// (inside a namespace, under a `#pragma GCC target`; SSLK_ROWS_AVX2 says which). Everything
+// here is inline or a template, so each inclusion compiles its own copy at that width.
+// Deliberately no include guard and no #includes: kernels.cpp includes what this needs.
 
 // ---------------------------------------------------------------------------------------
 // Vectorisable float exp and log1p (Cephes polynomials, about 1 ulp). double uses libm.
