@@ -148,17 +148,8 @@ def test_half_precision_parameters_run_or_refuse_with_reasons(backend, dtype):
 # NaN and Inf
 
 
-# Known kernel bugs (reported to the lead): relu maps NaN to 0 in csrc/include/sslkern/
-# activations.h (`z > 0 ? z : 0`; `z <= 0 ? 0 : z` keeps NaN) and in the Triton kernels
-# (tl.maximum(z, 0.0) drops NaN unless propagate_nan=tl.PropagateNan.ALL). Strict: the marker
-# must go once they are fixed.
-RELU_DROPS_NAN = {"native", "triton"}
-
-
 @pytest.mark.parametrize("act", ACTS)
-def test_nan_input_propagates_to_its_row_only(backend, act, request):
-    if act == "relu" and backend in RELU_DROPS_NAN:
-        request.applymarker(pytest.mark.xfail(strict=True, reason="relu drops NaN (known kernel bug)"))
+def test_nan_input_propagates_to_its_row_only(backend, act):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 5, generator=g, dtype=torch.float64)
     W = torch.randn(3, 5, generator=g, dtype=torch.float64)

@@ -73,7 +73,7 @@ template <typename T> SSLK_INLINE T fast_sigmoid(T z) { return sigmoid_from(z, e
 // f(z) with the activation known at compile time.
 template <int Act, typename T> SSLK_INLINE T forward(T z) {
   if constexpr (Act == kSigmoid) return fast_sigmoid(z);
-  else if constexpr (Act == kRelu) return z > T(0) ? z : T(0);
+  else if constexpr (Act == kRelu) return z <= T(0) ? T(0) : z;  // NaN passes through
   else if constexpr (Act == kLinear) return z;
   else return act_forward<T>(Act, z);
 }

@@ -50,9 +50,9 @@ def run(args):
           f"{obj.corruption} {obj.level} + contractive {obj.contractive}; {args.clock} clock; "
           f"load {info['load_average']}")
     print(bench.table(results))
-    command = "sslkern " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"] else None
+    command = " ".join(shlex.quote(a) for a in sys.argv)  # as typed: sslkern bench ... or compare.py ...
     if args.json:
         with open(args.json, "w") as f:
-            f.write(bench.to_json(results, command=command or "sslkern bench", settings=vars(args)))
+            f.write(bench.to_json(results, command=command, settings=vars(args)))
     if args.plot:
         bench.plot(results, args.plot)

@@ -25,7 +25,7 @@ template <typename T> SSLK_HD T act_forward(int act, T z) {
   switch (act) {
     case kSigmoid: return stable_sigmoid(z);
     case kTanh: return tanh(z);
-    case kRelu: return z > T(0) ? z : T(0);
+    case kRelu: return z <= T(0) ? T(0) : z;  // written so that NaN passes through
     case kSoftplus: return stable_softplus(z);
     default: return z;
   }

@@ -25,7 +25,7 @@ def activation(z, ACT: tl.constexpr):
         t = (1.0 - e) / (1.0 + e)
         return tl.where(z < 0, -t, t)
     elif ACT == RELU:
-        return tl.maximum(z, 0.0)
+        return tl.where(z <= 0, tl.zeros_like(z), z)  # not tl.maximum: NaN must pass through
     elif ACT == SOFTPLUS:
         return tl.maximum(z, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(z)))
     else:
