@@ -20,7 +20,7 @@ def small_mnist(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def restore_threads():
-    """`sslkern train` sets torch's thread count (--threads, 1 by default): undo it."""
+    """`sslkern train --threads N` sets torch's thread count: undo it."""
     import torch
     threads = torch.get_num_threads()
     yield
@@ -33,7 +33,7 @@ def train(*args):
 
 def test_train_writes_the_run_folder(small_mnist, tmp_path, capsys):
     out = tmp_path / "run"
-    assert train("--data", str(small_mnist), "--out", str(out), "--backend", "reference") == 0
+    assert train("--data", str(small_mnist), "--out", str(out), "--backend", "reference", "--threads", "1") == 0
     assert "linear probe" in capsys.readouterr().out
     for picture in ("filters.png", "reconstructions.png", "loss.png"):
         assert Image.open(out / picture).format == "PNG"

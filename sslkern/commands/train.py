@@ -51,9 +51,9 @@ def add_arguments(parser):
     parser.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
     parser.add_argument("--cuda-graph", action="store_true", help="capture the step in a CUDA graph (noise-free models)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="CPU threads for torch; 0 keeps torch's default. 1 (the default) is the safe "
-                             "choice: on a shared 2-core machine, two threads trained over 10x slower than one")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch; 0 (the default) keeps torch's choice. On a machine "
+                             "shared with other busy processes, 1 avoids threads waiting on each other")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--experiment", choices=("lecture",), default=None,
                         help="run the lecture's comparison (raw pixels, ae, dae 25%%/50%%, cae) instead")
