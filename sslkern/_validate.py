@@ -74,6 +74,24 @@ def seed(value):
     return int(value)
 
 
+def seed_or_rng(value, offset_value, like):
+    """(int seed, int offset, rng): `seed` is an integer, or an int64 tensor [2] = (seed bits,
+    offset) on `like`'s device that the kernels read when they run (then offset must stay 0:
+    the tensor carries it)."""
+    if not isinstance(value, torch.Tensor):
+        return seed(value), offset(offset_value), None
+    if value.dtype != torch.int64:
+        raise TypeError(f"seed as a tensor must be int64 (seed bits, offset), got {value.dtype}")
+    if value.shape != (2,):
+        raise ValueError(f"seed as a tensor must have shape [2] (seed bits, offset), got {tuple(value.shape)}")
+    if value.device != like.device:
+        raise ValueError(f"seed as a tensor must be on {like.device} with x, got {value.device}")
+    if isinstance(offset_value, bool) or not isinstance(offset_value, Integral) or offset_value != 0:
+        raise ValueError(f"offset must be 0 when seed is a tensor (its second element is the offset), "
+                         f"got {offset_value!r}")
+    return 0, 0, value.contiguous()
+
+
 def offset(value):
     if isinstance(value, bool) or not isinstance(value, Integral) or not 0 <= value < MAX_COUNTERS:
         raise ValueError(f"offset must be an integer in [0, 2**32), got {value!r}")

@@ -33,13 +33,19 @@ def philox_normal(n, seed, offset=0, device=None):
 
 def corrupt(x, kind="mask", level=0.25, seed=0, offset=0):
     """x~ = C(x; seed, offset) (design.md section 2); element i of x in row-major order uses
-    counter offset + i. Differentiable in x: the keep-mask is regenerated in the backward."""
+    counter offset + i. Differentiable in x: the keep-mask is regenerated in the backward.
+
+    `seed` may also be an int64 tensor [2] = (seed, offset) on x's device (a seed >= 2**63 as
+    its two's-complement int64; `offset` then stays 0). The triton backend reads it on the
+    device when the kernel runs, so a CUDA-graph-captured step draws fresh noise on every replay
+    when the tensor is advanced in place; the other backends read it to the host once per call.
+    Do not modify it between a forward and its backward (autograd raises if you do)."""
     check.tensor("x", x, x.dim() if isinstance(x, torch.Tensor) else 1)
     level = check.corruption(kind, level)
-    seed, offset = check.seed(seed), check.offset(offset)
+    seed, offset, rng = check.seed_or_rng(seed, offset, x)
     check.counters("x", x.numel())
     return _sslkern.corrupt(x.contiguous(), kind, level, check.signed_seed(seed), offset,
-                            backends.requested())
+                            backends.requested(), rng)
 
 
 def _layer(x, x_name, W, bias, bias_name, transpose):
@@ -83,15 +89,16 @@ def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="
 
     L reconstructs the clean x from the corrupted x~ = C(x; seed, offset) (bce from the
     decoder's logit, or mse), P is the contractive penalty at the encoder's input x~, λ =
-    `contractive`. Differentiable in W, b, c and x.
+    `contractive`. Differentiable in W, b, c and x. `seed` may be an int64 tensor [2] =
+    (seed, offset) on x's device, as in `corrupt`.
     """
     check.activation("encoder", encoder)
     check.activation("decoder", decoder)
     check.loss(loss, decoder)
     level = check.corruption(corruption, level, name="corruption")
     contractive = check.nonnegative("contractive", contractive)
-    seed, offset = check.seed(seed), check.offset(offset)
     check.tensor("x", x, 2)
+    seed, offset, rng = check.seed_or_rng(seed, offset, x)
     if corruption != "none":  # before _layer copies x: a zero-stride x may be huge
         check.counters("x", x.numel())
     x, W, b = _layer(x, "x", W, b, "b", transpose=True)
@@ -101,7 +108,7 @@ def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="
     if c.shape[0] != W.shape[1]:
         raise ValueError(f"c has {c.shape[0]} entries but W of shape {tuple(W.shape)} needs {W.shape[1]}")
     args = (x, W, b, c.contiguous(), encoder, decoder, loss, corruption, level, contractive,
-            check.signed_seed(seed), offset, backends.requested())
-    if ops.autoencoder.eager_fast_path_ok(x, W, b, c):  # same kernels, no dispatcher overhead
+            check.signed_seed(seed), offset, backends.requested(), rng)
+    if ops.autoencoder.eager_fast_path_ok(x, W, b, c, rng):  # same kernels, no dispatcher overhead
         return ops.autoencoder.autoencoder_loss_eager(*args)
     return _sslkern.autoencoder_loss(*args)[0]

@@ -294,13 +294,17 @@ def _opcheck_cases(backend):
     ops = torch.ops.sslkern
     step = ("tanh", "sigmoid", "bce", "mask", 0.25, 0.5, 123, 4)
     saved = ops.autoencoder_loss(x, W, b, c, *step, backend)[1:]
+    rng = torch.tensor([-2**62 - 5, 2**32 - 3])  # (seed bits, offset) in place of the int seed
+    saved_rng = ops.autoencoder_loss(x, W, b, c, *step, backend, rng)[1:]
     _, pen_h, r, s2col = ops.contractive_penalty(x, W, b, "sigmoid", backend)
     x_, W_, b_, c_ = leaves([x, W, b, c])  # the forward ops with autograd
     return [
         (ops.philox.default, (7, -5, 3, False, torch.device("cpu"), backend)),
         (ops.philox.default, (7, 5, 3, True, torch.device("cpu"), backend)),
         (ops.corrupt.default, (x_, "salt_pepper", 0.3, 1, 2, backend)),
+        (ops.corrupt.default, (x_, "mask", 0.3, 0, 0, backend, rng)),
         (ops.corrupt_grad.default, (torch.randn(3, 5, dtype=torch.float64), "mask", 0.3, 1, 2, backend)),
+        (ops.corrupt_grad.default, (torch.randn(3, 5, dtype=torch.float64), "mask", 0.3, 0, 0, backend, rng)),
         (ops.linear_act.default, (x_, W_, b_, "tanh", True, backend)),
         (ops.linear_act.default, (h, W_, c_, "sigmoid", False, backend)),
         (ops.linear_act_backward.default, (torch.randn(3, 4, dtype=torch.float64), h, x, W,
@@ -309,6 +313,8 @@ def _opcheck_cases(backend):
         (ops.contractive_penalty_backward.default, (grad, x, W, pen_h, r, s2col, "sigmoid", backend)),
         (ops.autoencoder_loss.default, (x_, W_, b_, c_, *step, backend)),
         (ops.autoencoder_loss_backward.default, (grad, x, W, c, *saved, *step, True, backend)),
+        (ops.autoencoder_loss.default, (x_, W_, b_, c_, *step, backend, rng)),
+        (ops.autoencoder_loss_backward.default, (grad, x, W, c, *saved_rng, *step, True, backend, rng)),
     ]
 
 

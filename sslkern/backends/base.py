@@ -19,7 +19,7 @@ class StepConfig:
     corruption: str = "none"
     level: float = 0.0
     contractive: float = 0.0
-    seed: int = 0
+    seed: int = 0    # or an int64 tensor [2] (seed bits, offset) on the data's device; offset is then 0
     offset: int = 0
 
 
@@ -47,7 +47,8 @@ class Backend:
         """Reasons it cannot run a call on `device` with parameters of `dtype`."""
         raise NotImplementedError
 
-    # Primitives. grad arguments are 0-d tensors; the ops handle dtype casts back to x.
+    # Primitives. grad arguments are 0-d tensors; the ops handle dtype casts back to x. A `seed`
+    # may be an int64 tensor [2] (seed bits, offset) on the data's device, as in StepConfig.
     def philox(self, n, seed, offset, device, normal):
         raise NotImplementedError
 

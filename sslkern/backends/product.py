@@ -4,6 +4,10 @@ between the products is a set of fused epilogue passes (design.md section 3).
 `reference` plugs in epilogues written in PyTorch, `native` plugs in the compiled ones;
 the orchestration below (buffers, products, the order of passes) is shared, so the two
 can differ only inside an epilogue.
+
+The random stream's seed may be the int64 [2] device tensor (seed bits, offset) the ops pass
+for a tensor seed: these backends read it back to the host once per call that draws numbers
+(a sync), so a CUDA-graph capture of a step with fresh noise per replay needs the triton backend.
 """
 import torch
 
@@ -11,6 +15,17 @@ from .. import reference as oracle
 from .base import AEForward, Backend
 
 PROD_DTYPES = (torch.float32, torch.float64)
+
+
+def host_stream(seed, offset):
+    """(seed, offset) as host integers; `seed` may be an int64 tensor [2] = (seed bits, offset)."""
+    if not isinstance(seed, torch.Tensor):
+        return seed, offset
+    if seed.dtype != torch.int64 or seed.numel() != 2:
+        raise ValueError(f"rng must be an int64 tensor of 2 elements (seed, offset), got "
+                         f"{seed.dtype} of shape {tuple(seed.shape)}")
+    seed_bits, offset = seed.tolist()  # the one host sync of the call
+    return seed_bits % 2**64, offset % 2**32
 
 
 class ProductBackend(Backend):
@@ -32,16 +47,16 @@ class ProductBackend(Backend):
         return reasons
 
     def philox(self, n, seed, offset, device, normal):
-        return self.ep.philox(n, seed, offset, device, normal)
+        return self.ep.philox(n, *host_stream(seed, offset), device, normal)
 
     def corrupt(self, x, kind, level, seed, offset):
         out = torch.empty_like(x)
-        self.ep.corrupt(x, out, kind, level, seed, offset)
+        self.ep.corrupt(x, out, kind, level, *host_stream(seed, offset))
         return out
 
     def corrupt_grad(self, grad, kind, level, seed, offset):
         out = torch.empty_like(grad)
-        self.ep.corrupt_grad(grad, out, kind, level, seed, offset)
+        self.ep.corrupt_grad(grad, out, kind, level, *host_stream(seed, offset))
         return out
 
     def linear_act(self, x, W, bias, act, transpose):
@@ -86,7 +101,7 @@ class ProductBackend(Backend):
         if cfg.corruption == "none":
             x_tilde.copy_(x)
         else:
-            self.ep.corrupt(x, x_tilde, cfg.corruption, cfg.level, cfg.seed, cfg.offset)
+            self.ep.corrupt(x, x_tilde, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
         r = self.ep.row_sq_norms(W) if contractive else W.new_empty(0)
         s2col = W.new_empty(hidden if contractive else 0)
         h = torch.mm(x_tilde, W.t())
@@ -123,7 +138,7 @@ class ProductBackend(Backend):
         """dL/dx: through x~ (dZ W, masked like the corruption) plus the reconstruction target."""
         dx = torch.mm(d_z, W)
         if cfg.corruption != "none":
-            self.ep.corrupt_grad(dx, dx, cfg.corruption, cfg.level, cfg.seed, cfg.offset)
+            self.ep.corrupt_grad(dx, dx, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
         a = torch.addmm(c, h, W)
         target = a if cfg.loss == "bce" else oracle.activation(cfg.decoder, a) - x
         return dx - target * (grad / max(x.shape[0], 1))

@@ -3,30 +3,34 @@
 The forward runs corruption, both products and their fused epilogues, and already writes
 dL/da: the backward only needs the two remaining products (dA Wᵀ and the weight gradient).
 Every gradient is linear in the incoming scalar gradient, which the backward folds into
-its epilogues.
+its epilogues. `rng`, when given, is an int64 [2] tensor (seed bits, offset) on the data's
+device that replaces the integer seed and offset (see sslkern.functional.corrupt).
 """
+from typing import Optional
+
 import torch
 
 from ..backends.base import AEForward, StepConfig
-from ._common import backend_for, cast_like, unsigned
+from ._common import backend_for, cast_like, stream
 
 
-def _config(encoder, decoder, loss, corruption, level, contractive, seed, offset):
-    return StepConfig(encoder, decoder, loss, corruption, level, contractive, unsigned(seed), offset)
+def _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng=None):
+    return StepConfig(encoder, decoder, loss, corruption, level, contractive, *stream(seed, offset, rng))
 
 
 @torch.library.custom_op("sslkern::autoencoder_loss", mutates_args=())
 def autoencoder_loss(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
                      encoder: str, decoder: str, loss: str, corruption: str, level: float,
-                     contractive: float, seed: int, offset: int, backend: str
+                     contractive: float, seed: int, offset: int, backend: str,
+                     rng: Optional[torch.Tensor] = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, h, ax, r, s2col, dc): see sslkern.backends.base.AEForward."""
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset)
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
     return tuple(backend_for(backend, W.device, W.dtype).ae_forward(x, W, b, c, cfg))
 
 
 @autoencoder_loss.register_fake
-def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend):
+def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None):
     batch, visible = x.shape
     hidden = W.shape[0]
     penalty_rows = hidden if contractive != 0.0 else 0
@@ -39,38 +43,40 @@ def autoencoder_loss_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.Tens
                               h: torch.Tensor, ax: torch.Tensor, r: torch.Tensor, s2col: torch.Tensor,
                               dc: torch.Tensor, encoder: str, decoder: str, loss: str,
                               corruption: str, level: float, contractive: float, seed: int,
-                              offset: int, need_dx: bool, backend: str
+                              offset: int, need_dx: bool, backend: str,
+                              rng: Optional[torch.Tensor] = None
                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx or an empty tensor, dW, db, dc), all scaled by grad."""
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset)
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
     saved = AEForward(None, h, ax, r, s2col, dc)
     return tuple(backend_for(backend, W.device, W.dtype).ae_backward(grad, x, W, c, saved, cfg, need_dx))
 
 
 @autoencoder_loss_backward.register_fake
 def _(grad, x, W, c, h, ax, r, s2col, dc, encoder, decoder, loss, corruption, level, contractive,
-      seed, offset, need_dx, backend):
+      seed, offset, need_dx, backend, rng=None):
     dx = W.new_empty(x.shape) if need_dx else W.new_empty(0)
     return dx, torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
 
 
 def _setup(ctx, inputs, output):
     x, W, _, c = inputs[:4]
-    ctx.config = inputs[4:]  # encoder ... backend
+    ctx.config, rng = inputs[4:-1], inputs[-1]  # encoder ... backend; rng
     _, h, ax, r, s2col, dc = output
-    ctx.save_for_backward(x, W, c, h, ax, r, s2col, dc)
+    # only dx redraws the noise: then rng is saved, so advancing it before the backward raises
+    ctx.save_for_backward(x, W, c, h, ax, r, s2col, dc, rng if ctx.needs_input_grad[0] else None)
     ctx.set_materialize_grads(False)  # the auxiliary outputs' zero gradients cost a [2B, D] fill
 
 
 def _backward(ctx, grad, *_unused_aux):
-    x, W, c, h, ax, r, s2col, dc = ctx.saved_tensors
+    x, W, c, h, ax, r, s2col, dc, rng = ctx.saved_tensors
     if grad is None:  # only auxiliary outputs were used: no gradient flows from the loss
         grad = W.new_zeros(())
     *step, backend = ctx.config
     need_dx = ctx.needs_input_grad[0]
     dx, dW, db, dc = autoencoder_loss_backward(grad.to(W.dtype), x, W, c, h, ax, r, s2col, dc,
-                                               *step, need_dx, backend)
-    return (cast_like(dx, x) if need_dx else None, dW, db, dc) + (None,) * 9
+                                               *step, need_dx, backend, rng)
+    return (cast_like(dx, x) if need_dx else None, dW, db, dc) + (None,) * 10
 
 
 autoencoder_loss.register_autograd(_backward, setup_context=_setup)
@@ -93,29 +99,31 @@ def eager_fast_path_ok(*tensors):
         return False
     if torch._C._is_torch_function_mode_enabled() or torch._C._functorch.peek_interpreter_stack() is not None:
         return False
-    return all(type(t) is torch.Tensor and t.device.type != "meta" for t in tensors)
+    return all(t is None or (type(t) is torch.Tensor and t.device.type != "meta") for t in tensors)
 
 
 class EagerAutoencoderLoss(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, W, b, c, cfg, backend):
+    def forward(ctx, x, W, b, c, rng, cfg, backend):
         impl = backend_for(backend, W.device, W.dtype)
         out = impl.ae_forward(x, W, b, c, cfg)
         ctx.cfg, ctx.impl = cfg, impl  # the backward runs on the backend the forward ran on
-        ctx.save_for_backward(x, W, c, out.h, out.ax, out.r, out.s2col, out.dc)
+        # only dx redraws the noise: then rng is saved, so advancing it before the backward raises
+        ctx.save_for_backward(x, W, c, out.h, out.ax, out.r, out.s2col, out.dc,
+                              rng if ctx.needs_input_grad[0] else None)
         return out.loss
 
     @staticmethod
     def backward(ctx, grad):
-        x, W, c, h, ax, r, s2col, dc = ctx.saved_tensors
+        x, W, c, h, ax, r, s2col, dc, _rng = ctx.saved_tensors
         need_dx = ctx.needs_input_grad[0]
         saved = AEForward(None, h, ax, r, s2col, dc)
         dx, dW, db, dc = ctx.impl.ae_backward(grad.to(W.dtype), x, W, c, saved, ctx.cfg, need_dx)
-        return cast_like(dx, x) if need_dx else None, dW, db, dc, None, None
+        return cast_like(dx, x) if need_dx else None, dW, db, dc, None, None, None
 
 
 def autoencoder_loss_eager(x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
-                           seed, offset, backend):
+                           seed, offset, backend, rng=None):
     """The loss of torch.ops.sslkern.autoencoder_loss (same arguments), without the dispatcher."""
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset)
-    return EagerAutoencoderLoss.apply(x, W, b, c, cfg, backend)
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
+    return EagerAutoencoderLoss.apply(x, W, b, c, rng, cfg, backend)
