@@ -54,7 +54,7 @@ class CMakeBuild(build_ext):
         super().run()
         # Wheels take everything under build_lib; editable installs copy only the declared
         # extension into the source tree, so the other outputs are copied here.
-        if self.inplace or getattr(self, "editable_mode", False):
+        if getattr(self, "editable_mode", False):  # (--inplace: CMake wrote into sslkern/ already)
             for built, dest in self._extra_outputs():
                 shutil.copy2(built, dest)
 

@@ -79,7 +79,7 @@ def build():
     return {"built": proc.returncode == 0, "returncode": proc.returncode, "log_tail": tail[-800:]}
 
 
-def run_tests(timeout_s, full):
+def run_tests(timeout_s, full, autotune=True):
     """tests/test_triton.py (every triton kernel at awkward sizes, values and gradients) and the
     other backends' op tests; `full` also runs tests/test_ops.py on triton, which compiles a
     few hundred kernel variants (minutes of a fresh machine's time)."""
@@ -89,12 +89,14 @@ def run_tests(timeout_s, full):
     selection = [] if full else ["-k", "not triton or test_triton"]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("TRITON_INTERPRET", None)
+    if not autotune:  # --no-autotune must reach the test process too, or it tunes every variant
+        env["SSLKERN_TRITON_AUTOTUNE"] = "0"
     log("tests:", " ".join(files + selection))
     try:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files,
                                *selection], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return {"files": files, "exit_code": None, "summary": f"timed out after {timeout_s} s"}
+        return {"files": files, "exit_code": None, "timed_out": True, "summary": f"timed out after {timeout_s} s"}
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     if proc.returncode:
         print("\n".join(lines[-40:]))
@@ -363,7 +365,7 @@ def main():
                   backends=sslkern.available_backends())
     save()
     if not args.skip_tests:
-        result["tests"] = run_tests(args.test_timeout_s, args.full_tests)
+        result["tests"] = run_tests(args.test_timeout_s, args.full_tests, autotune=not args.no_autotune)
         log("tests:", result["tests"]["summary"])
     try:
         result["graph_rng"] = graph_rng_check()
@@ -421,8 +423,9 @@ def main():
     save()
     print_table(result)
     print(f"\nwrote {target}")
-    failed = result.get("tests", {}).get("exit_code") not in (0, None) or not result["graph_rng"][
-        "fresh_noise_per_replay_matches_oracle"]
+    tests = result.get("tests", {})  # no entry: --skip-tests
+    failed = (tests.get("timed_out") or tests.get("exit_code") not in (0, None)
+              or not result["graph_rng"]["fresh_noise_per_replay_matches_oracle"])
     sys.exit(1 if failed else 0)
 
 

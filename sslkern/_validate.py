@@ -89,7 +89,9 @@ def seed_or_rng(value, offset_value, like):
     if isinstance(offset_value, bool) or not isinstance(offset_value, Integral) or offset_value != 0:
         raise ValueError(f"offset must be 0 when seed is a tensor (its second element is the offset), "
                          f"got {offset_value!r}")
-    return 0, 0, value.contiguous()
+    if not value.is_contiguous():  # a copy would not see the caller advancing the tensor
+        raise ValueError("seed as a tensor must be contiguous (a captured step advances it in place)")
+    return 0, 0, value
 
 
 def offset(value):

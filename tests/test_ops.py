@@ -327,3 +327,36 @@ def test_opcheck(backend_name):
     registered = {name.split("::")[1] for name in torch._C._dispatch_get_all_op_names()
                   if name.startswith("sslkern::") and "triton" not in name}
     assert registered <= {op.name().split("::")[1].split(".")[0] for op, _ in cases}
+
+
+# --- the eager fast path (sslkern/ops/autoencoder.py) ---------------------------------------
+
+
+def test_eager_fast_path_admits_parameters_not_subclasses():
+    from sslkern.ops.autoencoder import eager_fast_path_ok
+
+    class Traced(torch.Tensor):
+        pass
+
+    x, W = torch.rand(2, 4), torch.nn.Parameter(torch.randn(3, 4))
+    assert eager_fast_path_ok(x, W, None)
+    assert not eager_fast_path_ok(x.as_subclass(Traced), W)
+    assert not eager_fast_path_ok(torch.empty(2, 4, device="meta"))
+
+
+def test_eager_fast_path_equals_the_registered_op(backend, device):
+    """Plain calls skip the dispatcher; they must give the op's loss and gradients bit for bit."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(5, 7, generator=g).to(device).requires_grad_()
+    W = torch.nn.Parameter((torch.randn(3, 7, generator=g) * 0.3).to(device))
+    b = torch.nn.Parameter(torch.randn(3, generator=g).to(device))
+    c = torch.nn.Parameter(torch.randn(7, generator=g).to(device))
+    step = dict(corruption="mask", level=0.3, contractive=0.2, seed=11, offset=5)
+    fast = sslkern.autoencoder_loss(x, W, b, c, **step)
+    fast_grads = torch.autograd.grad(fast, (x, W, b, c))
+    op = torch.ops.sslkern.autoencoder_loss(x, W, b, c, "sigmoid", "sigmoid", "bce", "mask", 0.3, 0.2,
+                                            11, 5, backend)[0]
+    op_grads = torch.autograd.grad(op, (x, W, b, c))
+    assert torch.equal(fast, op)
+    for a, e in zip(fast_grads, op_grads):
+        assert torch.equal(a, e)

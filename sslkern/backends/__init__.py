@@ -14,11 +14,14 @@ import os
 
 import torch
 
+from . import cuda_auto
+
 NAMES = ("reference", "native", "triton")
 AUTO = "auto"
 # "auto" preference per device type: fastest first. On CUDA, triton's fused kernels beat
 # torch products + passes at every shape we target (see benchmarks/RESULTS.md).
-AUTO_ORDER = {"cpu": ("native", "reference"), "cuda": ("triton", "native", "reference")}
+# On CUDA the order may also depend on the shape: see cuda_auto.py (a table of measurements).
+AUTO_ORDER = {"cpu": ("native", "reference"), "cuda": cuda_auto.DEFAULT_ORDER}
 _MODULES = {"reference": ".reference", "native": ".native", "triton": ".triton"}
 
 _instances = {}
@@ -90,8 +93,9 @@ def reasons(name, device, dtype):
     return list(backend.availability()) + list(backend.unsupported(device, dtype))
 
 
-def resolve(name, device, dtype):
-    """The backend that runs a call on `device` with parameters of `dtype`."""
+def resolve(name, device, dtype, shape=None):
+    """The backend that runs a call on `device` with parameters of `dtype`; `shape` =
+    (batch, visible, hidden) lets `auto` follow cuda_auto's per-shape measurements."""
     if name != AUTO:
         if name not in NAMES:
             raise BackendError(f"unknown backend {name!r} (from set_backend or SSLKERN_BACKEND); "
@@ -101,6 +105,8 @@ def resolve(name, device, dtype):
             raise BackendError(f"backend {name!r} cannot run on {device} with {dtype}: " + "; ".join(why))
         return get(name)
     order = AUTO_ORDER.get(device.type, ("reference",))
+    if device.type == "cuda" and shape is not None:
+        order = cuda_auto.cuda_order(*shape)
     refusals = {}
     for candidate in order:
         why = reasons(candidate, device, dtype)

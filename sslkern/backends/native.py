@@ -4,22 +4,12 @@ import torch
 
 from .. import _native
 from .._enums import ACTIVATIONS, CORRUPTIONS, LOSSES
+from ._raw import _ld, _ptr
 from .by_device import ByDevice
 from .native_cuda import NativeCudaEpilogues
 from .product import PROD_DTYPES, ProductBackend
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
-
-
-def _ptr(t):
-    return 0 if t is None else t.data_ptr()
-
-
-def _ld(t):
-    """Leading dimension of a row-major 2-D view (1 for an empty one)."""
-    if t.stride(1) != 1 and t.shape[1] > 1:
-        raise ValueError("native kernels need rows with unit stride")
-    return max(t.stride(0), t.shape[1], 1)
 
 
 def _scalar(value):

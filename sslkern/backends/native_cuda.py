@@ -11,6 +11,7 @@ import torch
 
 from .. import _cuda_runtime as runtime
 from .._enums import ACTIVATIONS, CORRUPTIONS, LOSSES
+from ._raw import _ld, _ptr
 
 # Must match the constants at the top of kernels.cuh.
 TILE_X, TILE_Y, CHUNK_ROWS = 32, 8, 32
@@ -21,17 +22,6 @@ _CTYPES = {torch.float32: ("float", 4), torch.float64: ("double", 2)}  # (C++ ty
 
 def _cdiv(a, b):
     return -(-a // b)
-
-
-def _ptr(t):
-    return 0 if t is None else t.data_ptr()
-
-
-def _ld(t):
-    """Leading dimension of a row-major 2-D view (1 for an empty one)."""
-    if t.stride(1) != 1 and t.shape[1] > 1:
-        raise ValueError("native kernels need rows with unit stride")
-    return max(t.stride(0), t.shape[1], 1)
 
 
 def _vec(dtype, pointers=(), lds=()):

@@ -3,8 +3,9 @@ from .. import backends
 UINT64 = 2**64
 
 
-def backend_for(name, device, dtype):
-    return backends.resolve(name, device, dtype)
+def backend_for(name, device, dtype, shape=None):
+    """The backend for a call; `shape` = (batch, visible, hidden) lets `auto` choose per shape."""
+    return backends.resolve(name, device, dtype, shape)
 
 
 def unsigned(seed):

@@ -18,6 +18,10 @@ def _config(encoder, decoder, loss, corruption, level, contractive, seed, offset
     return StepConfig(encoder, decoder, loss, corruption, level, contractive, *stream(seed, offset, rng))
 
 
+def _shape(x, W):
+    return x.shape[0], x.shape[1], W.shape[0]
+
+
 @torch.library.custom_op("sslkern::autoencoder_loss", mutates_args=())
 def autoencoder_loss(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
                      encoder: str, decoder: str, loss: str, corruption: str, level: float,
@@ -26,7 +30,7 @@ def autoencoder_loss(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, h, ax, r, s2col, dc): see sslkern.backends.base.AEForward."""
     cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
-    return tuple(backend_for(backend, W.device, W.dtype).ae_forward(x, W, b, c, cfg))
+    return tuple(backend_for(backend, W.device, W.dtype, _shape(x, W)).ae_forward(x, W, b, c, cfg))
 
 
 @autoencoder_loss.register_fake
@@ -49,7 +53,8 @@ def autoencoder_loss_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.Tens
     """(dx or an empty tensor, dW, db, dc), all scaled by grad."""
     cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
     saved = AEForward(None, h, ax, r, s2col, dc)
-    return tuple(backend_for(backend, W.device, W.dtype).ae_backward(grad, x, W, c, saved, cfg, need_dx))
+    impl = backend_for(backend, W.device, W.dtype, _shape(x, W))  # the forward's choice
+    return tuple(impl.ae_backward(grad, x, W, c, saved, cfg, need_dx))
 
 
 @autoencoder_loss_backward.register_fake
@@ -91,6 +96,9 @@ autoencoder_loss.register_autograd(_backward, setup_context=_setup)
 # registered op above, so torch.compile and opcheck see exactly that.
 
 
+_PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # subclasses may intercept: they get the op
+
+
 def eager_fast_path_ok(*tensors):
     """True when nothing would observe the difference between the op and a direct call."""
     if torch.compiler.is_compiling() or torch.jit.is_tracing():
@@ -99,13 +107,13 @@ def eager_fast_path_ok(*tensors):
         return False
     if torch._C._is_torch_function_mode_enabled() or torch._C._functorch.peek_interpreter_stack() is not None:
         return False
-    return all(t is None or (type(t) is torch.Tensor and t.device.type != "meta") for t in tensors)
+    return all(t is None or (type(t) in _PLAIN_TENSORS and t.device.type != "meta") for t in tensors)
 
 
 class EagerAutoencoderLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, W, b, c, rng, cfg, backend):
-        impl = backend_for(backend, W.device, W.dtype)
+        impl = backend_for(backend, W.device, W.dtype, _shape(x, W))
         out = impl.ae_forward(x, W, b, c, cfg)
         ctx.cfg, ctx.impl = cfg, impl  # the backward runs on the backend the forward ran on
         # only dx redraws the noise: then rng is saved, so advancing it before the backward raises
