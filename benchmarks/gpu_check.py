@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import sysconfig
@@ -167,19 +166,9 @@ def sslkern_objective(contractive=True):
 
 
 def median_step_ms(step, steps_per_sample, samples, warmup):
-    for _ in range(warmup):
-        step()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(samples):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(steps_per_sample):
-            step()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / steps_per_sample)
-    return statistics.median(times)
+    from sslkern.bench import cuda_event_median_ms
+
+    return cuda_event_median_ms(step, samples, warmup, steps_per_sample)
 
 
 def graphed(step):

@@ -40,6 +40,23 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
+def cuda_event_median_ms(fn, samples=30, warmup=5, calls_per_sample=1):
+    """Median GPU time of fn() in ms from CUDA events (no host clock; one sync per sample)."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(samples):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(calls_per_sample):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / calls_per_sample)
+    return statistics.median(times)
+
+
 @dataclass
 class Timing:
     median_ms: float

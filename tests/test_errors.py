@@ -302,9 +302,11 @@ def test_info_keys():
     assert info["native_cpu"] == ("native" in info["backends"])
 
 
-def test_cli_info_prints_json():
+def test_cli_info_prints_json(tmp_path):
+    # cwd away from the checkout: `python -m` puts cwd first on sys.path, and an unbuilt
+    # source tree there would shadow the installed package
     done = subprocess.run([sys.executable, "-m", "sslkern.cli", "info"], capture_output=True,
-                          text=True, timeout=120, check=True)
+                          text=True, timeout=120, check=True, cwd=tmp_path)
     printed = json.loads(done.stdout)
     assert INFO_KEYS <= printed.keys()
     assert printed["backends"] == sslkern.available_backends()

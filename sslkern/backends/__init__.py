@@ -12,8 +12,6 @@ import contextlib
 import importlib
 import os
 
-import torch
-
 from . import cuda_auto
 
 NAMES = ("reference", "native", "triton")
