@@ -4,7 +4,7 @@ device pointer (never synchronised to the host)."""
 import triton
 import triton.language as tl
 
-from .common import BCE, act_d1, act_d2, activation, keep_values, load_rng, mma, tile_coords, wide
+from .common import BCE, act_d1, act_d2, activation, keep_values, load_rng, mma, tile_coords, tile_product, wide
 
 
 @triton.jit
@@ -32,14 +32,8 @@ def dz_kernel(
     rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok, col_ok = rm < M, rn < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
-    for k0 in range(0, K, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
-        a = tl.load(da_ptr + rm[:, None] * stride_dam + rk[None, :],
-                    mask=row_ok[:, None] & (rk[None, :] < K), other=0.0)
-        b = tl.load(w_ptr + rk[:, None] + rn[None, :] * stride_wn,
-                    mask=(rk[:, None] < K) & col_ok[None, :], other=0.0)
-        acc = mma(acc, a, b, DOT_DTYPE, PRECISION, EMULATE)
+    acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), da_ptr, stride_dam, 1, w_ptr, 1, stride_wn,
+                       rm, rn, row_ok, col_ok, K, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
 
     ok = row_ok[:, None] & col_ok[None, :]
     h = tl.load(h_ptr + rm[:, None] * stride_hm + rn[None, :], mask=ok, other=0.0).to(ACC)
@@ -89,21 +83,10 @@ def weight_grad_kernel(
     rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok, col_ok = rm < M, rn < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
-    for k0 in range(0, K1, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
-        a = tl.load(a1_ptr + rk[None, :] * stride_a1k + rm[:, None],
-                    mask=row_ok[:, None] & (rk[None, :] < K1), other=0.0)
-        b = tl.load(b_ptr + rk[:, None] * stride_bk + rn[None, :],
-                    mask=(rk[:, None] < K1) & col_ok[None, :], other=0.0)
-        acc = mma(acc, a, b, DOT_DTYPE, PRECISION, EMULATE)
-    for k0 in range(0, K2, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
-        a = tl.load(a2_ptr + rk[None, :] * stride_a2k + rm[:, None],
-                    mask=row_ok[:, None] & (rk[None, :] < K2), other=0.0)
-        b = tl.load(b_ptr + (K1 + rk[:, None]) * stride_bk + rn[None, :],
-                    mask=(rk[:, None] < K2) & col_ok[None, :], other=0.0)
-        acc = mma(acc, a, b, DOT_DTYPE, PRECISION, EMULATE)
+    acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), a1_ptr, 1, stride_a1k, b_ptr, stride_bk, 1,
+                       rm, rn, row_ok, col_ok, K1, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
+    acc = tile_product(acc, a2_ptr, 1, stride_a2k, b_ptr + K1 * stride_bk, stride_bk, 1,
+                       rm, rn, row_ok, col_ok, K2, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
 
     ok = row_ok[:, None] & col_ok[None, :]
     if ROW_SCALE:

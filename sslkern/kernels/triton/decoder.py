@@ -4,7 +4,7 @@ dL/da (for dc). Neither a nor x̂ is ever stored."""
 import triton
 import triton.language as tl
 
-from .common import BCE, act_d1, activation, mma, tile_coords, wide
+from .common import BCE, act_d1, activation, tile_coords, tile_product, wide
 
 
 @triton.jit
@@ -20,14 +20,8 @@ def decoder_loss_kernel(
     rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     row_ok, col_ok = rm < M, rn < N
-    acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
-    for k0 in range(0, K, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
-        a = tl.load(h_ptr + rm[:, None] * stride_hm + rk[None, :],
-                    mask=row_ok[:, None] & (rk[None, :] < K), other=0.0)
-        b = tl.load(w_ptr + rk[:, None] * stride_wk + rn[None, :],
-                    mask=(rk[:, None] < K) & col_ok[None, :], other=0.0)
-        acc = mma(acc, a, b, DOT_DTYPE, PRECISION, EMULATE)
+    acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), h_ptr, stride_hm, 1, w_ptr, stride_wk, 1,
+                       rm, rn, row_ok, col_ok, K, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
 
     inv_batch = wide(inv_batch_hi, inv_batch_lo, ACC)
     ok = row_ok[:, None] & col_ok[None, :]
