@@ -73,29 +73,49 @@ CLOCKS = {
 }
 
 
+def _summary(samples):
+    samples = sorted(samples)
+    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
+    return Timing(statistics.median(samples), pick(0.1), pick(0.9), len(samples))
+
+
 def measure(fn, device="cpu", warmup=10, steps=100, max_seconds=None, clock="wall"):
     """Median time of fn() in ms. Synchronises before each clock read; stops early (but
     after at least 5 steps) once max_seconds of timed steps have run."""
+    return measure_interleaved({"fn": fn}, device, warmup, steps, max_seconds, clock)["fn"]
+
+
+def measure_interleaved(fns, device="cpu", warmup=10, steps=100, max_seconds=None, clock="wall",
+                        chunk=10, on_round=None):
+    """{name: Timing} for several step functions timed in alternation: rounds of `chunk`
+    steps of each in turn, so a slow spell of a shared machine lands on all of them
+    instead of on whichever ran then (their ratios are what `sslkern bench` reports).
+    Synchronises before each clock read; stops early (after at least 5 steps each) once
+    max_seconds per function have run."""
     if clock not in CLOCKS:
         raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
     if clock == "cpu" and torch.device(device).type != "cpu":
         raise ValueError("clock='cpu' times the host only: use it with device='cpu'")
     now = CLOCKS[clock]
-    for _ in range(warmup):
-        fn()
-    samples = []
-    budget_end = None if max_seconds is None else time.perf_counter() + max_seconds
-    for _ in range(steps):
-        synchronize(device)
-        start = now()
-        fn()
-        synchronize(device)
-        samples.append((now() - start) * 1e3)
-        if budget_end is not None and len(samples) >= 5 and time.perf_counter() > budget_end:
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples = {name: [] for name in fns}
+    budget_end = None if max_seconds is None else time.perf_counter() + max_seconds * len(fns)
+    while min(len(v) for v in samples.values()) < steps:
+        for name, fn in fns.items():
+            for _ in range(min(chunk, steps - len(samples[name]))):
+                synchronize(device)
+                start = now()
+                fn()
+                synchronize(device)
+                samples[name].append((now() - start) * 1e3)
+        if on_round is not None:
+            on_round(min(len(v) for v in samples.values()))
+        if budget_end is not None and min(len(v) for v in samples.values()) >= 5 \
+                and time.perf_counter() > budget_end:
             break
-    samples.sort()
-    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]  # noqa: E731
-    return Timing(statistics.median(samples), pick(0.1), pick(0.9), len(samples))
+    return {name: _summary(v) for name, v in samples.items()}
 
 
 def machine():
@@ -278,21 +298,30 @@ class Result:
 
 def compare(shapes, device="cpu", obj=Objective(), warmup=10, steps=100, max_seconds=20.0,
             include=None, progress=True, clock="wall"):
-    """Times every variant at every shape; returns a list of Result."""
+    """Times every variant at every shape (interleaved within a shape, see
+    measure_interleaved); returns a list of Result."""
     from tqdm import tqdm
 
-    plan = []
+    results = []
+    bar = tqdm(total=len(shapes) * steps, desc="sslkern bench", unit="step", disable=not progress,
+               file=sys.stderr)
     for shape in shapes:
         names, build = variants(shape, device, obj, include)
-        plan += [(shape, name, build) for name in names]
-    results = []
-    bar = tqdm(plan, desc="sslkern bench", unit="variant", disable=not progress, file=sys.stderr)
-    for shape, name, build in bar:
-        bar.set_postfix_str(f"{shape} {name}")
-        slow = name == "jacobian"
-        timing = measure(build(name), device, warmup=2 if slow else warmup, steps=steps,
-                         max_seconds=max_seconds, clock=clock)
-        results.append(Result(str(shape), name, timing))
+        fast = [n for n in names if n != "jacobian"]  # the peer is slow: timed on its own
+        bar.set_postfix_str(str(shape))
+        done = bar.n
+
+        def advance(count, done=done):
+            bar.update(done + count - bar.n)
+
+        timings = measure_interleaved({n: build(n) for n in fast}, device, warmup=warmup, steps=steps,
+                                      max_seconds=max_seconds, clock=clock, on_round=advance)
+        if "jacobian" in names:
+            timings["jacobian"] = measure(build("jacobian"), device, warmup=2, steps=steps,
+                                          max_seconds=max_seconds, clock=clock)
+        results += [Result(str(shape), n, timings[n]) for n in names]
+        bar.update(done + steps - bar.n)
+    bar.close()
     _add_ratios(results)
     return results
 

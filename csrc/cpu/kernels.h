@@ -7,6 +7,12 @@
 
 namespace sslkern::cpu {
 
+// Which copy of the row kernels runs: the best the CPU has, unless lowered by set_cpu_isa
+// (not thread-safe against running kernels; tests and benchmarks use it).
+enum Isa : int { kIsaBase = 0, kIsaAvx2 = 1, kIsaAvx512 = 2 };
+int cpu_isa();
+bool set_cpu_isa(int isa);  // false (and no change) when the CPU lacks it
+
 void philox_fill(float* out, int64_t n, uint64_t seed, uint32_t offset, bool normal);
 
 template <typename T>

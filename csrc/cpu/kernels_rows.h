@@ -1,5 +1,6 @@
 // Row kernels of the fused CPU passes, included once per instruction set by kernels.cpp
-// (inside a namespace, under a `#pragma GCC target`; SSLK_ROWS_AVX2 says which). Everything
+// (inside a namespace, under a `#pragma GCC target`; SSLK_ROWS_ISA says which: 0 baseline,
+// 1 AVX2 + FMA, 2 AVX-512). Everything
 // here is inline or a template, so each inclusion compiles its own copy at that width.
 // Deliberately no include guard and no #includes: kernels.cpp includes what this needs.
 
@@ -33,14 +34,13 @@ SSLK_INLINE float exp_poly(float x) {  // e^x for x <= 0 (underflow clamps at 2^
   return p * scale;
 }
 
-// log(1 + e) for e in [0, 1]: log of u = 1 + e by a polynomial on [sqrt(1/2), sqrt(2)),
-// then the classic correction e / (u - 1) for the rounding of 1 + e.
+// log(1 + e) for e in [0, 1]: 1 + e = 2^k (1 + f) with 1 + f in [sqrt(1/2), sqrt(2)), then
+// the Cephes polynomial for log(1 + f). f comes from e directly (e, or (e - 1) / 2), never
+// from the rounded 1 + e, so small e keep their precision without a correcting divide.
 SSLK_INLINE float log1p_unit(float e) {
-  const float u = 1.0f + e;
-  const bool big = u > 1.41421356f;
-  const float m = big ? 0.5f * u : u;
+  const bool big = e > 0.41421356f;
   const float k = big ? 1.0f : 0.0f;
-  const float f = m - 1.0f;
+  const float f = big ? 0.5f * (e - 1.0f) : e;
   const float f2 = f * f;
   float p = 7.0376836292e-2f;
   p = p * f - 1.1514610310e-1f;
@@ -51,11 +51,8 @@ SSLK_INLINE float log1p_unit(float e) {
   p = p * f + 2.0000714765e-1f;
   p = p * f - 2.4999993993e-1f;
   p = p * f + 3.3333331174e-1f;
-  float y = p * f * f2 + k * -2.12194440e-4f - 0.5f * f2;
-  const float log_u = f + y + k * 0.693359375f;
-  const float d = u - 1.0f;
-  const float ratio = e / (d == 0.0f ? 1.0f : d);  // unconditional: a guarded divide
-  return d == 0.0f ? e : log_u * ratio;             // would not vectorise
+  const float y = p * f * f2 + k * -2.12194440e-4f - 0.5f * f2;
+  return f + y + k * 0.693359375f;
 }
 
 template <typename T> SSLK_INLINE T exp_neg(T x) { return std::exp(x); }
@@ -93,41 +90,98 @@ template <typename Fn> SSLK_INLINE auto with_act(int act, Fn&& fn) {
 // Row kernels (always inlined into the cloned entry points below).
 
 // u[k] = philox_uniform(seed, counter0 + k) for k < count.
-#if SSLK_ROWS_AVX2
-// Eight counters at a time. mulhilo32 on 8 lanes: vpmuludq multiplies the even lanes
-// (64-bit products); the odd lanes go through a 32-bit shift. Bit-identical to the scalar
-// Philox: integer arithmetic, then the same int -> float conversion and one multiply.
-SSLK_INLINE void mulhilo8(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
+#if SSLK_ROWS_ISA >= 1
+// Vector Philox, bit-identical to the scalar one in philox.h (integer arithmetic, then the
+// same int -> float conversion and multiply). Two facts of our stream make it cheaper than
+// ten full rounds: the counter's words 1-3 start at zero, so round 0 has one product and
+// round 1's second product is a per-seed constant; and only word 0 of the result is used,
+// so the last round needs one high half. 16 full products per lane instead of 20.
+// The lane-width operations are overloads on the vector type, defined per ISA below.
+template <typename V> SSLK_INLINE V vbroadcast(uint32_t v);
+template <> SSLK_INLINE __m256i vbroadcast<__m256i>(uint32_t v) { return _mm256_set1_epi32(static_cast<int>(v)); }
+SSLK_INLINE __m256i vadd(__m256i a, __m256i b) { return _mm256_add_epi32(a, b); }
+SSLK_INLINE __m256i vxor(__m256i a, __m256i b) { return _mm256_xor_si256(a, b); }
+SSLK_INLINE __m256i vlanes(__m256i) { return _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7); }
+// a * m to 64 bits per lane, as high and low halves. vpmuludq multiplies the even lanes;
+// the odd lanes go through a 64-bit shift of a (m is a broadcast, so its odd lanes equal
+// its even ones). Two multiplies serve both halves: the multiplier ports are the limit.
+SSLK_INLINE void vmulhilo(__m256i a, __m256i m, __m256i& hi, __m256i& lo) {
   const __m256i even = _mm256_mul_epu32(a, m);
-  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(m, 32));
+  const __m256i odd = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m);
   hi = _mm256_blend_epi32(_mm256_srli_epi64(even, 32), odd, 0xAA);
   lo = _mm256_blend_epi32(even, _mm256_slli_epi64(odd, 32), 0xAA);
 }
+SSLK_INLINE __m256i vmulhi(__m256i a, __m256i m) {
+  const __m256i even = _mm256_srli_epi64(_mm256_mul_epu32(a, m), 32);
+  return _mm256_blend_epi32(even, _mm256_mul_epu32(_mm256_srli_epi64(a, 32), m), 0xAA);
+}
+SSLK_INLINE void vstore_uniform(float* u, __m256i bits) {
+  const __m256i folded = _mm256_xor_si256(bits, _mm256_srai_epi32(bits, 31));  // v < 0 ? ~v : v
+  _mm256_storeu_ps(u, _mm256_mul_ps(_mm256_cvtepi32_ps(folded), _mm256_set1_ps(4.6566127342e-10f)));
+}
+#if SSLK_ROWS_ISA >= 2
+template <> SSLK_INLINE __m512i vbroadcast<__m512i>(uint32_t v) { return _mm512_set1_epi32(static_cast<int>(v)); }
+SSLK_INLINE __m512i vadd(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
+SSLK_INLINE __m512i vxor(__m512i a, __m512i b) { return _mm512_xor_si512(a, b); }
+SSLK_INLINE __m512i vlanes(__m512i) {
+  return _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+}
+SSLK_INLINE void vmulhilo(__m512i a, __m512i m, __m512i& hi, __m512i& lo) {
+  const __m512i even = _mm512_mul_epu32(a, m);
+  const __m512i odd = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m);
+  hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 32), odd);
+  lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64(odd, 32));
+}
+SSLK_INLINE __m512i vmulhi(__m512i a, __m512i m) {
+  const __m512i even = _mm512_srli_epi64(_mm512_mul_epu32(a, m), 32);
+  return _mm512_mask_blend_epi32(0xAAAA, even, _mm512_mul_epu32(_mm512_srli_epi64(a, 32), m));
+}
+SSLK_INLINE void vstore_uniform(float* u, __m512i bits) {
+  const __m512i folded = _mm512_xor_si512(bits, _mm512_srai_epi32(bits, 31));
+  _mm512_storeu_ps(u, _mm512_mul_ps(_mm512_cvtepi32_ps(folded), _mm512_set1_ps(4.6566127342e-10f)));
+}
+#endif
+
+// Word 0 of Philox4x32-10 at counters counter0 + lane, lane < the vector's width.
+template <typename V>
+SSLK_INLINE V philox_word0(uint32_t counter0, uint32_t k0, uint32_t k1) {
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u, kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+  const V m0 = vbroadcast<V>(kM0), m1 = vbroadcast<V>(kM1);
+  const V ctr = vadd(vbroadcast<V>(counter0), vlanes(V{}));
+  // round 0 on (ctr, 0, 0, 0)
+  V c1 = vbroadcast<V>(0), c2, c3;
+  vmulhilo(ctr, m0, c2, c3);
+  c2 = vxor(c2, vbroadcast<V>(k1));
+  // round 1: word 0 is the scalar k0, so its product is a constant
+  const uint64_t p = static_cast<uint64_t>(kM0) * k0;
+  V c0;
+  vmulhilo(c2, m1, c0, c1);
+  c0 = vxor(c0, vbroadcast<V>(k0 + kW0));
+  c2 = vxor(vbroadcast<V>(static_cast<uint32_t>(p >> 32) ^ (k1 + kW1)), c3);
+  c3 = vbroadcast<V>(static_cast<uint32_t>(p));
+  for (uint32_t round = 2; round < 9; ++round) {
+    V hi_b, lo_b, hi_a, lo_a;
+    vmulhilo(c2, m1, hi_b, lo_b);
+    vmulhilo(c0, m0, hi_a, lo_a);
+    c0 = vxor(vxor(hi_b, c1), vbroadcast<V>(k0 + round * kW0));
+    c1 = lo_b;
+    c2 = vxor(vxor(hi_a, c3), vbroadcast<V>(k1 + round * kW1));
+    c3 = lo_a;
+  }
+  return vxor(vxor(vmulhi(c2, m1), c1), vbroadcast<V>(k0 + 9 * kW0));  // round 9: word 0 only
+}
 
 SSLK_INLINE void philox_uniforms(uint64_t seed, uint32_t counter0, int64_t count, float* u) {
-  const __m256i m0 = _mm256_set1_epi32(static_cast<int>(0xD2511F53u));
-  const __m256i m1 = _mm256_set1_epi32(static_cast<int>(0xCD9E8D57u));
-  const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256 scale = _mm256_set1_ps(4.6566127342e-10f);
+#if SSLK_ROWS_ISA >= 2
+  using V = __m512i;
+#else
+  using V = __m256i;
+#endif
+  constexpr int64_t kWidth = sizeof(V) / 4;
+  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
   int64_t k = 0;
-  for (; k + 8 <= count; k += 8) {
-    __m256i c0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int>(counter0 + static_cast<uint32_t>(k))), lanes);
-    __m256i c1 = _mm256_setzero_si256(), c2 = _mm256_setzero_si256(), c3 = _mm256_setzero_si256();
-    uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
-    for (int round = 0; round < 10; ++round) {
-      __m256i hi_b, lo_b, hi_a, lo_a;
-      mulhilo8(c2, m1, hi_b, lo_b);
-      mulhilo8(c0, m0, hi_a, lo_a);
-      c0 = _mm256_xor_si256(_mm256_xor_si256(hi_b, c1), _mm256_set1_epi32(static_cast<int>(k0)));
-      c1 = lo_b;
-      c2 = _mm256_xor_si256(_mm256_xor_si256(hi_a, c3), _mm256_set1_epi32(static_cast<int>(k1)));
-      c3 = lo_a;
-      k0 += 0x9E3779B9u;
-      k1 += 0xBB67AE85u;
-    }
-    const __m256i folded = _mm256_xor_si256(c0, _mm256_srai_epi32(c0, 31));  // v < 0 ? ~v : v
-    _mm256_storeu_ps(u + k, _mm256_mul_ps(_mm256_cvtepi32_ps(folded), scale));
-  }
+  for (; k + kWidth <= count; k += kWidth)
+    vstore_uniform(u + k, philox_word0<V>(counter0 + static_cast<uint32_t>(k), k0, k1));
   for (; k < count; ++k) u[k] = philox_uniform(seed, counter0 + static_cast<uint32_t>(k));
 }
 #else

@@ -193,6 +193,18 @@ PYBIND11_MODULE(_native_cpu, m) {
     });
   });
 
+  static const char* const kIsaNames[] = {"baseline", "avx2", "avx512"};
+  m.def("isa", [] { return std::string(kIsaNames[sslkern::cpu::cpu_isa()]); },
+        "The instruction set the row kernels run with.");
+  m.def("set_isa", [](const std::string& name) {
+    for (int i = 0; i < 3; ++i) {
+      if (name != kIsaNames[i]) continue;
+      if (!sslkern::cpu::set_cpu_isa(i)) fail("isa", "this CPU cannot run " + name);
+      return;
+    }
+    fail("isa", "must be baseline, avx2 or avx512, got " + name);
+  }, py::arg("isa"), "Run the row kernels with a lower instruction set (tests, benchmarks).");
+
   m.def("build_info", [] {
     py::dict d;
 #ifdef _OPENMP

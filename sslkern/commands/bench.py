@@ -15,7 +15,7 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, default=100, help="timed steps per variant (median)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
     parser.add_argument("--max-seconds", type=float, default=20.0,
-                        help="stop timing a variant after this long (at least 5 steps)")
+                        help="time budget per variant at each shape (each still gets at least 5 steps)")
     parser.add_argument("--variants", nargs="+", default=None,
                         help="subset: products eager compile jacobian sslkern sslkern[native] ...")
     parser.add_argument("--corruption", default="mask", choices=["none", "mask"])
