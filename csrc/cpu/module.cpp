@@ -18,6 +18,7 @@
 #endif
 
 #include "kernels.h"
+#include "step.h"
 
 namespace py = pybind11;
 using sslkern::cpu::philox_fill;
@@ -89,6 +90,43 @@ void corrupt_checked(bool grad, int dtype, uintptr_t src, uintptr_t out, int64_t
     if (grad) sslkern::cpu::corrupt_grad<T>(s, o, n, kind, float(level), seed, offset);
     else sslkern::cpu::corrupt<T>(s, o, n, kind, float(level), seed, offset);
   });
+}
+
+// The fused step's arguments, checked. BLAS takes 32-bit sizes, so every extent must fit.
+template <typename T>
+sslkern::cpu::AeStep<T> step_args(uintptr_t gemm, int64_t batch, int64_t visible, int64_t hidden,
+                                  uintptr_t x, uintptr_t w, int64_t ldw, uintptr_t b, uintptr_t c,
+                                  int corruption, double level, uint64_t seed, uint32_t offset,
+                                  int encoder, int decoder, int loss, double contractive,
+                                  uintptr_t ax, uintptr_t h, uintptr_t r, uintptr_t s2col, uintptr_t dc,
+                                  bool scratch_inside = false) {
+  constexpr int64_t kBlasMax = std::numeric_limits<int>::max();
+  if (batch < 1 || visible < 1 || hidden < 1)
+    fail("shape", "the fused step needs B, D, H >= 1 (the caller handles empty shapes)");
+  if (2 * batch > kBlasMax || visible > kBlasMax || hidden > kBlasMax || ldw > kBlasMax)
+    fail("shape", "an extent exceeds BLAS's 32-bit sizes");
+  check_matrix("w", hidden, visible, ldw);
+  check_counters(batch * visible);
+  check_enum(corruption, 4, "corruption");
+  check_enum(encoder, 5, "encoder");
+  check_enum(decoder, 5, "decoder");
+  check_enum(loss, 2, "loss");
+  if (!std::isfinite(level) || std::fabs(level) > FLT_MAX) fail("level", "not a finite float32");
+  if (!(contractive >= 0.0) || !std::isfinite(contractive)) fail("contractive", "not finite and >= 0");
+  const bool penalty = contractive != 0.0;
+  sslkern::cpu::AeStep<T> s;
+  s.gemm = reinterpret_cast<sslkern::cpu::BlasGemm<T>>(pointer<char>(gemm, "gemm"));
+  s.batch = batch, s.visible = visible, s.hidden = hidden;
+  s.x = pointer<T>(x, "x");
+  s.w = pointer<T>(w, "w"), s.ldw = ldw;
+  s.b = pointer<T>(b, "b", true), s.c = pointer<T>(c, "c", true);
+  s.corruption = corruption, s.level = float(level), s.seed = seed, s.offset = offset;
+  s.encoder = encoder, s.decoder = decoder, s.loss = loss, s.contractive = contractive;
+  s.ax = pointer<T>(ax, "ax", scratch_inside), s.h = pointer<T>(h, "h", scratch_inside);
+  s.r = pointer<T>(r, "r", !penalty || scratch_inside);
+  s.s2col = pointer<T>(s2col, "s2col", !penalty || scratch_inside);
+  s.dc = pointer<T>(dc, "dc");
+  return s;
 }
 
 }  // namespace
@@ -192,6 +230,48 @@ PYBIND11_MODULE(_native_cpu, m) {
       sslkern::cpu::row_scale_add<T>(dwp, lddw, wp, ldw, rows, cols, sp, T(alpha));
     });
   });
+
+  // The whole forward and backward of autoencoder_loss, products through `gemm` (the
+  // address of the BLAS sgemm_/dgemm_ for the dtype; see sslkern/backends/blas.py).
+#define SSLK_STEP_PARAMS                                                                       \
+  int dtype, uintptr_t gemm, int64_t batch, int64_t visible, int64_t hidden, uintptr_t x,       \
+      uintptr_t w, int64_t ldw, uintptr_t b, uintptr_t c, int corruption, double level,         \
+      uint64_t seed, uint32_t offset, int encoder, int decoder, int loss, double contractive,   \
+      uintptr_t ax, uintptr_t h, uintptr_t r, uintptr_t s2col, uintptr_t dc
+#define SSLK_STEP_ARGS                                                                          \
+  gemm, batch, visible, hidden, x, w, ldw, b, c, corruption, level, seed, offset, encoder,      \
+      decoder, loss, contractive, ax, h, r, s2col, dc
+  m.def("ae_forward", [](SSLK_STEP_PARAMS) {
+    return dispatch(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      const auto s = step_args<T>(SSLK_STEP_ARGS);
+      py::gil_scoped_release nogil;
+      return sslkern::cpu::ae_forward<T>(s);
+    });
+  });
+  m.def("ae_backward", [](SSLK_STEP_PARAMS, double g, uintptr_t hz, uintptr_t dw, uintptr_t db) {
+    dispatch(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      const auto s = step_args<T>(SSLK_STEP_ARGS);
+      T* hzp = pointer<T>(hz, "hz");
+      T* dwp = pointer<T>(dw, "dw");
+      T* dbp = pointer<T>(db, "db");
+      py::gil_scoped_release nogil;
+      sslkern::cpu::ae_backward<T>(s, T(g), hzp, dwp, dbp);
+    });
+  });
+  m.def("ae_value_and_grad", [](SSLK_STEP_PARAMS, uintptr_t dw, uintptr_t db) {
+    return dispatch(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      const auto s = step_args<T>(SSLK_STEP_ARGS, /*scratch_inside=*/true);
+      T* dwp = pointer<T>(dw, "dw");
+      T* dbp = pointer<T>(db, "db");
+      py::gil_scoped_release nogil;
+      return sslkern::cpu::ae_value_and_grad<T>(s, dwp, dbp);
+    });
+  }, "ae_forward then ae_backward with gradient 1; ax, h, r and s2col are not used (pass 0).");
+#undef SSLK_STEP_PARAMS
+#undef SSLK_STEP_ARGS
 
   static const char* const kIsaNames[] = {"baseline", "avx2", "avx512"};
   m.def("isa", [] { return std::string(kIsaNames[sslkern::cpu::cpu_isa()]); },

@@ -80,3 +80,9 @@ class Backend:
     def ae_backward(self, grad, x, W, c, saved: AEForward, cfg: StepConfig, need_dx):
         """(dx or an empty tensor, dW, db, dc) of the objective, scaled by grad."""
         raise NotImplementedError
+
+    def ae_value_and_grad(self, x, W, b, c, cfg: StepConfig):
+        """(loss, dW, db, dc) for an incoming gradient of 1 in one go, or None where the
+        backend has no such path (then ae_forward and ae_backward run). The eager path uses
+        it when x needs no gradient; nothing is saved for a backward but the gradients."""
+        return None

@@ -52,3 +52,6 @@ class ByDevice(Backend):
 
     def ae_backward(self, grad, x, W, *args):
         return self.part_for(W.device).ae_backward(grad, x, W, *args)
+
+    def ae_value_and_grad(self, x, W, *args):
+        return self.part_for(W.device).ae_value_and_grad(x, W, *args)

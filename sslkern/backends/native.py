@@ -1,13 +1,19 @@
-"""The `native` backend on CPU tensors: torch's products and the compiled C++ passes of
-csrc/cpu between them. Tensors cross as data pointers, sizes and leading dimensions."""
+"""The `native` backend on CPU tensors: the compiled C++ passes of csrc/cpu between torch's
+products. Tensors cross as data pointers, sizes and leading dimensions.
+
+The training objective (ae_forward / ae_backward) runs as one C++ call per direction, with
+the products through the BLAS torch itself uses (see blas.py); the other ops, and the
+objective when that BLAS cannot be found, go pass by pass between torch.mm calls."""
 import torch
 
 from .. import _native
 from .._enums import ACTIVATIONS, CORRUPTIONS, LOSSES
+from . import blas
 from ._raw import _ld, _ptr
+from .base import AEForward
 from .by_device import ByDevice
 from .native_cuda import NativeCudaEpilogues
-from .product import PROD_DTYPES, ProductBackend
+from .product import PROD_DTYPES, ProductBackend, host_stream
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 
@@ -64,9 +70,58 @@ class NativeCpuEpilogues:
                                W.shape[0], W.shape[1], _ptr(scale), _scalar(alpha))
 
 
+class NativeCpuBackend(ProductBackend):
+    """ProductBackend whose objective is one C++ call per direction (csrc/cpu/step.cpp)."""
+
+    def fused_step(self, x, W):
+        """Whether ae_forward/ae_backward take the one-call path for these tensors."""
+        addresses, _ = blas.gemm_addresses()
+        return (addresses is not None and blas.step_mode() == "fused" and x.shape[0] > 0
+                and min(W.shape) > 0 and 2 * x.shape[0] < 2**31 and max(W.shape) < 2**31
+                and W.stride(1) == 1)
+
+    def _step_args(self, x, W, b, c, cfg, ax, h, r, s2col, dc):
+        seed, offset = host_stream(cfg.seed, cfg.offset)
+        batch, visible = x.shape
+        return (_DTYPE_CODES[W.dtype], blas.gemm_addresses()[0][W.dtype], batch, visible, W.shape[0],
+                _ptr(x), _ptr(W), _ld(W), _ptr(b), _ptr(c), CORRUPTIONS[cfg.corruption], cfg.level,
+                seed, offset, ACTIVATIONS[cfg.encoder], ACTIVATIONS[cfg.decoder], LOSSES[cfg.loss],
+                cfg.contractive, _ptr(ax), _ptr(h), _ptr(r), _ptr(s2col), _ptr(dc))
+
+    def ae_forward(self, x, W, b, c, cfg):
+        if not self.fused_step(x, W):
+            return super().ae_forward(x, W, b, c, cfg)
+        x = x.to(W.dtype).contiguous()
+        batch, visible = x.shape
+        penalty_rows = W.shape[0] if cfg.contractive != 0.0 else 0
+        ax, h = W.new_empty(2 * batch, visible), W.new_empty(batch, W.shape[0])
+        r, s2col, dc = W.new_empty(penalty_rows), W.new_empty(penalty_rows), W.new_empty(visible)
+        total = self.ep.lib.ae_forward(*self._step_args(x, W, b, c, cfg, ax, h, r, s2col, dc))
+        return AEForward(torch.tensor(total, dtype=W.dtype), h, ax, r, s2col, dc)
+
+    def ae_value_and_grad(self, x, W, b, c, cfg):
+        if not self.fused_step(x, W):
+            return None
+        x = x.to(W.dtype).contiguous()
+        dW, db, dc = W.new_empty(W.shape), W.new_empty(W.shape[0]), W.new_empty(x.shape[1])
+        args = self._step_args(x, W, b, c, cfg, None, None, None, None, dc)
+        total = self.ep.lib.ae_value_and_grad(*args, _ptr(dW), _ptr(db))
+        return torch.tensor(total, dtype=W.dtype), dW, db, dc
+
+    def ae_backward(self, grad, x, W, c, saved, cfg, need_dx):
+        if need_dx or not self.fused_step(x, W):  # dx redraws the noise: the pass-by-pass path
+            return super().ae_backward(grad, x, W, c, saved, cfg, need_dx)
+        x = x.to(W.dtype).contiguous()
+        batch, hidden = saved.h.shape
+        hz, dW, db = W.new_empty(2 * batch, hidden), W.new_empty(W.shape), W.new_empty(hidden)
+        args = self._step_args(x, W, None, c, cfg, saved.ax, saved.h, saved.r, saved.s2col, saved.dc)
+        self.ep.lib.ae_backward(*args, float(grad), _ptr(hz), _ptr(dW), _ptr(db))
+        return W.new_empty(0), dW, db, saved.dc * grad
+
+
 def make_backend():
-    cpu = ProductBackend(
-        "native", "torch products + compiled C++ passes (OpenMP) on CPU tensors",
+    cpu = NativeCpuBackend(
+        "native", "torch's BLAS + compiled C++ passes (OpenMP) on CPU tensors",
         NativeCpuEpilogues(), devices=("cpu",), dtypes=PROD_DTYPES)
     cuda = ProductBackend(
         "native", "cuBLAS products through torch + CUDA passes (csrc/cuda) on CUDA tensors",

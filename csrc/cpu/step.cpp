@@ -1,0 +1,81 @@
+#include "step.h"
+
+#include <cstring>
+#include <vector>
+
+#include "kernels.h"
+#include "sslkern/philox.h"
+
+namespace sslkern::cpu {
+namespace {
+
+// Row-major C[M, N] = alpha op(A) op(B) + beta C through the column-major gemm: the same
+// memory read column-major is the transpose, so C^T = op(B)^T op(A)^T.
+template <typename T>
+void gemm_rows(BlasGemm<T> gemm, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
+               bool trans_a, const T* b, int64_t ldb, bool trans_b, T* c, int64_t ldc,
+               T beta = T(0)) {
+  const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
+  const int mm = int(n), nn = int(m), kk = int(k), la = int(ldb), lb = int(lda), lc = int(ldc);
+  const T alpha = T(1);
+  gemm(&ta, &tb, &mm, &nn, &kk, &alpha, b, &la, a, &lb, &beta, c, &lc);
+}
+
+}  // namespace
+
+template <typename T>
+double ae_forward(const AeStep<T>& s) {
+  const int64_t B = s.batch, D = s.visible, H = s.hidden;
+  const bool contractive = s.contractive != 0.0;
+  T* d_a = s.ax;
+  T* x_tilde = s.ax + B * D;
+  if (s.corruption == kNone) std::memcpy(x_tilde, s.x, B * D * sizeof(T));
+  else corrupt<T>(s.x, x_tilde, B * D, s.corruption, s.level, s.seed, s.offset);
+  if (contractive) row_sq_norms<T>(s.w, s.ldw, H, D, s.r);
+  gemm_rows<T>(s.gemm, B, H, D, x_tilde, D, false, s.w, s.ldw, true, s.h, H);  // x~ W^T
+  const double penalty = encoder_epilogue<T>(s.h, H, B, H, s.b, s.encoder,
+                                             contractive ? s.r : nullptr,
+                                             contractive ? s.s2col : nullptr);
+  gemm_rows<T>(s.gemm, B, D, H, s.h, H, false, s.w, s.ldw, false, d_a, D);  // h W
+  const double inv_batch = 1.0 / double(B);
+  const double recon = loss_epilogue<T>(d_a, D, s.x, D, B, D, s.c, s.loss, s.decoder,
+                                        T(inv_batch), s.dc);
+  return recon * inv_batch + (contractive ? s.contractive * inv_batch * penalty : 0.0);
+}
+
+template <typename T>
+void ae_backward(const AeStep<T>& s, T g, T* hz, T* dw, T* db) {
+  const int64_t B = s.batch, D = s.visible, H = s.hidden;
+  const bool contractive = s.contractive != 0.0;
+  const T coef = T(2.0 * s.contractive / double(B));
+  T* d_z = hz + B * H;
+  gemm_rows<T>(s.gemm, B, H, D, s.ax, D, false, s.w, s.ldw, true, d_z, H);  // dA W^T
+  dz_epilogue<T>(d_z, H, s.h, H, B, H, s.encoder, contractive ? s.r : nullptr, coef, g, d_z, H,
+                 hz, H, db);
+  gemm_rows<T>(s.gemm, H, D, 2 * B, hz, H, true, s.ax, D, false, dw, D);  // [g h; dZ]^T [dA; x~]
+  if (contractive) row_scale_add<T>(dw, D, s.w, s.ldw, H, D, s.s2col, coef * g);
+}
+
+template <typename T>
+double ae_value_and_grad(AeStep<T> s, T* dw, T* db) {
+  const int64_t B = s.batch, D = s.visible, H = s.hidden;
+  thread_local std::vector<T> workspace;  // grows to the largest step seen on this thread
+  const size_t need = size_t(2 * B * D + 3 * B * H + 2 * H);
+  if (workspace.size() < need) workspace.resize(need);
+  T* next = workspace.data();
+  auto take = [&next](int64_t count) { T* p = next; next += count; return p; };
+  s.ax = take(2 * B * D), s.h = take(B * H), s.r = take(H), s.s2col = take(H);
+  T* hz = take(2 * B * H);
+  const double loss = ae_forward<T>(s);
+  ae_backward<T>(s, T(1), hz, dw, db);
+  return loss;
+}
+
+template double ae_forward<float>(const AeStep<float>&);
+template double ae_forward<double>(const AeStep<double>&);
+template void ae_backward<float>(const AeStep<float>&, float, float*, float*, float*);
+template void ae_backward<double>(const AeStep<double>&, double, double*, double*, double*);
+template double ae_value_and_grad<float>(AeStep<float>, float*, float*);
+template double ae_value_and_grad<double>(AeStep<double>, double*, double*);
+
+}  // namespace sslkern::cpu

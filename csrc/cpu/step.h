@@ -1,0 +1,52 @@
+// The autoencoder objective's forward and backward as one call each: the products through a
+// BLAS gemm that the caller hands in as a function pointer (torch's own MKL/OpenBLAS, found
+// by sslkern/backends/blas.py), the fused passes of kernels.h between them. One call per
+// direction instead of a dozen Python round trips is what the small batches need.
+#pragma once
+#include <cstdint>
+
+namespace sslkern::cpu {
+
+// The Fortran gemm (sgemm_ / dgemm_): column-major C = alpha op(A) op(B) + beta C, 32-bit
+// sizes (LP64). Trailing hidden string lengths are not passed; BLAS libraries ignore them.
+template <typename T>
+using BlasGemm = void (*)(const char* transa, const char* transb, const int* m, const int* n,
+                          const int* k, const T* alpha, const T* a, const int* lda, const T* b,
+                          const int* ldb, const T* beta, T* c, const int* ldc);
+
+// Everything both directions need. Matrices are row-major; all but W are contiguous.
+template <typename T>
+struct AeStep {
+  BlasGemm<T> gemm;
+  int64_t batch, visible, hidden;  // B, D, H
+  const T* x;                      // [B, D] contiguous, the clean input
+  const T* w;  int64_t ldw;        // [H, D], tied weights
+  const T* b;                      // [H] encoder bias
+  const T* c;                      // [D] decoder bias
+  int corruption; float level; uint64_t seed; uint32_t offset;
+  int encoder, decoder, loss;
+  double contractive;              // lambda; 0 skips the penalty
+  T* ax;     // [2B, D]: dL/da (times 1/B) in rows 0..B-1, x~ in rows B..2B-1
+  T* h;      // [B, H]
+  T* r;      // [H] squared row norms of W (contractive only)
+  T* s2col;  // [H] column sums of f'(z)^2 (contractive only)
+  T* dc;     // [D] dL/dc
+};
+
+// Returns L + lambda P (mean over the batch) and fills ax, h, r, s2col, dc.
+template <typename T>
+double ae_forward(const AeStep<T>& s);
+
+// dW [H, D] and db [H], times the incoming gradient g, from what the forward stored;
+// hz [2B, H] is scratch (g h, then dZ: one product over K = 2B gives both dW terms).
+template <typename T>
+void ae_backward(const AeStep<T>& s, T g, T* hz, T* dw, T* db);
+
+// Both at once for an incoming gradient of 1 (every gradient is linear in it, so the
+// caller scales later if it is not 1): returns the loss, writes dw, db and s.dc. ax, h,
+// r and s2col of `s` are ignored: they live in a per-thread workspace reused across calls,
+// so a training step allocates nothing here and no Python runs between the two halves.
+template <typename T>
+double ae_value_and_grad(AeStep<T> s, T* dw, T* db);
+
+}  // namespace sslkern::cpu
