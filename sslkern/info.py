@@ -2,6 +2,7 @@
 import torch
 
 from . import _cuda_runtime, _native, backends
+from .backends import blas
 
 
 def _triton_version():
@@ -10,6 +11,19 @@ def _triton_version():
     except ImportError:
         return None
     return triton.__version__
+
+
+def _cpu_step_route():
+    addresses, where = blas.gemm_addresses()
+    try:
+        mode = blas.step_mode()
+    except ValueError as exc:
+        return f"passes ({exc})"
+    if addresses is None:
+        return f"passes ({where})"
+    if mode == "passes":
+        return "passes (SSLKERN_CPU_STEP=passes)"
+    return f"fused: one C++ call per step, gemm from {where}"
 
 
 def info():
@@ -26,6 +40,9 @@ def info():
         "native_cuda": cuda_module is not None,
         # which native CUDA kernels CUDA tensors use: "compiled" (nvcc), "nvrtc" (cupy), None
         "native_cuda_path": _cuda_runtime.live_path(),
+        # how `native` runs the objective on CPU tensors, and with which instruction set
+        "native_cpu_step": _cpu_step_route(),
+        "native_cpu_isa": _native.load("cpu").isa() if _native.load("cpu") is not None else None,
         "cuda_devices": torch.cuda.device_count() if torch.cuda.is_available() else 0,
         "backends": backends.available_backends(),
         "requested_backend": backends.requested(),

@@ -17,14 +17,20 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sslkern.backends import blas
+
 native = pytest.importorskip("sslkern._native_cpu")
 
 F32, F64 = 0, 1
 N_ACT, N_LOSS, N_KIND = 5, 2, 4
-CAPACITY = 9 * 9  # elements per fuzz buffer: rows, cols, ld <= 8 fit at 8 bytes per element
+CAPACITY = 2 * 9 * 9  # elements per fuzz buffer: rows, cols, ld <= 8 fit, and [2B, D] of the step
 # Each function: (name, argument kinds). Kinds: dtype, ptr (must be non-null unless the
 # sizes are zero), opt (nullable pointer), size, ld, act/loss/kind (enum codes), real,
-# seed, offset, bool. One bad argument must make the call raise.
+# seed, offset, bool; the step's B, D, H are rows, cols, hidden and its BLAS gemm is `gemm`
+# (always the real sgemm_/dgemm_ for the dtype: a function pointer cannot be checked, like
+# a dangling data pointer). One bad argument must make the call raise.
+STEP = ["dtype", "gemm", "rows", "cols", "hidden", "ptr", "ptr", "ld", "opt", "opt", "kind", "level",
+        "seed", "offset", "act", "act", "loss", "real"]  # ... then ax, h, r, s2col, dc
 SIGNATURES = {
     "philox_fill": ["ptr32", "n", "seed", "offset", "bool"],
     "corrupt": ["dtype", "ptr", "ptr", "n", "kind", "level", "seed", "offset"],
@@ -36,8 +42,17 @@ SIGNATURES = {
                     "ptr", "ld", "opt", "ld", "opt"],
     "row_sq_norms": ["dtype", "ptr", "ld", "rows", "cols", "ptr"],
     "row_scale_add": ["dtype", "ptr", "ld", "ptr", "ld", "rows", "cols", "ptr", "real"],
+    "ae_forward": STEP + ["ptr", "ptr", "ptr", "ptr", "ptr"],
+    "ae_backward": STEP + ["ptr", "ptr", "ptr", "ptr", "ptr", "real", "ptr", "ptr", "ptr"],
+    "ae_value_and_grad": STEP + ["opt", "opt", "opt", "opt", "ptr", "ptr", "ptr"],
 }
-EXPORTED = {name for name in dir(native) if not name.startswith("_")} - {"build_info"}
+STEPS = {"ae_forward", "ae_backward", "ae_value_and_grad"}  # need B, D, H >= 1
+EXPORTED = {name for name in dir(native) if not name.startswith("_")} - {"build_info", "isa", "set_isa"}
+GEMMS = blas.gemm_addresses()[0] or {}
+
+
+def gemm_for(dtype):
+    return GEMMS.get(torch.float64 if dtype == F64 else torch.float32, 0)
 
 
 def test_every_export_is_fuzzed():
@@ -66,10 +81,12 @@ def valid_args(name, buffers, dtype=F64, rows=3, cols=4):
         if kind in ("ptr", "opt", "ptr32"):
             args.append(buffers.ptr(pointer))
             pointer += 1
+        elif kind == "gemm":
+            args.append(gemm_for(dtype))
         else:
             args.append({"dtype": dtype, "n": rows * cols, "seed": 5, "offset": 9, "bool": False,
                          "kind": 1, "level": 0.5, "ld": cols + 1, "rows": rows, "cols": cols,
-                         "act": 1, "loss": 0, "real": 0.5}[kind])
+                         "hidden": rows + 2, "act": 1, "loss": 0, "real": 0.5}[kind])
     return args
 
 
@@ -102,6 +119,7 @@ BAD_VALUES = [
     ("n", -1, ValueError), ("n", -(2**63), ValueError), ("n", 2**32 + 1, ValueError),
     ("n", 2**63, TypeError), ("n", "3", TypeError),
     ("rows", -1, ValueError), ("rows", -(2**63), ValueError), ("cols", -1, ValueError),
+    ("hidden", -1, ValueError), ("hidden", 2**40, ValueError), ("gemm", 0, ValueError),
     ("ld", 0, ValueError), ("ld", -4, ValueError), ("ld", 3, ValueError),  # ld < cols = 4
     ("act", -1, ValueError), ("act", N_ACT, ValueError), ("act", 2**31 - 1, ValueError),
     ("loss", N_LOSS, ValueError), ("loss", -2, ValueError),
@@ -160,7 +178,26 @@ def test_optional_pointers_may_be_null(name):
     getattr(native, name)(*args)
 
 
-@pytest.mark.parametrize("name", sorted(SIGNATURES))
+@pytest.mark.parametrize("name", sorted(STEPS))
+def test_step_refuses_empty_shapes(name):
+    """The fused step needs B, D, H >= 1; sslkern/backends/native.py sends empty ones elsewhere."""
+    buffers = Buffers(_pointer_count(name))
+    assert "B, D, H >= 1" in _expect_rejected(name, valid_args(name, buffers, rows=0), buffers)
+
+
+def test_isa_choice():
+    best = native.isa()
+    assert best in ("baseline", "avx2", "avx512")
+    with pytest.raises(ValueError, match="isa"):
+        native.set_isa("sse9")
+    try:
+        native.set_isa("baseline")
+        assert native.isa() == "baseline"
+    finally:
+        native.set_isa(best)
+
+
+@pytest.mark.parametrize("name", sorted(set(SIGNATURES) - STEPS))
 def test_empty_sizes_accept_null_pointers(name):
     """Zero elements: nothing is read or written, so null data pointers are fine."""
     buffers = Buffers(_pointer_count(name))
@@ -195,7 +232,7 @@ SMALL = st.integers(-3, 8)
 POOLS = {
     "dtype": st.sampled_from([F32, F64, 2, -1]),
     "n": st.one_of(st.integers(-3, CAPACITY), st.sampled_from([2**32 + 1, -(2**63)])),
-    "rows": SMALL, "cols": SMALL, "ld": SMALL,
+    "rows": SMALL, "cols": SMALL, "ld": SMALL, "hidden": SMALL,
     "act": st.integers(-2, N_ACT + 1), "loss": st.integers(-2, N_LOSS + 1), "kind": st.integers(-2, N_KIND + 1),
     "level": st.sampled_from([0.0, 0.3, 1.0, -0.5, 2.0, float("nan"), float("inf"), 1e39]),
     "real": st.sampled_from([0.0, 1.0, -2.5, float("nan"), float("inf")]),
@@ -218,6 +255,8 @@ def test_random_calls_raise_or_succeed(name):
                 shift = data.draw(POINTER_SHIFTS)
                 args.append(0 if shift is None else buffers.ptr(pointer, shift))
                 pointer += 1
+            elif kind == "gemm":
+                args.append(gemm_for(args[0]))
             else:
                 args.append(data.draw(POOLS[kind]))
         try:

@@ -101,10 +101,13 @@ sslkern::cpu::AeStep<T> step_args(uintptr_t gemm, int64_t batch, int64_t visible
                                   uintptr_t ax, uintptr_t h, uintptr_t r, uintptr_t s2col, uintptr_t dc,
                                   bool scratch_inside = false) {
   constexpr int64_t kBlasMax = std::numeric_limits<int>::max();
-  if (batch < 1 || visible < 1 || hidden < 1)
+  check_size(batch, "batch");
+  check_size(visible, "visible");
+  check_size(hidden, "hidden");
+  if (batch > kBlasMax / 2 || visible > kBlasMax || hidden > kBlasMax || ldw > kBlasMax)
+    fail("shape", "an extent overflows BLAS's 32-bit sizes");
+  if (batch == 0 || visible == 0 || hidden == 0)
     fail("shape", "the fused step needs B, D, H >= 1 (the caller handles empty shapes)");
-  if (2 * batch > kBlasMax || visible > kBlasMax || hidden > kBlasMax || ldw > kBlasMax)
-    fail("shape", "an extent exceeds BLAS's 32-bit sizes");
   check_matrix("w", hidden, visible, ldw);
   check_counters(batch * visible);
   check_enum(corruption, 4, "corruption");

@@ -1,0 +1,185 @@
+"""The native CPU objective's three routes to the same numbers (sslkern/backends/native.py):
+
+  fused, precomputed   one C++ call computes the loss and the gradients for an incoming 1
+                       (eager calls where x needs no gradient; the backward only scales)
+  fused, two calls     ae_forward then ae_backward in C++ (the registered op: compile, opcheck)
+  passes               torch.mm between C++ passes (SSLKERN_CPU_STEP=passes, or no BLAS found)
+
+Each is checked against the float64 oracle, values and gradients, at awkward sizes; then the
+autograd contract of precomputed gradients (scaled, retained, accumulated, no_grad), and the
+instruction-set copies of the row kernels against each other.
+"""
+import pytest
+import torch
+from test_ops import LEVELS, NOISY_TOLERANCE, _objective_cases, assert_close, leaves, make_inputs
+
+import sslkern
+from sslkern import _native
+from sslkern import reference as oracle
+from sslkern.backends import blas
+
+pytestmark = pytest.mark.skipif(_native.load("cpu") is None, reason="the native CPU module is not built")
+
+SHAPES = [(1, 1, 1), (3, 5, 7), (37, 129, 65)]
+DTYPES = [torch.float32, torch.float64]
+
+
+@pytest.fixture(params=["fused", "passes"])
+def step_mode(request, monkeypatch):
+    if request.param == "fused" and blas.gemm_addresses()[0] is None:
+        pytest.skip(blas.gemm_addresses()[1])
+    monkeypatch.setenv("SSLKERN_CPU_STEP", request.param)
+    with sslkern.use_backend("native"):
+        yield request.param
+
+
+def _config(objective, corruption, contractive):
+    encoder, decoder, loss = objective
+    return dict(encoder=encoder, decoder=decoder, loss=loss, corruption=corruption,
+                level=LEVELS[corruption], contractive=contractive, seed=2**40 + 3, offset=29)
+
+
+@pytest.mark.parametrize("objective, corruption, contractive", _objective_cases())
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("out_grad", [1.0, -0.37])
+def test_parameter_gradients_match_oracle(step_mode, objective, corruption, contractive, dtype,
+                                          shape, out_grad):
+    """x needs no gradient: the precomputed route when fused; out_grad 1 returns the
+    precomputed tensors as they are, anything else scales them."""
+    config = _config(objective, corruption, contractive)
+    x, *params = make_inputs(*shape, dtype)
+    params = leaves(params)
+    loss = sslkern.autoencoder_loss(x, *params, **config)
+    grads = torch.autograd.grad(loss, params, torch.tensor(out_grad, dtype=dtype))
+    ref_params = leaves(params, torch.float64)
+    ref = oracle.autoencoder_loss(x.double(), *ref_params, **config)
+    ref_grads = torch.autograd.grad(ref, ref_params, torch.tensor(out_grad, dtype=torch.float64))
+    tolerance = NOISY_TOLERANCE if corruption == "gaussian" and dtype == torch.float32 else None
+    if corruption == "gaussian" and dtype == torch.float64:
+        tolerance = (1e-6, 1e-7)  # the noise is float32 level * n (see the README's known gaps)
+    assert_close(loss, ref, dtype, tolerance)
+    for name, got, want in zip("Wbc", grads, ref_grads):
+        assert_close(got, want, dtype, tolerance, f"d/d{name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_registered_op_two_call_route_matches_eager(step_mode, dtype):
+    """The registered op (what torch.compile and opcheck see) runs ae_forward and ae_backward
+    as two calls; the eager fast path precomputes. Same numbers."""
+    x, *params = make_inputs(37, 129, 65, dtype)
+    config = _config(("sigmoid", "sigmoid", "bce"), "mask", 0.3)
+    eager_params = leaves(params)
+    eager = torch.autograd.grad(sslkern.autoencoder_loss(x, *eager_params, **config), eager_params)
+    op_params = leaves(params)
+    args = (x, *op_params, "sigmoid", "sigmoid", "bce", "mask", LEVELS["mask"], 0.3, 2**40 + 3, 29,
+            "native", None)
+    op_loss = torch.ops.sslkern.autoencoder_loss(*args)[0]
+    op = torch.autograd.grad(op_loss, op_params)
+    for got, want in zip(op, eager):
+        torch.testing.assert_close(got, want, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-7)
+
+
+def test_precomputed_gradients_keep_autograd_semantics(step_mode):
+    x, *params = make_inputs(9, 11, 6, torch.float64)
+    config = _config(("tanh", "sigmoid", "mse"), "salt_pepper", 0.4)
+    W, b, c = leaves(params)
+    once = torch.autograd.grad(sslkern.autoencoder_loss(x, W, b, c, **config), [W, b, c])
+
+    loss = sslkern.autoencoder_loss(x, W, b, c, **config)
+    loss.backward(retain_graph=True)  # .grad may take the precomputed tensor...
+    loss.backward()                   # ...and a retained second backward must still add once more
+    for p, g in zip((W, b, c), once):
+        torch.testing.assert_close(p.grad, 2 * g, rtol=1e-12, atol=1e-12)
+
+    (3.0 * sslkern.autoencoder_loss(x, W, b, c, **config)).backward()  # accumulates 3 g
+    for p, g in zip((W, b, c), once):
+        torch.testing.assert_close(p.grad, 5 * g, rtol=1e-12, atol=1e-12)
+
+    only_b = torch.autograd.grad(sslkern.autoencoder_loss(x, W.detach(), b, c.detach(), **config), [b])
+    torch.testing.assert_close(only_b[0], once[1], rtol=1e-12, atol=1e-12)
+
+    with torch.no_grad():
+        value = sslkern.autoencoder_loss(x, W, b, c, **config)
+    assert value.grad_fn is None
+    torch.testing.assert_close(value, loss.detach(), rtol=0, atol=0)
+
+
+def test_input_gradient_with_precomputed_parameters_is_unchanged(step_mode):
+    """x requiring grad takes the two-direction route (dx redraws the mask): same W gradient."""
+    x, *params = make_inputs(6, 10, 4, torch.float64)
+    config = _config(("sigmoid", "sigmoid", "bce"), "mask", 0.2)
+    W = leaves(params[:1])[0]
+    without_x = torch.autograd.grad(sslkern.autoencoder_loss(x, W, *params[1:], **config), [W])[0]
+    x_leaf = x.clone().requires_grad_()
+    dx, dW = torch.autograd.grad(sslkern.autoencoder_loss(x_leaf, W, *params[1:], **config), [x_leaf, W])
+    torch.testing.assert_close(dW, without_x, rtol=1e-12, atol=1e-12)
+    assert dx.abs().sum() > 0
+
+
+def test_empty_batch_takes_the_pass_route(step_mode):
+    x = torch.zeros(0, 5)
+    W, b, c = leaves([torch.randn(3, 5), torch.zeros(3), torch.zeros(5)])
+    loss = sslkern.autoencoder_loss(x, W, b, c, corruption="mask", level=0.5, contractive=0.1)
+    grads = torch.autograd.grad(loss, [W, b, c])
+    assert loss.item() == 0.0 and all(not g.any() for g in grads)
+
+
+def test_bad_step_mode_is_named(monkeypatch):
+    monkeypatch.setenv("SSLKERN_CPU_STEP", "fastest")
+    x, *params = make_inputs(2, 3, 2, torch.float32)
+    with sslkern.use_backend("native"), pytest.raises(ValueError, match="SSLKERN_CPU_STEP"):
+        sslkern.autoencoder_loss(x, *params)
+
+
+def test_info_names_the_step_route():
+    route = sslkern.info()["native_cpu_step"]
+    addresses, where = blas.gemm_addresses()
+    assert (route.startswith("fused") and where in route) if addresses else route.startswith("passes")
+
+
+# --- instruction-set copies of the row kernels ---------------------------------------------
+
+
+def _isas():
+    module = _native.load("cpu")
+    order = ["baseline", "avx2", "avx512"]
+    return order[: order.index(module.isa()) + 1]
+
+
+@pytest.fixture
+def isa_restored():
+    module = _native.load("cpu")
+    best = module.isa()
+    yield module
+    module.set_isa(best)
+
+
+@pytest.mark.parametrize("kind", ["mask", "salt_pepper", "gaussian"])
+def test_isa_copies_draw_identical_noise(isa_restored, kind):
+    """The vector Philox (AVX2, AVX-512) is bit-identical to the scalar one, tails included."""
+    x = torch.rand(5, 1000 + 13, dtype=torch.float64)
+    outputs = {}
+    for isa in _isas():
+        isa_restored.set_isa(isa)
+        with sslkern.use_backend("native"):
+            outputs[isa] = sslkern.corrupt(x, kind, 0.4, seed=2**64 - 3, offset=2**32 - 700)
+    for isa, out in outputs.items():
+        assert torch.equal(out, outputs["baseline"]), f"{isa} differs from the baseline copy"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_isa_copies_agree_on_the_objective(isa_restored, dtype):
+    x, *params = make_inputs(37, 129, 65, dtype)
+    config = _config(("sigmoid", "sigmoid", "bce"), "mask", 0.5)
+    results = {}
+    for isa in _isas():
+        isa_restored.set_isa(isa)
+        p = leaves(params)
+        with sslkern.use_backend("native"):
+            loss = sslkern.autoencoder_loss(x, *p, **config)
+        results[isa] = (loss.detach(), *torch.autograd.grad(loss, p))
+    for isa, values in results.items():
+        for got, want in zip(values, results["baseline"]):
+            torch.testing.assert_close(got, want, rtol=1e-5 if dtype == torch.float32 else 1e-12,
+                                       atol=1e-7 if dtype == torch.float32 else 1e-14)
