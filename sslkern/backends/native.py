@@ -1,9 +1,9 @@
 """The `native` backend on CPU tensors: the compiled C++ passes of csrc/cpu between torch's
 products. Tensors cross as data pointers, sizes and leading dimensions.
 
-The training objective (ae_forward / ae_backward) runs as one C++ call per direction, with
-the products through the BLAS torch itself uses (see blas.py); the other ops, and the
-objective when that BLAS cannot be found, go pass by pass between torch.mm calls."""
+The training objective runs as one C++ call per direction, or one per step, with the products
+through the BLAS torch itself uses (see blas.py); the other ops, and the objective when that
+BLAS cannot be found, go pass by pass between torch.mm calls."""
 import torch
 
 from .. import _native
@@ -71,7 +71,9 @@ class NativeCpuEpilogues:
 
 
 class NativeCpuBackend(ProductBackend):
-    """ProductBackend whose objective is one C++ call per direction (csrc/cpu/step.cpp)."""
+    """ProductBackend whose objective runs in csrc/cpu/step.cpp: one C++ call per direction
+    (ae_forward, ae_backward: the registered op), or one for both (ae_value_and_grad: the
+    eager path when x needs no gradient). Shapes BLAS cannot take go pass by pass."""
 
     def fused_step(self, x, W):
         """Whether ae_forward/ae_backward take the one-call path for these tensors."""
