@@ -102,18 +102,19 @@ def measure_interleaved(fns, device="cpu", warmup=10, steps=100, max_seconds=Non
             fn()
     samples = {name: [] for name in fns}
     budget_end = None if max_seconds is None else time.perf_counter() + max_seconds * len(fns)
-    while min(len(v) for v in samples.values()) < steps:
+    timed = 0  # steps each function has had so far
+    while timed < steps:
         for name, fn in fns.items():
-            for _ in range(min(chunk, steps - len(samples[name]))):
+            for _ in range(min(chunk, steps - timed)):
                 synchronize(device)
                 start = now()
                 fn()
                 synchronize(device)
                 samples[name].append((now() - start) * 1e3)
+        timed = min(len(v) for v in samples.values())
         if on_round is not None:
-            on_round(min(len(v) for v in samples.values()))
-        if budget_end is not None and min(len(v) for v in samples.values()) >= 5 \
-                and time.perf_counter() > budget_end:
+            on_round(timed)
+        if budget_end is not None and timed >= 5 and time.perf_counter() > budget_end:
             break
     return {name: _summary(v) for name, v in samples.items()}
 

@@ -133,8 +133,8 @@ class EagerAutoencoderLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        wanted = ctx.needs_input_grad[1:4]
         if ctx.precomputed:
+            wanted = ctx.needs_input_grad[1:4]
             grads = ctx.saved_tensors
             if float(grad) != 1.0:  # loss.backward() passes exactly 1: nothing to scale
                 grads = [g * grad.to(g.dtype) for g in grads]
