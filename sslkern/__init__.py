@@ -2,13 +2,16 @@
 
 Public ops (torch.library custom ops with autograd; they work under torch.compile):
 philox_uniform, philox_normal, corrupt, encode, decode, contractive_penalty,
-autoencoder_loss. Backends: available_backends, set_backend, use_backend; info().
+autoencoder_loss; without an autograd graph, autoencoder_value_and_grad and
+autoencoder_sgd_step. Backends: available_backends, set_backend, use_backend; info().
 """
 __version__ = "0.1.0"
 
 from .backends import BackendError, available_backends, set_backend, use_backend  # noqa: E402
 from .functional import (  # noqa: E402
     autoencoder_loss,
+    autoencoder_sgd_step,
+    autoencoder_value_and_grad,
     contractive_penalty,
     corrupt,
     decode,
@@ -31,6 +34,7 @@ def __getattr__(name):
 
 
 __all__ = [
-    "BackendError", "autoencoder_loss", "available_backends", "contractive_penalty", "corrupt",
+    "BackendError", "autoencoder_loss", "autoencoder_sgd_step", "autoencoder_value_and_grad",
+    "available_backends", "contractive_penalty", "corrupt",
     "decode", "encode", "info", "philox_normal", "philox_uniform", "set_backend", "use_backend",
 ]

@@ -10,9 +10,15 @@ denoising + contractive autoencoder in several implementations, in one process:
   compile      that function under torch.compile
   jacobian     the penalty the way most contractive-autoencoder code gets it: the
                per-sample Jacobian dh/dx~ from autograd (torch.func), then its norm
-  sslkern[b]   sslkern.autoencoder_loss on backend b, for every backend available here
+  sslkern[b]   sslkern.autoencoder_loss on backend b, for every backend available here,
+               then torch.autograd.grad (the drop-in route)
+  value_and_grad[b]
+               sslkern.autoencoder_value_and_grad on backend b: the same numbers with no
+               autograd graph (the route for a loop that applies its own update)
+  sgd_step[b]  sslkern.autoencoder_sgd_step on backend b: the objective, its gradients and
+               the update in one op (on the CPU, one C++ call; dW is never stored)
 
-All variants use the same update: params -= lr * grad (torch._foreach_add_).
+Every variant but sgd_step[b] applies the same update: params -= lr * grad (torch._foreach_add_).
 """
 import json
 import os
@@ -220,19 +226,27 @@ def _torch_step(objective_fn, x, params, obj):
     return step
 
 
-def sslkern_step(backend, x, params, obj, seed=0):
-    """One sslkern training step; every call draws fresh counters (offset += B*D)."""
+SSLKERN_ROUTES = ("sslkern", "value_and_grad", "sgd_step")
+
+
+def sslkern_step(backend, x, params, obj, seed=0, route="sslkern"):
+    """One sslkern training step on one of SSLKERN_ROUTES (see the module docstring); every
+    call draws fresh counters (offset += B*D)."""
     counter = {"offset": 0}
     stride = x.numel()
     W, b, c = params
 
     def step():
+        options = dict(corruption=obj.corruption, level=obj.level, contractive=obj.contractive,
+                       seed=seed, offset=counter["offset"])
         with sslkern.use_backend(backend):
-            total = sslkern.autoencoder_loss(x, W, b, c, corruption=obj.corruption, level=obj.level,
-                                             contractive=obj.contractive, seed=seed,
-                                             offset=counter["offset"])
+            if route == "sgd_step":
+                sslkern.autoencoder_sgd_step(x, W, b, c, lr=LEARNING_RATE, **options)
+            elif route == "value_and_grad":
+                _sgd(params, sslkern.autoencoder_value_and_grad(x, W, b, c, **options)[1])
+            else:
+                _sgd(params, torch.autograd.grad(sslkern.autoencoder_loss(x, W, b, c, **options), params))
         counter["offset"] = (counter["offset"] + stride) % 2**32
-        _sgd(params, torch.autograd.grad(total, params))
     return step
 
 
@@ -267,8 +281,8 @@ def sslkern_backends(device):
 def variants(shape, device, obj, include=None):
     """{name: zero-argument builder of a step function} for this shape."""
     table = {"products": None, "eager": None, "compile": None}
-    for name in sslkern_backends(device):
-        table[f"sslkern[{name}]"] = name
+    for route in SSLKERN_ROUTES:
+        table.update({f"{route}[{name}]": (route, name) for name in sslkern_backends(device)})
     jac_bytes = shape.batch * shape.hidden * shape.visible * 4
     if jac_bytes <= JACOBIAN_BYTES_LIMIT:
         table["jacobian"] = None
@@ -284,7 +298,8 @@ def variants(shape, device, obj, include=None):
             return _torch_step(torch.compile(torch_objective), x, params, obj)
         if name == "jacobian":
             return _torch_step(jacobian_objective, x, params, obj)
-        return sslkern_step(table[name], x, params, obj)
+        route, backend = table[name]
+        return sslkern_step(backend, x, params, obj, route=route)
     return names, build
 
 

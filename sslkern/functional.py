@@ -92,6 +92,54 @@ def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="
     `contractive`. Differentiable in W, b, c and x. `seed` may be an int64 tensor [2] =
     (seed, offset) on x's device, as in `corrupt`.
     """
+    args = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset)
+    if ops.autoencoder.eager_fast_path_ok(*args[:4], args[-1]):  # same kernels, no dispatcher overhead
+        return ops.autoencoder.autoencoder_loss_eager(*args)
+    return _sslkern.autoencoder_loss(*args)[0]
+
+
+def autoencoder_value_and_grad(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="bce",
+                               corruption="none", level=0.0, contractive=0.0, seed=0, offset=0):
+    """(loss, (dW, db, dc)): `autoencoder_loss` (same arguments) and its gradients in W, b and
+    c, computed together without an autograd graph — for a training loop that applies its own
+    update. x is data here (no dx). Nothing returned requires grad.
+
+    Same numbers as `autoencoder_loss` followed by `torch.autograd.grad`, for less per-step
+    overhead: on the CPU the whole step is one C++ call (benchmarks/RESULTS.md).
+    """
+    args = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset)
+    args = (*(t.detach() for t in args[:4]), *args[4:])
+    if ops.autoencoder.eager_fast_path_ok(*args[:4], args[-1]):
+        value, *grads = ops.autoencoder.autoencoder_value_and_grad_eager(*args)
+    else:
+        value, *grads = _sslkern.autoencoder_value_and_grad(*args)
+    return value, tuple(grads)
+
+
+def autoencoder_sgd_step(x, W, b, c, *, lr, encoder="sigmoid", decoder="sigmoid", loss="bce",
+                         corruption="none", level=0.0, contractive=0.0, seed=0, offset=0):
+    """One step of plain SGD in place: W, b, c -= lr * their gradients of `autoencoder_loss`
+    (same arguments). Returns that loss, from before the update; x is data here.
+
+    The fused form of `autoencoder_value_and_grad` then `p -= lr * g` (same numbers up to
+    rounding): on the CPU one C++ call in which dW is never stored, since the weight-gradient
+    product accumulates straight into W. W, b and c must be contiguous (they are written in
+    place); their version counters advance, so autograd still catches a stale saved W.
+    """
+    lr = check.nonnegative("lr", lr)
+    for name, value in (("W", W), ("b", b), ("c", c)):
+        if isinstance(value, torch.Tensor) and not value.is_contiguous():
+            raise ValueError(f"{name} must be contiguous: autoencoder_sgd_step updates it in place")
+    args = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset)
+    *named, rng = args[4:]
+    args = (*(t.detach() for t in args[:4]), *named, lr, rng)
+    if ops.autoencoder.eager_fast_path_ok(*args[:4], rng):
+        return ops.autoencoder.autoencoder_sgd_step_eager(*args)
+    return _sslkern.autoencoder_sgd_step(*args)
+
+
+def _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset):
+    """The checked arguments of the objective ops: (x, W, b, c, names..., backend, rng)."""
     check.activation("encoder", encoder)
     check.activation("decoder", decoder)
     check.loss(loss, decoder)
@@ -107,8 +155,5 @@ def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="
     check.same_dtype(W=W, c=c)
     if c.shape[0] != W.shape[1]:
         raise ValueError(f"c has {c.shape[0]} entries but W of shape {tuple(W.shape)} needs {W.shape[1]}")
-    args = (x, W, b, c.contiguous(), encoder, decoder, loss, corruption, level, contractive,
+    return (x, W, b, c.contiguous(), encoder, decoder, loss, corruption, level, contractive,
             check.signed_seed(seed), offset, backends.requested(), rng)
-    if ops.autoencoder.eager_fast_path_ok(x, W, b, c, rng):  # same kernels, no dispatcher overhead
-        return ops.autoencoder.autoencoder_loss_eager(*args)
-    return _sslkern.autoencoder_loss(*args)[0]

@@ -45,8 +45,9 @@ SIGNATURES = {
     "ae_forward": STEP + ["ptr", "ptr", "ptr", "ptr", "ptr"],
     "ae_backward": STEP + ["ptr", "ptr", "ptr", "ptr", "ptr", "real", "ptr", "ptr", "ptr"],
     "ae_value_and_grad": STEP + ["opt", "opt", "opt", "opt", "ptr", "ptr", "ptr"],
+    "ae_sgd_step": STEP[:8] + ["ptr", "ptr"] + STEP[10:] + ["opt"] * 5 + ["real"],  # updates W, b, c
 }
-STEPS = {"ae_forward", "ae_backward", "ae_value_and_grad"}  # need B, D, H >= 1
+STEPS = {"ae_forward", "ae_backward", "ae_value_and_grad", "ae_sgd_step"}  # need B, D, H >= 1
 EXPORTED = {name for name in dir(native) if not name.startswith("_")} - {"build_info", "isa", "set_isa"}
 GEMMS = blas.gemm_addresses()[0] or {}
 

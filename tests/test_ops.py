@@ -315,6 +315,10 @@ def _opcheck_cases(backend):
         (ops.autoencoder_loss_backward.default, (grad, x, W, c, *saved, *step, True, backend)),
         (ops.autoencoder_loss.default, (x_, W_, b_, c_, *step, backend, rng)),
         (ops.autoencoder_loss_backward.default, (grad, x, W, c, *saved_rng, *step, True, backend, rng)),
+        (ops.autoencoder_value_and_grad.default, (x, W, b, c, *step, backend)),
+        (ops.autoencoder_value_and_grad.default, (x, W, b, c, *step, backend, rng)),
+        (ops.autoencoder_sgd_step.default, (x, W.clone(), b.clone(), c.clone(), *step, backend, 0.1)),
+        (ops.autoencoder_sgd_step.default, (x, W.clone(), b.clone(), c.clone(), *step, backend, 0.1, rng)),
     ]
 
 

@@ -99,7 +99,7 @@ sslkern::cpu::AeStep<T> step_args(uintptr_t gemm, int64_t batch, int64_t visible
                                   int corruption, double level, uint64_t seed, uint32_t offset,
                                   int encoder, int decoder, int loss, double contractive,
                                   uintptr_t ax, uintptr_t h, uintptr_t r, uintptr_t s2col, uintptr_t dc,
-                                  bool scratch_inside = false) {
+                                  bool scratch_inside = false, bool dc_inside = false) {
   constexpr int64_t kBlasMax = std::numeric_limits<int>::max();
   check_size(batch, "batch");
   check_size(visible, "visible");
@@ -128,7 +128,7 @@ sslkern::cpu::AeStep<T> step_args(uintptr_t gemm, int64_t batch, int64_t visible
   s.ax = pointer<T>(ax, "ax", scratch_inside), s.h = pointer<T>(h, "h", scratch_inside);
   s.r = pointer<T>(r, "r", !penalty || scratch_inside);
   s.s2col = pointer<T>(s2col, "s2col", !penalty || scratch_inside);
-  s.dc = pointer<T>(dc, "dc");
+  s.dc = pointer<T>(dc, "dc", dc_inside);
   return s;
 }
 
@@ -273,6 +273,18 @@ PYBIND11_MODULE(_native_cpu, m) {
       return sslkern::cpu::ae_value_and_grad<T>(s, dwp, dbp);
     });
   }, "ae_forward then ae_backward with gradient 1; ax, h, r and s2col are not used (pass 0).");
+  m.def("ae_sgd_step", [](SSLK_STEP_PARAMS, double lr) {
+    return dispatch(dtype, [&](auto tag) {
+      using T = decltype(tag);
+      if (!std::isfinite(lr)) fail("lr", "not finite");
+      const auto s = step_args<T>(SSLK_STEP_ARGS, /*scratch_inside=*/true, /*dc_inside=*/true);
+      T* wp = pointer<T>(w, "w");  // the same addresses, writable: the update is in place
+      T* bp = pointer<T>(b, "b");
+      T* cp = pointer<T>(c, "c");
+      py::gil_scoped_release nogil;
+      return sslkern::cpu::ae_sgd_step<T>(s, T(lr), wp, bp, cp);
+    });
+  }, "One SGD step in place on w, b, c (lr); returns the loss. ax, h, r, s2col, dc: pass 0.");
 #undef SSLK_STEP_PARAMS
 #undef SSLK_STEP_ARGS
 

@@ -14,11 +14,40 @@ namespace {
 template <typename T>
 void gemm_rows(BlasGemm<T> gemm, int64_t m, int64_t n, int64_t k, const T* a, int64_t lda,
                bool trans_a, const T* b, int64_t ldb, bool trans_b, T* c, int64_t ldc,
-               T beta = T(0)) {
+               T alpha = T(1), T beta = T(0)) {
   const char ta = trans_b ? 'T' : 'N', tb = trans_a ? 'T' : 'N';
   const int mm = int(n), nn = int(m), kk = int(k), la = int(ldb), lb = int(lda), lc = int(ldc);
-  const T alpha = T(1);
   gemm(&ta, &tb, &mm, &nn, &kk, &alpha, b, &la, a, &lb, &beta, c, &lc);
+}
+
+// The forward's saved tensors, hz and `extra` more elements, from a per-thread workspace
+// that grows to the largest step seen on this thread: a training step allocates nothing.
+template <typename T>
+T* bind_workspace(AeStep<T>& s, T** hz, size_t extra) {
+  const int64_t B = s.batch, D = s.visible, H = s.hidden;
+  thread_local std::vector<T> workspace;
+  const size_t need = size_t(2 * B * D + 3 * B * H + 2 * H) + extra;
+  if (workspace.size() < need) workspace.resize(need);
+  T* next = workspace.data();
+  auto take = [&next](int64_t count) { T* p = next; next += count; return p; };
+  s.ax = take(2 * B * D), s.h = take(B * H), s.r = take(H), s.s2col = take(H);
+  *hz = take(2 * B * H);
+  return next;
+}
+
+// hz = [g h ; dZ] (the left operand of the weight-gradient product) and db, times g.
+template <typename T>
+void hidden_grads(const AeStep<T>& s, T g, T coef, T* hz, T* db) {
+  const int64_t B = s.batch, D = s.visible, H = s.hidden;
+  T* d_z = hz + B * H;
+  gemm_rows<T>(s.gemm, B, H, D, s.ax, D, false, s.w, s.ldw, true, d_z, H);  // dA W^T
+  dz_epilogue<T>(d_z, H, s.h, H, B, H, s.encoder, s.contractive != 0.0 ? s.r : nullptr, coef, g,
+                 d_z, H, hz, H, db);
+}
+
+template <typename T>
+T penalty_coef(const AeStep<T>& s) {
+  return T(2.0 * s.contractive / double(s.batch));
 }
 
 }  // namespace
@@ -46,28 +75,37 @@ double ae_forward(const AeStep<T>& s) {
 template <typename T>
 void ae_backward(const AeStep<T>& s, T g, T* hz, T* dw, T* db) {
   const int64_t B = s.batch, D = s.visible, H = s.hidden;
-  const bool contractive = s.contractive != 0.0;
-  const T coef = T(2.0 * s.contractive / double(B));
-  T* d_z = hz + B * H;
-  gemm_rows<T>(s.gemm, B, H, D, s.ax, D, false, s.w, s.ldw, true, d_z, H);  // dA W^T
-  dz_epilogue<T>(d_z, H, s.h, H, B, H, s.encoder, contractive ? s.r : nullptr, coef, g, d_z, H,
-                 hz, H, db);
+  const T coef = penalty_coef(s);
+  hidden_grads<T>(s, g, coef, hz, db);
   gemm_rows<T>(s.gemm, H, D, 2 * B, hz, H, true, s.ax, D, false, dw, D);  // [g h; dZ]^T [dA; x~]
-  if (contractive) row_scale_add<T>(dw, D, s.w, s.ldw, H, D, s.s2col, coef * g);
+  if (s.contractive != 0.0) row_scale_add<T>(dw, D, s.w, s.ldw, H, D, s.s2col, coef * g);
 }
 
 template <typename T>
 double ae_value_and_grad(AeStep<T> s, T* dw, T* db) {
-  const int64_t B = s.batch, D = s.visible, H = s.hidden;
-  thread_local std::vector<T> workspace;  // grows to the largest step seen on this thread
-  const size_t need = size_t(2 * B * D + 3 * B * H + 2 * H);
-  if (workspace.size() < need) workspace.resize(need);
-  T* next = workspace.data();
-  auto take = [&next](int64_t count) { T* p = next; next += count; return p; };
-  s.ax = take(2 * B * D), s.h = take(B * H), s.r = take(H), s.s2col = take(H);
-  T* hz = take(2 * B * H);
+  T* hz;
+  bind_workspace<T>(s, &hz, 0);
   const double loss = ae_forward<T>(s);
   ae_backward<T>(s, T(1), hz, dw, db);
+  return loss;
+}
+
+template <typename T>
+double ae_sgd_step(AeStep<T> s, T lr, T* w, T* b, T* c) {
+  const int64_t B = s.batch, D = s.visible, H = s.hidden;
+  s.w = w, s.b = b, s.c = c;
+  T* hz;
+  T* db = bind_workspace<T>(s, &hz, size_t(H + D));
+  s.dc = db + H;
+  const double loss = ae_forward<T>(s);
+  const T coef = penalty_coef(s);
+  hidden_grads<T>(s, T(1), coef, hz, db);  // the last use of W before it changes
+  // W - lr (G + coef s2col_j W_j) = W (1 - lr coef s2col_j) - lr G: scale the rows in place,
+  // then accumulate the product into W (beta = 1): dW is never stored.
+  if (s.contractive != 0.0) row_scale_add<T>(w, s.ldw, w, s.ldw, H, D, s.s2col, -lr * coef);
+  gemm_rows<T>(s.gemm, H, D, 2 * B, hz, H, true, s.ax, D, false, w, s.ldw, -lr, T(1));
+  for (int64_t j = 0; j < H; ++j) b[j] -= lr * db[j];
+  for (int64_t k = 0; k < D; ++k) c[k] -= lr * s.dc[k];
   return loss;
 }
 
@@ -77,5 +115,7 @@ template void ae_backward<float>(const AeStep<float>&, float, float*, float*, fl
 template void ae_backward<double>(const AeStep<double>&, double, double*, double*, double*);
 template double ae_value_and_grad<float>(AeStep<float>, float*, float*);
 template double ae_value_and_grad<double>(AeStep<double>, double*, double*);
+template double ae_sgd_step<float>(AeStep<float>, float, float*, float*, float*);
+template double ae_sgd_step<double>(AeStep<double>, double, double*, double*, double*);
 
 }  // namespace sslkern::cpu

@@ -49,4 +49,11 @@ void ae_backward(const AeStep<T>& s, T g, T* hz, T* dw, T* db);
 template <typename T>
 double ae_value_and_grad(AeStep<T> s, T* dw, T* db);
 
+// One plain SGD step in place: W -= lr dW, b -= lr db, c -= lr dc for the gradients above
+// (s.w, s.b, s.c are ignored: the writable w, b, c are). Returns the loss before the update.
+// dW is never stored: the weight-gradient product accumulates into W (alpha = -lr, beta = 1)
+// after the rows of W are scaled for the contractive term. s.dc is ignored too (workspace).
+template <typename T>
+double ae_sgd_step(AeStep<T> s, T lr, T* w, T* b, T* c);
+
 }  // namespace sslkern::cpu

@@ -86,3 +86,8 @@ class Backend:
         backend has no such path (then ae_forward and ae_backward run). The eager path uses
         it when x needs no gradient; nothing is saved for a backward but the gradients."""
         return None
+
+    def ae_sgd_step(self, x, W, b, c, cfg: StepConfig, lr):
+        """One plain SGD step on W, b, c in place, returning the loss before it, or None where
+        the backend has no one-call route (then value_and_grad and a foreach update run)."""
+        return None

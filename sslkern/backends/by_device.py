@@ -55,3 +55,6 @@ class ByDevice(Backend):
 
     def ae_value_and_grad(self, x, W, *args):
         return self.part_for(W.device).ae_value_and_grad(x, W, *args)
+
+    def ae_sgd_step(self, x, W, *args):
+        return self.part_for(W.device).ae_sgd_step(x, W, *args)

@@ -73,7 +73,8 @@ class NativeCpuEpilogues:
 class NativeCpuBackend(ProductBackend):
     """ProductBackend whose objective runs in csrc/cpu/step.cpp: one C++ call per direction
     (ae_forward, ae_backward: the registered op), or one for both (ae_value_and_grad: the
-    eager path when x needs no gradient). Shapes BLAS cannot take go pass by pass."""
+    eager path when x needs no gradient), or one for both and the SGD update (ae_sgd_step).
+    Shapes BLAS cannot take go pass by pass."""
 
     def fused_step(self, x, W):
         """Whether ae_forward/ae_backward take the one-call path for these tensors."""
@@ -109,6 +110,13 @@ class NativeCpuBackend(ProductBackend):
         args = self._step_args(x, W, b, c, cfg, None, None, None, None, dc)
         total = self.ep.lib.ae_value_and_grad(*args, _ptr(dW), _ptr(db))
         return torch.tensor(total, dtype=W.dtype), dW, db, dc
+
+    def ae_sgd_step(self, x, W, b, c, cfg, lr):
+        if not self.fused_step(x, W):
+            return None
+        x = x.to(W.dtype).contiguous()
+        args = self._step_args(x, W, b, c, cfg, None, None, None, None, None)
+        return torch.tensor(self.ep.lib.ae_sgd_step(*args, lr), dtype=W.dtype)
 
     def ae_backward(self, grad, x, W, c, saved, cfg, need_dx):
         if need_dx or not self.fused_step(x, W):  # dx redraws the noise: the pass-by-pass path

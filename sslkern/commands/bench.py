@@ -17,7 +17,7 @@ def add_arguments(parser):
     parser.add_argument("--max-seconds", type=float, default=20.0,
                         help="time budget per variant at each shape (each still gets at least 5 steps)")
     parser.add_argument("--variants", nargs="+", default=None,
-                        help="subset: products eager compile jacobian sslkern sslkern[native] ...")
+                        help="subset: products eager compile jacobian sslkern sslkern[native] value_and_grad ...")
     parser.add_argument("--corruption", default="mask", choices=["none", "mask"])
     parser.add_argument("--level", type=float, default=0.25)
     parser.add_argument("--contractive", type=float, default=0.1)

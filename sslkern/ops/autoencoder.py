@@ -1,4 +1,7 @@
-"""sslkern::autoencoder_loss — the whole tied-weight objective L + lambda P in two ops.
+"""sslkern::autoencoder_loss — the whole tied-weight objective L + lambda P in two ops — and
+two ops without an autograd graph: sslkern::autoencoder_value_and_grad (the objective and its
+parameter gradients) and sslkern::autoencoder_sgd_step (the same, with a plain SGD update of
+the parameters in place). Each is one C++ call per training step on the CPU.
 
 The forward runs corruption, both products and their fused epilogues, and already writes
 dL/da: the backward only needs the two remaining products (dA Wᵀ and the weight gradient).
@@ -87,6 +90,59 @@ def _backward(ctx, grad, *_unused_aux):
 autoencoder_loss.register_autograd(_backward, setup_context=_setup)
 
 
+def value_and_grad(impl, x, W, b, c, cfg):
+    """(loss, dW, db, dc) for an incoming gradient of 1: the backend's one-call route where it
+    has one, else its forward and backward back to back."""
+    fused = impl.ae_value_and_grad(x, W, b, c, cfg)
+    if fused is not None:
+        return tuple(fused)
+    saved = impl.ae_forward(x, W, b, c, cfg)
+    _, dW, db, dc = impl.ae_backward(W.new_ones(()), x, W, c, saved, cfg, False)
+    return saved.loss, dW, db, dc
+
+
+@torch.library.custom_op("sslkern::autoencoder_value_and_grad", mutates_args=())
+def autoencoder_value_and_grad(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+                               encoder: str, decoder: str, loss: str, corruption: str, level: float,
+                               contractive: float, seed: int, offset: int, backend: str,
+                               rng: Optional[torch.Tensor] = None
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, dW, db, dc): the objective and its parameter gradients, no autograd graph (not
+    differentiable: the public wrapper passes detached tensors)."""
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
+    return value_and_grad(backend_for(backend, W.device, W.dtype, _shape(x, W)), x, W, b, c, cfg)
+
+
+@autoencoder_value_and_grad.register_fake
+def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None):
+    return W.new_empty(()), torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
+
+
+def sgd_step(impl, x, W, b, c, cfg, lr):
+    """One SGD step on W, b, c in place; the loss before it. The backend's one-call route
+    where it has one, else value_and_grad and a foreach update."""
+    loss = impl.ae_sgd_step(x, W, b, c, cfg, lr)
+    if loss is None:
+        loss, *grads = value_and_grad(impl, x, W, b, c, cfg)
+        torch._foreach_add_([W, b, c], grads, alpha=-lr)
+    return loss
+
+
+@torch.library.custom_op("sslkern::autoencoder_sgd_step", mutates_args=("W", "b", "c"))
+def autoencoder_sgd_step(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+                         encoder: str, decoder: str, loss: str, corruption: str, level: float,
+                         contractive: float, seed: int, offset: int, backend: str, lr: float,
+                         rng: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The loss; W, b and c take one SGD step of size lr in place (not differentiable)."""
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
+    return sgd_step(backend_for(backend, W.device, W.dtype, _shape(x, W)), x, W, b, c, cfg, lr)
+
+
+@autoencoder_sgd_step.register_fake
+def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, lr, rng=None):
+    return W.new_empty(())
+
+
 # ---------------------------------------------------------------------------------------
 # The eager fast path. A custom op call costs tens of microseconds in the dispatcher, twice
 # per step (forward and backward), which is most of a step at small batches
@@ -151,3 +207,20 @@ def autoencoder_loss_eager(x, W, b, c, encoder, decoder, loss, corruption, level
     """The loss of torch.ops.sslkern.autoencoder_loss (same arguments), without the dispatcher."""
     cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
     return EagerAutoencoderLoss.apply(x, W, b, c, rng, cfg, backend)
+
+
+def autoencoder_value_and_grad_eager(x, W, b, c, encoder, decoder, loss, corruption, level,
+                                     contractive, seed, offset, backend, rng=None):
+    """torch.ops.sslkern.autoencoder_value_and_grad (same arguments), without the dispatcher."""
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
+    return value_and_grad(backend_for(backend, W.device, W.dtype, _shape(x, W)), x, W, b, c, cfg)
+
+
+def autoencoder_sgd_step_eager(x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
+                               seed, offset, backend, lr, rng=None):
+    """torch.ops.sslkern.autoencoder_sgd_step (same arguments), without the dispatcher."""
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
+    impl = backend_for(backend, W.device, W.dtype, _shape(x, W))
+    total = sgd_step(impl, x, W, b, c, cfg, lr)
+    torch.autograd.graph.increment_version((W, b, c))  # written through raw pointers
+    return total
