@@ -79,15 +79,31 @@ class TiedAutoencoder(nn.Module):
     def forward(self, x):
         """The objective on batch x [B, n_visible]. Training mode: fresh noise, step += 1;
         eval mode: the noise of the model's own seed, every time (a fixed, comparable value)."""
+        return F.autoencoder_loss(*self._objective_inputs(x), **self._objective_options())
+
+    def value_and_grad(self, x):
+        """(loss, (dW, db, dc)): forward(x) and its parameter gradients without an autograd
+        graph (same noise, same step counter; the gradients are not written to .grad)."""
+        return F.autoencoder_value_and_grad(*self._objective_inputs(x), **self._objective_options())
+
+    def sgd_step(self, x, lr):
+        """forward(x), then one plain SGD step of size lr on the parameters, fused into one op
+        (sslkern.autoencoder_sgd_step); returns the loss from before the step."""
+        return F.autoencoder_sgd_step(*self._objective_inputs(x), lr=lr, **self._objective_options())
+
+    def _objective_inputs(self, x):
+        return _on_model_device(x, self.weight), self.weight, self.hidden_bias, self.visible_bias
+
+    def _objective_options(self):
+        """The objective's keyword arguments for the next call; training mode takes a step."""
         if self.training:
             seed = self.noise_seed()
             self.step += 1
         else:
             seed = self.seed
-        return F.autoencoder_loss(_on_model_device(x, self.weight), self.weight, self.hidden_bias,
-                                  self.visible_bias, encoder=self.encoder, decoder=self.decoder,
-                                  loss=self.loss, corruption=self.corruption, level=self.level,
-                                  contractive=self.contractive, seed=seed, offset=0)
+        return dict(encoder=self.encoder, decoder=self.decoder, loss=self.loss,
+                    corruption=self.corruption, level=self.level, contractive=self.contractive,
+                    seed=seed, offset=0)
 
     def encode(self, x):
         """Hidden codes h = f(x Wᵀ + b) of the clean input (no corruption)."""

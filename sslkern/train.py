@@ -58,7 +58,9 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     checkpoint_every: also checkpoint every that many steps (every epoch's end always is).
     resume: continue from the newest good checkpoint in checkpoint_dir (a damaged one is
     skipped with a warning). cuda_graph: capture the training step in a CUDA graph (CUDA,
-    noise-free models, one process). Under torch.distributed, give a DataLoader a
+    noise-free models, one process). In one process without a CUDA graph, each step runs
+    without an autograd graph: "sgd" as one fused op (TiedAutoencoder.sgd_step), the others
+    from TiedAutoencoder.value_and_grad (the module's forward and its hooks are not called). Under torch.distributed, give a DataLoader a
     DistributedSampler (fit calls its set_epoch); a tensor X is sharded by fit itself.
 
     Returns a dict: loss (mean objective per epoch), samples_per_second (per epoch), stage
@@ -180,7 +182,16 @@ def _make_optimizer(name, params, lr, capturable=False):
     return torch.optim.Adam(params, lr=lr, capturable=capturable)
 
 
+def _plain_sgd(opt):
+    """An SGD without momentum, weight decay or maximize: sslkern.autoencoder_sgd_step's update."""
+    group = opt.param_groups[0]
+    return (isinstance(opt, torch.optim.SGD) and len(opt.param_groups) == 1 and group["momentum"] == 0
+            and group["weight_decay"] == 0 and not group["maximize"])
+
+
 def _make_step(module, opt, cuda_graph, world_size, device):
+    if world_size == 1 and not cuda_graph and isinstance(module, ssl_nn.TiedAutoencoder):
+        return _graph_free_step(module, opt)
     trainer = module
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -205,6 +216,25 @@ def _make_step(module, opt, cuda_graph, world_size, device):
         # same noise every step, which the noise contract forbids.
         raise ValueError(f"cuda_graph=True needs a noise-free model (corruption='none'), got corruption={module.corruption!r}")
     return _GraphedStep(module, eager_step)
+
+
+def _graph_free_step(module, opt):
+    """The step without an autograd graph: plain SGD fused into the objective's op, any other
+    optimizer fed by autoencoder_value_and_grad (the same numbers as loss.backward(), to
+    rounding, for less per-step overhead)."""
+    params = (module.weight, module.hidden_bias, module.visible_bias)
+
+    def fused_sgd_step(xb):
+        return module.sgd_step(xb, opt.param_groups[0]["lr"])
+
+    def value_and_grad_step(xb):
+        loss, grads = module.value_and_grad(xb)
+        for param, grad in zip(params, grads):
+            param.grad = grad
+        opt.step()
+        return loss
+
+    return fused_sgd_step if _plain_sgd(opt) else value_and_grad_step
 
 
 class _GraphedStep:

@@ -105,6 +105,35 @@ def test_resume_reaches_the_uninterrupted_weights_bit_for_bit(kind, optimizer, i
     assert history["steps"] == expected["steps"]
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+@pytest.mark.parametrize("kind", ["dae", "cae", "stacked"])
+def test_graph_free_steps_match_the_autograd_step(kind, optimizer, images, monkeypatch):
+    """fit steps without an autograd graph (fused SGD, or value_and_grad feeding the
+    optimizer); a run through forward() and loss.backward() reaches the same weights."""
+    def autograd_step(module, opt):
+        def step(xb):
+            loss = module(xb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            return loss
+        return step
+
+    graph_free = make(kind)
+    history = train.fit(graph_free, images, epochs=2, batch_size=BATCH, lr=0.05, optimizer=optimizer,
+                        progress=False)
+    monkeypatch.setattr(train, "_graph_free_step", autograd_step)
+    reference = make(kind)
+    want = train.fit(reference, images, epochs=2, batch_size=BATCH, lr=0.05, optimizer=optimizer,
+                     progress=False)
+    torch.testing.assert_close(history["loss"], want["loss"], rtol=1e-5, atol=0)
+    for (name, got), expected in zip(graph_free.state_dict().items(), reference.state_dict().values()):
+        if isinstance(got, torch.Tensor):
+            torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+        else:
+            assert got == expected, name  # the noise step counters
+
+
 def test_checkpoints_are_atomic_and_load_with_weights_only(images, tmp_path):
     train.fit(make("dae"), images, epochs=2, batch_size=BATCH, lr=0.05, progress=False,
               checkpoint_dir=tmp_path, checkpoint_every=5)
