@@ -10,7 +10,7 @@ when present) on CUDA, checks that a captured CUDA graph draws fresh noise when 
 offset) come from a device tensor, then times the training step of a DAE+CAE (mask 25% +
 contractive 0.1, sigmoid/sigmoid/bce; forward, backward, SGD update) for PyTorch eager,
 torch.compile (default, max-autotune) and sslkern (triton launched, triton in a CUDA graph,
-native when it runs on CUDA), x~ made in the encoder's loads vs by a pre-pass, and corrupt
+value_and_grad and the fused sgd_step, native when it runs on CUDA), x~ made in the encoder's loads vs by a pre-pass, and corrupt
 alone on 2^28 elements against a device-to-device copy. Prints a table, writes JSON (to
 --json, else $OUT/gpu_check.json when $OUT is set, else benchmarks/gpu_check.json) after
 every section, so a run cut short still leaves its numbers. Sections that would start past
@@ -154,15 +154,27 @@ def sgd_step(objective, x, params):
     return loss
 
 
-def sslkern_objective(contractive=True):
+def sslkern_step(contractive=True, route="sslkern"):
+    """A training step through sslkern: autoencoder_loss and autograd ("sslkern"),
+    autoencoder_value_and_grad and the same update, or autoencoder_sgd_step (fused update)."""
     import sslkern
     counter = [0]
     step = dict(STEP, contractive=CONTRACTIVE if contractive else 0.0)
 
-    def objective(x, W, b, c):
+    def options(x):
         counter[0] += 1  # a fresh (seed, counter) range every step
-        return sslkern.autoencoder_loss(x, W, b, c, seed=7, offset=(counter[0] * x.numel()) % 2**32, **step)
-    return objective
+        return dict(step, seed=7, offset=(counter[0] * x.numel()) % 2**32)
+
+    def run(x, params):
+        if route == "sgd_step":
+            return sslkern.autoencoder_sgd_step(x, *params, lr=LR, **options(x))
+        if route == "value_and_grad":
+            loss, grads = sslkern.autoencoder_value_and_grad(x, *params, **options(x))
+            with torch.no_grad():
+                torch._foreach_add_(params, list(grads), alpha=-LR)
+            return loss
+        return sgd_step(lambda *t: sslkern.autoencoder_loss(*t, **options(x)), x, params)
+    return run
 
 
 def median_step_ms(step, steps_per_sample, samples, warmup):
@@ -209,16 +221,16 @@ def cheap_variants(dtype):
     def eager(x, params):
         return lambda: sgd_step(torch_objective, x, params)
 
-    def ours(name, mode=None, graph=False, contractive=True):
+    def ours(name, mode=None, graph=False, contractive=True, route="sslkern"):
         def make(x, params):
-            objective = sslkern_objective(contractive)
+            train_step = sslkern_step(contractive, route)
 
             def step():
                 with sslkern.use_backend(name):
                     previous = triton_backend.XT_MODE
                     triton_backend.XT_MODE = mode or previous
                     try:
-                        return sgd_step(objective, x, params)
+                        return train_step(x, params)
                     finally:
                         triton_backend.XT_MODE = previous
             return graphed(step) if graph else step
@@ -228,10 +240,13 @@ def cheap_variants(dtype):
                 ("sslkern[triton] x~ in-load", ours("triton", "load")),
                 ("sslkern[triton] x~ pre-pass", ours("triton", "prepass")),
                 ("sslkern[triton] cuda-graph", ours("triton", graph=True)),
+                ("value_and_grad[triton]", ours("triton", route="value_and_grad")),
+                ("sgd_step[triton]", ours("triton", route="sgd_step")),
                 # what the penalty's epilogue work costs (r and s² sums in the encoder, dZ terms)
                 ("triton, no penalty (info)", ours("triton", contractive=False))]
     if not backends.reasons("native", torch.device("cuda"), dtype):
-        variants += [("sslkern[native]", ours("native")), ("sslkern[native] cuda-graph", ours("native", graph=True))]
+        variants += [("sslkern[native]", ours("native")), ("sslkern[native] cuda-graph", ours("native", graph=True)),
+                     ("sgd_step[native]", ours("native", route="sgd_step"))]
     return variants
 
 
@@ -275,7 +290,7 @@ def targets(result, peak):
     for row in rows:
         if row["dtype"] != "float32":
             continue
-        best = min((v for k, v in row["ms"].items() if k.startswith("sslkern[triton]") and isinstance(v, float)),
+        best = min((v for k, v in row["ms"].items() if "[triton]" in k and isinstance(v, float)),
                    default=None)
         for base, factor in (("eager", 4.0), ("compile max-autotune", 1.5)):
             ref = row["ms"].get(base)
@@ -285,7 +300,7 @@ def targets(result, peak):
     for row in rows:
         if row["dtype"] == "bfloat16" and peak:
             batch, visible, hidden = row["shape"]
-            best = min((v for k, v in row["ms"].items() if k.startswith("sslkern[triton]") and isinstance(v, float)),
+            best = min((v for k, v in row["ms"].items() if "[triton]" in k and isinstance(v, float)),
                        default=None)
             if best:
                 rate = 10 * batch * visible * hidden / (best * 1e-3)
