@@ -21,6 +21,7 @@ PYTHON="${PYTHON:-python}"
 if [ "$#" -gt 0 ]; then TESTS=("$@"); else
   TESTS=(tests/test_native_fuzz.py tests/test_large_index.py tests/test_numerics.py tests/test_concurrency.py)
   [ -f "$ROOT/tests/test_ops.py" ] && TESTS+=(tests/test_ops.py)
+  TESTS+=(tests/test_cpu_step.py tests/test_value_and_grad.py)  # the one-call step and its SGD update
 fi
 
 rm -rf "$SRC"
