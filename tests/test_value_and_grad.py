@@ -125,6 +125,17 @@ def test_sgd_step_invalidates_a_saved_weight():
         stale.backward()
 
 
+def test_loss_whose_weight_took_an_sgd_step_refuses_its_backward(route):
+    """The eager forward may precompute its gradients (native CPU): they belong to the old W,
+    so a backward after W changed in place must raise, as for any saved tensor."""
+    x, *params = make_inputs(4, 6, 5, torch.float32)
+    W, b, c = fresh(params)
+    loss = sslkern.autoencoder_loss(x, W, b, c, corruption="mask", level=0.3, contractive=0.2)
+    sslkern.autoencoder_sgd_step(x, W, b, c, lr=0.1)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
 def test_lr_zero_leaves_the_parameters(route):
     x, *params = make_inputs(5, 7, 3, torch.float64)
     updated = fresh(params)

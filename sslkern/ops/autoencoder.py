@@ -179,7 +179,9 @@ class EagerAutoencoderLoss(torch.autograd.Function):
             if fused is not None:
                 loss, dW, db, dc = fused
                 ctx.precomputed = True
-                ctx.save_for_backward(dW, db, dc)  # released after the backward: .grad can take them
+                # released after the backward: .grad can take them. W only for its version
+                # check: changed in place before the backward, the gradients would be stale.
+                ctx.save_for_backward(dW, db, dc, W)
                 return loss
         out = impl.ae_forward(x, W, b, c, cfg)
         # only dx redraws the noise: then rng is saved, so advancing it before the backward raises
@@ -191,7 +193,7 @@ class EagerAutoencoderLoss(torch.autograd.Function):
     def backward(ctx, grad):
         if ctx.precomputed:
             wanted = ctx.needs_input_grad[1:4]
-            grads = ctx.saved_tensors
+            grads = ctx.saved_tensors[:3]  # unpacking raises if W was modified in place
             if float(grad) != 1.0:  # loss.backward() passes exactly 1: nothing to scale
                 grads = [g * grad.to(g.dtype) for g in grads]
             return (None, *(g if w else None for g, w in zip(grads, wanted)), None, None, None)
