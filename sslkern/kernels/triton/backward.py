@@ -4,7 +4,8 @@ device pointer (never synchronised to the host)."""
 import triton
 import triton.language as tl
 
-from .common import BCE, act_d1, act_d2, activation, keep_values, load_rng, mma, tile_coords, tile_product, wide
+from .common import (BCE, act_d1, act_d2, activation, keep_values, load_rng, mma, tile_coords, tile_product,
+                     tile_ranges, wide)
 
 
 @triton.jit
@@ -29,8 +30,7 @@ def dz_kernel(
 ):
     """dH = dA Wᵀ (W [N, K]) -> dZ [M, N] and partial column sums of dZ (for db)."""
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
-    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm, rn = tile_ranges(pid_m, pid_n, BLOCK_M, BLOCK_N)
     row_ok, col_ok = rm < M, rn < N
     acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), da_ptr, stride_dam, 1, w_ptr, 1, stride_wn,
                        rm, rn, row_ok, col_ok, K, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
@@ -51,8 +51,7 @@ def act_grad_kernel(
 ):
     """The elementwise dZ of the single-layer ops (dH given, or none for the penalty alone)."""
     pid_m, pid_n = tl.program_id(0), tl.program_id(1)
-    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm, rn = tile_ranges(pid_m, pid_n, BLOCK_M, BLOCK_N)
     col_ok = rn < N
     ok = (rm < M)[:, None] & col_ok[None, :]
     offs = rm[:, None] * N + rn[None, :]
@@ -80,8 +79,7 @@ def weight_grad_kernel(
     come from two tensors (h and dZ in training) and whose B is one [K1 + K2, N] tensor
     ([dA ; x~]). No split-K: every output tile is summed by one program, deterministically."""
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
-    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm, rn = tile_ranges(pid_m, pid_n, BLOCK_M, BLOCK_N)
     row_ok, col_ok = rm < M, rn < N
     acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), a1_ptr, 1, stride_a1k, b_ptr, stride_bk, 1,
                        rm, rn, row_ok, col_ok, K1, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
@@ -113,8 +111,7 @@ def input_grad_kernel(
     input gradient) the same W tiles feed a second product that recomputes the logit a."""
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
     seed, offset = load_rng(seed, offset, rng_ptr, RNG_FROM_PTR)
-    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm, rn = tile_ranges(pid_m, pid_n, BLOCK_M, BLOCK_N)
     row_ok, col_ok = rm < M, rn < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
     logit = tl.zeros((BLOCK_M, BLOCK_N), ACC)

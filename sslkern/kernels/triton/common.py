@@ -131,6 +131,14 @@ def tile_coords(num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
+def tile_ranges(pid_m, pid_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The 64-bit row and column indices of tile (pid_m, pid_n): no int32 overflow past 2**31."""
+    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    return rm, rn
+
+
+@triton.jit
 def mma(acc, a, b, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl.constexpr):
     """acc += a @ b with operands rounded to DOT_DTYPE. EMULATE multiplies the rounded
     operands in fp32: the interpreter's half-precision tl.dot gives wrong results."""

@@ -4,7 +4,7 @@ dL/da (for dc). Neither a nor x̂ is ever stored."""
 import triton
 import triton.language as tl
 
-from .common import BCE, act_d1, activation, tile_coords, tile_product, wide
+from .common import BCE, act_d1, activation, tile_coords, tile_product, tile_ranges, wide
 
 
 @triton.jit
@@ -17,8 +17,7 @@ def decoder_loss_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
-    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm, rn = tile_ranges(pid_m, pid_n, BLOCK_M, BLOCK_N)
     row_ok, col_ok = rm < M, rn < N
     acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), h_ptr, stride_hm, 1, w_ptr, stride_wk, 1,
                        rm, rn, row_ok, col_ok, K, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)

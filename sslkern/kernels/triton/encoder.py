@@ -8,7 +8,7 @@ partial sums of s² = f'(z)² (for s2col) and of s² r (for the penalty).
 import triton
 import triton.language as tl
 
-from .common import NO_CORRUPTION, act_d1, activation, corrupt_values, load_rng, mma, tile_coords
+from .common import NO_CORRUPTION, act_d1, activation, corrupt_values, load_rng, mma, tile_coords, tile_ranges
 
 
 @triton.jit(do_not_specialize=["seed", "offset"])
@@ -25,8 +25,7 @@ def encoder_kernel(
 ):
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
     seed, offset = load_rng(seed, offset, rng_ptr, RNG_FROM_PTR)
-    rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
-    rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm, rn = tile_ranges(pid_m, pid_n, BLOCK_M, BLOCK_N)
     row_ok, col_ok = rm < M, rn < N
     acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
     r_acc = tl.zeros((BLOCK_N,), ACC)
