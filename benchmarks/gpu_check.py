@@ -246,6 +246,7 @@ def cheap_variants(dtype):
                 ("triton, no penalty (info)", ours("triton", contractive=False))]
     if not backends.reasons("native", torch.device("cuda"), dtype):
         variants += [("sslkern[native]", ours("native")), ("sslkern[native] cuda-graph", ours("native", graph=True)),
+                     ("value_and_grad[native]", ours("native", route="value_and_grad")),
                      ("sgd_step[native]", ours("native", route="sgd_step"))]
     return variants
 

@@ -110,7 +110,7 @@ def autoencoder_value_and_grad(x, W, b, c, *, encoder="sigmoid", decoder="sigmoi
     args = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset)
     args = (*(t.detach() for t in args[:4]), *args[4:])
     if ops.autoencoder.eager_fast_path_ok(*args[:4], args[-1]):
-        value, *grads = ops.autoencoder.autoencoder_value_and_grad_eager(*args)
+        value, *grads = ops.autoencoder.value_and_grad_body(*args)
     else:
         value, *grads = _sslkern.autoencoder_value_and_grad(*args)
     return value, tuple(grads)

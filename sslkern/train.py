@@ -25,6 +25,7 @@ import warnings
 
 import torch
 import torch.distributed as dist
+import torch.nn.modules.module as nn_module
 
 from . import nn as ssl_nn
 from ._atomic import atomic_write
@@ -58,9 +59,11 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     checkpoint_every: also checkpoint every that many steps (every epoch's end always is).
     resume: continue from the newest good checkpoint in checkpoint_dir (a damaged one is
     skipped with a warning). cuda_graph: capture the training step in a CUDA graph (CUDA,
-    noise-free models, one process). In one process without a CUDA graph, each step runs
-    without an autograd graph: "sgd" as one fused op (TiedAutoencoder.sgd_step), the others
-    from TiedAutoencoder.value_and_grad (the module's forward and its hooks are not called). Under torch.distributed, give a DataLoader a
+    noise-free models, one process). In one process without a CUDA graph, a TiedAutoencoder
+    stage whose parameters all train and that has no hooks steps without an autograd graph:
+    "sgd" as one fused op (TiedAutoencoder.sgd_step), the others from
+    TiedAutoencoder.value_and_grad (same weights to rounding); anything else takes
+    forward() and loss.backward(). Under torch.distributed, give a DataLoader a
     DistributedSampler (fit calls its set_epoch); a tensor X is sharded by fit itself.
 
     Returns a dict: loss (mean objective per epoch), samples_per_second (per epoch), stage
@@ -120,7 +123,7 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
             optimizer_state = None
             for group in opt.param_groups:  # the caller's lr, not the checkpoint's
                 group["lr"] = float(lr)
-        step_fn = _make_step(module, opt, cuda_graph, world_size, device)
+        step_fn = _make_step(module, opt, optimizer, cuda_graph, world_size, device)
         stage_data = batches.for_stage(stage, transform)
         for epoch in range(run["epoch"], epochs):
             _train_epoch(run, stage, epoch, stage_data, step_fn, model, opt, settings, writer, progress, rank,
@@ -182,16 +185,9 @@ def _make_optimizer(name, params, lr, capturable=False):
     return torch.optim.Adam(params, lr=lr, capturable=capturable)
 
 
-def _plain_sgd(opt):
-    """An SGD without momentum, weight decay or maximize: sslkern.autoencoder_sgd_step's update."""
-    group = opt.param_groups[0]
-    return (isinstance(opt, torch.optim.SGD) and len(opt.param_groups) == 1 and group["momentum"] == 0
-            and group["weight_decay"] == 0 and not group["maximize"])
-
-
-def _make_step(module, opt, cuda_graph, world_size, device):
-    if world_size == 1 and not cuda_graph and isinstance(module, ssl_nn.TiedAutoencoder):
-        return _graph_free_step(module, opt)
+def _make_step(module, opt, optimizer, cuda_graph, world_size, device):
+    if world_size == 1 and not cuda_graph and _graph_free_ok(module):
+        return _graph_free_step(module, opt, fused_sgd=optimizer == "sgd")
     trainer = module
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -218,10 +214,26 @@ def _make_step(module, opt, cuda_graph, world_size, device):
     return _GraphedStep(module, eager_step)
 
 
-def _graph_free_step(module, opt):
+def _graph_free_ok(module):
+    """Whether skipping autograd and forward() changes nothing: a plain TiedAutoencoder whose
+    parameters all train, with no hooks to call."""
+    params = (getattr(module, "weight", None), getattr(module, "hidden_bias", None),
+              getattr(module, "visible_bias", None))
+    hooks = [module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
+             module._backward_pre_hooks, nn_module._global_forward_hooks,
+             nn_module._global_forward_pre_hooks, nn_module._global_backward_hooks,
+             nn_module._global_backward_pre_hooks]
+    hooks += [getattr(p, name, None) for p in params
+              for name in ("_backward_hooks", "_post_accumulate_grad_hooks")]
+    return (isinstance(module, ssl_nn.TiedAutoencoder)
+            and type(module).forward is ssl_nn.TiedAutoencoder.forward
+            and all(p.requires_grad for p in params) and not any(hooks))
+
+
+def _graph_free_step(module, opt, fused_sgd):
     """The step without an autograd graph: plain SGD fused into the objective's op, any other
     optimizer fed by autoencoder_value_and_grad (the same numbers as loss.backward(), to
-    rounding, for less per-step overhead)."""
+    rounding, for less per-step overhead). The lr is read every step (schedulers work)."""
     params = (module.weight, module.hidden_bias, module.visible_bias)
 
     def fused_sgd_step(xb):
@@ -234,7 +246,7 @@ def _graph_free_step(module, opt):
         opt.step()
         return loss
 
-    return fused_sgd_step if _plain_sgd(opt) else value_and_grad_step
+    return fused_sgd_step if fused_sgd else value_and_grad_step
 
 
 class _GraphedStep:

@@ -110,7 +110,7 @@ def test_resume_reaches_the_uninterrupted_weights_bit_for_bit(kind, optimizer, i
 def test_graph_free_steps_match_the_autograd_step(kind, optimizer, images, monkeypatch):
     """fit steps without an autograd graph (fused SGD, or value_and_grad feeding the
     optimizer); a run through forward() and loss.backward() reaches the same weights."""
-    def autograd_step(module, opt):
+    def autograd_step(module, opt, fused_sgd):
         def step(xb):
             loss = module(xb)
             opt.zero_grad()
@@ -119,9 +119,17 @@ def test_graph_free_steps_match_the_autograd_step(kind, optimizer, images, monke
             return loss
         return step
 
+    calls = []
+    for method in ("sgd_step", "value_and_grad"):
+        original = getattr(nn.TiedAutoencoder, method)
+        monkeypatch.setattr(nn.TiedAutoencoder, method,
+                            lambda self, *a, _f=original, _m=method: calls.append(_m) or _f(self, *a))
     graph_free = make(kind)
     history = train.fit(graph_free, images, epochs=2, batch_size=BATCH, lr=0.05, optimizer=optimizer,
                         progress=False)
+    assert set(calls) == {"sgd_step" if optimizer == "sgd" else "value_and_grad"}
+    assert len(calls) == history["steps"]
+    monkeypatch.undo()
     monkeypatch.setattr(train, "_graph_free_step", autograd_step)
     reference = make(kind)
     want = train.fit(reference, images, epochs=2, batch_size=BATCH, lr=0.05, optimizer=optimizer,
@@ -132,6 +140,24 @@ def test_graph_free_steps_match_the_autograd_step(kind, optimizer, images, monke
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
         else:
             assert got == expected, name  # the noise step counters
+
+
+@pytest.mark.parametrize("setup", ["frozen visible bias", "forward hook", "tensor hook"])
+def test_frozen_parameters_and_hooks_take_the_autograd_step(setup, images):
+    """What the graph-free step would skip makes fit use forward() and loss.backward()."""
+    model, seen = make("dae"), []
+    if setup == "frozen visible bias":
+        model.visible_bias.requires_grad_(False)
+    elif setup == "forward hook":
+        model.register_forward_hook(lambda *_: seen.append("forward"))
+    else:
+        model.weight.register_hook(lambda grad: seen.append("grad") or grad)
+    frozen = model.visible_bias.detach().clone()
+    history = train.fit(model, images, epochs=1, batch_size=BATCH, lr=0.05, progress=False)
+    if setup == "frozen visible bias":
+        assert torch.equal(model.visible_bias.detach(), frozen)
+    else:
+        assert len(seen) == history["steps"]
 
 
 def test_checkpoints_are_atomic_and_load_with_weights_only(images, tmp_path):

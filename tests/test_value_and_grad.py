@@ -114,7 +114,7 @@ def test_sgd_step_keeps_the_parameters_and_advances_their_versions(route):
     assert W.requires_grad and W.is_leaf and W.grad is None
 
 
-def test_sgd_step_invalidates_a_saved_weight():
+def test_sgd_step_invalidates_a_saved_weight(route):
     """A graph that saved W before the in-place step raises on backward, as torch's own
     in-place ops make it."""
     x, *params = make_inputs(4, 6, 5, torch.float32)
@@ -149,7 +149,7 @@ def test_empty_batch(route):
     value, grads = sslkern.autoencoder_value_and_grad(x, *params, corruption="mask", level=0.3, contractive=0.5)
     assert value.item() == 0.0 and all(bool((g == 0).all()) for g in grads)
     updated = fresh(params)
-    assert sslkern.autoencoder_sgd_step(x, *updated, lr=1.0).item() == 0.0
+    assert sslkern.autoencoder_sgd_step(x, *updated, lr=1.0, contractive=0.5).item() == 0.0
     for got, start in zip(updated, params):
         assert torch.equal(got.detach(), start)
 
@@ -158,7 +158,42 @@ def test_x_that_requires_grad_is_data_here(route):
     x, *params = make_inputs(4, 6, 5, torch.float32)
     x = x.requires_grad_()
     value, grads = sslkern.autoencoder_value_and_grad(x, *params, corruption="gaussian", level=0.2)
-    assert not value.requires_grad and x.grad is None
+    assert value.grad_fn is None and all(g.grad_fn is None for g in grads)
+
+
+def test_sgd_step_with_x_in_another_dtype(route):
+    x, *params = make_inputs(6, 8, 5, torch.float64)
+    params = [p.float() for p in params]
+    want_value, want_grads = _oracle(x, params, dict(corruption="mask", level=0.3, contractive=0.2))
+    updated = fresh(params)
+    value = sslkern.autoencoder_sgd_step(x, *updated, lr=LR, corruption="mask", level=0.3, contractive=0.2)
+    assert_close(value, want_value, torch.float32)
+    for got, start, grad in zip(updated, params, want_grads):
+        assert_close(got, start.double() - LR * grad, torch.float32)
+
+
+def test_direct_op_calls_take_any_layout(route):
+    """torch.ops.sslkern.* skip the public wrappers' contiguity: a strided b or c is read and
+    updated where it lives, its neighbours untouched; the versions advance."""
+    x, W, b, c = make_inputs(6, 8, 5, torch.float32)
+    names = ("sigmoid", "sigmoid", "bce", "mask", 0.3, 0.2, 11, 3, route)
+    store_b, store_c = torch.full((5, 2), 9.0), torch.full((8, 3), 9.0)
+    strided_b, strided_c = store_b[:, 0], store_c[:, 1]
+    strided_b.copy_(b)
+    strided_c.copy_(c)
+    ops = torch.ops.sslkern
+    want = ops.autoencoder_value_and_grad(x, W, b, c, *names)
+    got = ops.autoencoder_value_and_grad(x, W, strided_b, strided_c, *names)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
+    W2 = W.clone()
+    versions = [t._version for t in (W2, strided_b, strided_c)]
+    loss = ops.autoencoder_sgd_step(x, W2, strided_b, strided_c, *names, LR)
+    torch.testing.assert_close(loss, want[0])
+    torch.testing.assert_close(strided_b, b - LR * want[2])
+    torch.testing.assert_close(strided_c, c - LR * want[3])
+    assert bool((store_b[:, 1] == 9.0).all()) and bool((store_c[:, [0, 2]] == 9.0).all())
+    assert all(t._version > v for t, v in zip((W2, strided_b, strided_c), versions))
 
 
 def test_device_tensor_seed_is_the_integer_seed(route):

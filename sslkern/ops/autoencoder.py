@@ -33,7 +33,8 @@ def autoencoder_loss(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, h, ax, r, s2col, dc): see sslkern.backends.base.AEForward."""
     cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
-    return tuple(backend_for(backend, W.device, W.dtype, _shape(x, W)).ae_forward(x, W, b, c, cfg))
+    impl = backend_for(backend, W.device, W.dtype, _shape(x, W))
+    return tuple(impl.ae_forward(*(t.contiguous() for t in (x, W, b, c)), cfg))  # see the bodies below
 
 
 @autoencoder_loss.register_fake
@@ -57,7 +58,7 @@ def autoencoder_loss_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.Tens
     cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
     saved = AEForward(None, h, ax, r, s2col, dc)
     impl = backend_for(backend, W.device, W.dtype, _shape(x, W))  # the forward's choice
-    return tuple(impl.ae_backward(grad, x, W, c, saved, cfg, need_dx))
+    return tuple(impl.ae_backward(grad, x.contiguous(), W.contiguous(), c.contiguous(), saved, cfg, need_dx))
 
 
 @autoencoder_loss_backward.register_fake
@@ -101,23 +102,6 @@ def value_and_grad(impl, x, W, b, c, cfg):
     return saved.loss, dW, db, dc
 
 
-@torch.library.custom_op("sslkern::autoencoder_value_and_grad", mutates_args=())
-def autoencoder_value_and_grad(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
-                               encoder: str, decoder: str, loss: str, corruption: str, level: float,
-                               contractive: float, seed: int, offset: int, backend: str,
-                               rng: Optional[torch.Tensor] = None
-                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, dW, db, dc): the objective and its parameter gradients, no autograd graph (not
-    differentiable: the public wrapper passes detached tensors)."""
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
-    return value_and_grad(backend_for(backend, W.device, W.dtype, _shape(x, W)), x, W, b, c, cfg)
-
-
-@autoencoder_value_and_grad.register_fake
-def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None):
-    return W.new_empty(()), torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
-
-
 def sgd_step(impl, x, W, b, c, cfg, lr):
     """One SGD step on W, b, c in place; the loss before it. The backend's one-call route
     where it has one, else value_and_grad and a foreach update."""
@@ -128,14 +112,54 @@ def sgd_step(impl, x, W, b, c, cfg, lr):
     return loss
 
 
-@torch.library.custom_op("sslkern::autoencoder_sgd_step", mutates_args=("W", "b", "c"))
-def autoencoder_sgd_step(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
-                         encoder: str, decoder: str, loss: str, corruption: str, level: float,
-                         contractive: float, seed: int, offset: int, backend: str, lr: float,
-                         rng: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The loss; W, b and c take one SGD step of size lr in place (not differentiable)."""
+def _backend_and_config(x, W, encoder, decoder, loss, corruption, level, contractive, seed, offset,
+                        backend, rng):
     cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
-    return sgd_step(backend_for(backend, W.device, W.dtype, _shape(x, W)), x, W, b, c, cfg, lr)
+    return backend_for(backend, W.device, W.dtype, _shape(x, W)), cfg
+
+
+# The bodies of the two graph-free ops, called directly by the eager path (no dispatcher).
+# Backends take contiguous tensors: the public wrappers pass them, a direct torch.ops call
+# may not, so every op body makes sure (a no-op for contiguous tensors).
+
+
+def value_and_grad_body(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+                        encoder: str, decoder: str, loss: str, corruption: str, level: float,
+                        contractive: float, seed: int, offset: int, backend: str,
+                        rng: Optional[torch.Tensor] = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, dW, db, dc): the objective and its parameter gradients, no autograd graph (not
+    differentiable: the public wrapper passes detached tensors)."""
+    impl, cfg = _backend_and_config(x, W, encoder, decoder, loss, corruption, level, contractive,
+                                    seed, offset, backend, rng)
+    return value_and_grad(impl, x.contiguous(), W.contiguous(), b.contiguous(), c.contiguous(), cfg)
+
+
+def sgd_step_body(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+                  encoder: str, decoder: str, loss: str, corruption: str, level: float,
+                  contractive: float, seed: int, offset: int, backend: str, lr: float,
+                  rng: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The loss; W, b and c take one SGD step of size lr in place (not differentiable)."""
+    impl, cfg = _backend_and_config(x, W, encoder, decoder, loss, corruption, level, contractive,
+                                    seed, offset, backend, rng)
+    params = (W, b, c)
+    work = [p.contiguous() for p in params]  # the update lands in a copy, then is copied back
+    total = sgd_step(impl, x.contiguous(), *work, cfg, lr)
+    for param, updated in zip(params, work):
+        if updated is not param:
+            param.copy_(updated)
+    return total
+
+
+autoencoder_value_and_grad = torch.library.custom_op(
+    "sslkern::autoencoder_value_and_grad", value_and_grad_body, mutates_args=())
+autoencoder_sgd_step = torch.library.custom_op(
+    "sslkern::autoencoder_sgd_step", sgd_step_body, mutates_args=("W", "b", "c"))
+
+
+@autoencoder_value_and_grad.register_fake
+def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None):
+    return W.new_empty(()), torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
 
 
 @autoencoder_sgd_step.register_fake
@@ -211,18 +235,9 @@ def autoencoder_loss_eager(x, W, b, c, encoder, decoder, loss, corruption, level
     return EagerAutoencoderLoss.apply(x, W, b, c, rng, cfg, backend)
 
 
-def autoencoder_value_and_grad_eager(x, W, b, c, encoder, decoder, loss, corruption, level,
-                                     contractive, seed, offset, backend, rng=None):
-    """torch.ops.sslkern.autoencoder_value_and_grad (same arguments), without the dispatcher."""
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
-    return value_and_grad(backend_for(backend, W.device, W.dtype, _shape(x, W)), x, W, b, c, cfg)
-
-
-def autoencoder_sgd_step_eager(x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
-                               seed, offset, backend, lr, rng=None):
-    """torch.ops.sslkern.autoencoder_sgd_step (same arguments), without the dispatcher."""
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
-    impl = backend_for(backend, W.device, W.dtype, _shape(x, W))
-    total = sgd_step(impl, x, W, b, c, cfg, lr)
-    torch.autograd.graph.increment_version((W, b, c))  # written through raw pointers
+def autoencoder_sgd_step_eager(*args):
+    """torch.ops.sslkern.autoencoder_sgd_step (same arguments), without the dispatcher (which
+    would advance the parameters' versions itself)."""
+    total = sgd_step_body(*args)
+    torch.autograd.graph.increment_version(args[1:4])  # W, b, c: written through raw pointers
     return total
