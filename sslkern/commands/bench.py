@@ -1,6 +1,7 @@
 """Time one training step (forward, backward, SGD update) of a denoising + contractive
 autoencoder: PyTorch eager, torch.compile, the autograd-Jacobian peer, every available
-sslkern backend, and the five matrix products alone (the floor). Prints a Markdown table;
+sslkern backend on each of its three routes (autograd, value_and_grad, the fused sgd_step),
+and the five matrix products alone (the floor). Prints a Markdown table;
 optionally writes JSON and a PNG plot."""
 import shlex
 import sys
@@ -17,7 +18,7 @@ def add_arguments(parser):
     parser.add_argument("--max-seconds", type=float, default=20.0,
                         help="time budget per variant at each shape (each still gets at least 5 steps)")
     parser.add_argument("--variants", nargs="+", default=None,
-                        help="subset: products eager compile jacobian sslkern sslkern[native] value_and_grad ...")
+                        help="subset: products eager compile jacobian sslkern sslkern[native] value_and_grad sgd_step ...")
     parser.add_argument("--corruption", default="mask", choices=["none", "mask"])
     parser.add_argument("--level", type=float, default=0.25)
     parser.add_argument("--contractive", type=float, default=0.1)
