@@ -156,6 +156,22 @@ def test_contractive_penalty(backend, activation, dtype, shape):
                          [x, W, b], dtype, ["x", "W", "b"])
 
 
+@pytest.mark.parametrize("op", ["encode", "decode", "contractive_penalty"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_single_layer_ops_with_data_that_needs_no_gradient(backend, op, dtype):
+    """x as plain data: the backward skips the dx product; W and bias still match the oracle."""
+    x, W, b, c = make_inputs(5, 9, 4, dtype)
+    inputs = {"encode": (x, W, b), "decode": (torch.sigmoid(x @ W.T), W, c),
+              "contractive_penalty": (x, W, b)}[op]
+    data, *params = inputs
+    params_ = leaves(params)
+    got = torch.autograd.grad(getattr(sslkern, op)(data, *params_, activation="tanh").sum(), params_)
+    ref_params = leaves(params, torch.float64)
+    want = torch.autograd.grad(getattr(oracle, op)(data.double(), *ref_params, "tanh").sum(), ref_params)
+    for name, g, w in zip(["W", "bias"], got, want):
+        assert_close(g, w, dtype, what=f"d/d{name}")
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 def test_analytic_penalty_equals_jacobian_penalty(activation):
     # Leaves that require grad: the oracle differentiates h in z (it fails on constant inputs).
@@ -308,9 +324,12 @@ def _opcheck_cases(backend):
         (ops.linear_act.default, (x_, W_, b_, "tanh", True, backend)),
         (ops.linear_act.default, (h, W_, c_, "sigmoid", False, backend)),
         (ops.linear_act_backward.default, (torch.randn(3, 4, dtype=torch.float64), h, x, W,
-                                           "sigmoid", True, backend)),
+                                           "sigmoid", True, True, backend)),
+        (ops.linear_act_backward.default, (torch.randn(3, 4, dtype=torch.float64), h, x, W,
+                                           "sigmoid", True, False, backend)),
         (ops.contractive_penalty.default, (x_, W_, b_, "softplus", backend)),
-        (ops.contractive_penalty_backward.default, (grad, x, W, pen_h, r, s2col, "sigmoid", backend)),
+        (ops.contractive_penalty_backward.default, (grad, x, W, pen_h, r, s2col, "sigmoid", True, backend)),
+        (ops.contractive_penalty_backward.default, (grad, x, W, pen_h, r, s2col, "sigmoid", False, backend)),
         (ops.autoencoder_loss.default, (x_, W_, b_, c_, *step, backend)),
         (ops.autoencoder_loss_backward.default, (grad, x, W, c, *saved, *step, True, backend)),
         (ops.autoencoder_loss.default, (x_, W_, b_, c_, *step, backend, rng)),

@@ -62,16 +62,16 @@ class Backend:
         """f(x Wᵀ + bias) when transpose (encode), f(x W + bias) otherwise (decode)."""
         raise NotImplementedError
 
-    def linear_act_backward(self, grad_y, y, x, W, act, transpose):
-        """(dx, dW, dbias) of linear_act, from its output y."""
+    def linear_act_backward(self, grad_y, y, x, W, act, transpose, need_dx=True):
+        """(dx, dW, dbias) of linear_act, from its output y; dx is an empty tensor unless need_dx."""
         raise NotImplementedError
 
     def contractive(self, x, W, b, act):
         """(penalty, h, r, s2col): the mean of ||dh/dx||_F^2 and what its backward needs."""
         raise NotImplementedError
 
-    def contractive_backward(self, grad, x, W, h, r, s2col, act):
-        """(dx, dW, db) of the penalty."""
+    def contractive_backward(self, grad, x, W, h, r, s2col, act, need_dx=True):
+        """(dx, dW, db) of the penalty; dx is an empty tensor unless need_dx."""
         raise NotImplementedError
 
     def ae_forward(self, x, W, b, c, cfg: StepConfig) -> AEForward:

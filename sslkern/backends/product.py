@@ -64,14 +64,16 @@ class ProductBackend(Backend):
         self.ep.bias_act(y, bias, act)
         return y
 
-    def linear_act_backward(self, grad_y, y, x, W, act, transpose):
+    def linear_act_backward(self, grad_y, y, x, W, act, transpose, need_dx=True):
         x = x.to(W.dtype)
         dz = torch.empty_like(y)
         dbias = y.new_empty(y.shape[1])
         self.ep.act_grad(grad_y, y, act, dz, db=dbias)
         if transpose:  # y = f(x Wᵀ + b), W [N, K]
-            return torch.mm(dz, W), torch.mm(dz.t(), x), dbias
-        return torch.mm(dz, W.t()), torch.mm(x.t(), dz), dbias
+            dx = torch.mm(dz, W) if need_dx else W.new_empty(0)
+            return dx, torch.mm(dz.t(), x), dbias
+        dx = torch.mm(dz, W.t()) if need_dx else W.new_empty(0)
+        return dx, torch.mm(x.t(), dz), dbias
 
     def contractive(self, x, W, b, act):
         x = x.to(W.dtype)
@@ -81,7 +83,7 @@ class ProductBackend(Backend):
         penalty = self.ep.bias_act(h, b, act, r, s2col)
         return penalty / max(x.shape[0], 1), h, r, s2col
 
-    def contractive_backward(self, grad, x, W, h, r, s2col, act):
+    def contractive_backward(self, grad, x, W, h, r, s2col, act, need_dx=True):
         x = x.to(W.dtype)
         coef = 2.0 / max(h.shape[0], 1)
         dz = torch.empty_like(h)
@@ -89,7 +91,7 @@ class ProductBackend(Backend):
         self.ep.act_grad(None, h, act, dz, r=r, coef=coef, g=grad, db=db)
         dW = torch.mm(dz.t(), x)
         self.ep.row_scale_add(dW, W, s2col, coef * grad)
-        return torch.mm(dz, W), dW, db
+        return (torch.mm(dz, W) if need_dx else W.new_empty(0)), dW, db
 
     def ae_forward(self, x, W, b, c, cfg):
         x = x.to(W.dtype)

@@ -382,18 +382,20 @@ class TritonBackend(Backend):
         _encode(x, W, bias, out, act, transpose, _precision(W, x))
         return out
 
-    def linear_act_backward(self, grad_y, y, x, W, act, transpose):
+    def linear_act_backward(self, grad_y, y, x, W, act, transpose, need_dx=True):
         prec = _precision(W, x)
         dz, db_parts = _act_grad(grad_y, y, None, act, 0.0, prec)
         dbias = W.new_empty(y.shape[1])
         _finalize(W.device, prec, sums=[(db_parts, dbias)])
-        dx = W.new_empty(x.shape)
+        dx = W.new_empty(x.shape if need_dx else 0)
         dW = torch.empty_like(W)
         if transpose:  # y = f(x Wᵀ + b): dx = dz W, dW = dzᵀ x
-            _input_grad(dz, W, W.stride(0), 1, W.shape[1], dx, prec)
+            if need_dx:
+                _input_grad(dz, W, W.stride(0), 1, W.shape[1], dx, prec)
             _weight_grad(None, dz, x, dW, prec)
         else:  # y = f(x W + c): dx = dz Wᵀ, dW = xᵀ dz
-            _input_grad(dz, W, 1, W.stride(0), W.shape[0], dx, prec)
+            if need_dx:
+                _input_grad(dz, W, 1, W.stride(0), W.shape[0], dx, prec)
             _weight_grad(None, x, dz, dW, prec)
         return dx, dW, dbias
 
@@ -407,13 +409,15 @@ class TritonBackend(Backend):
                   loss=(None, 0.0, pen_parts, 1.0 / max(x.shape[0], 1), penalty))
         return penalty, h, r, s2col
 
-    def contractive_backward(self, grad, x, W, h, r, s2col, act):
+    def contractive_backward(self, grad, x, W, h, r, s2col, act, need_dx=True):
         prec = _precision(W, x)
         coef = 2.0 / max(h.shape[0], 1)
         dz, db_parts = _act_grad(None, h, r, act, coef, prec)
         db = W.new_empty(W.shape[0])
         _finalize(W.device, prec, sums=[(db_parts, db)], grad=grad)
-        dx = _input_grad(dz, W, W.stride(0), 1, W.shape[1], W.new_empty(x.shape), prec, grad=grad)
+        dx = W.new_empty(0)
+        if need_dx:
+            dx = _input_grad(dz, W, W.stride(0), 1, W.shape[1], W.new_empty(x.shape), prec, grad=grad)
         dW = _weight_grad(None, dz, x, torch.empty_like(W), prec, W=W, s2col=s2col, coef=coef, grad=grad)
         return dx, dW, db
 

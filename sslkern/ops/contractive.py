@@ -20,15 +20,16 @@ def _(x, W, b, activation, backend):
 
 @torch.library.custom_op("sslkern::contractive_penalty_backward", mutates_args=())
 def contractive_penalty_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.Tensor, h: torch.Tensor,
-                                 r: torch.Tensor, s2col: torch.Tensor, activation: str, backend: str
-                                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                                 r: torch.Tensor, s2col: torch.Tensor, activation: str, need_dx: bool,
+                                 backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx or an empty tensor, dW, db): the dx product only when x needs a gradient."""
     impl = backend_for(backend, W.device, W.dtype)
-    return impl.contractive_backward(grad, x, W, h, r, s2col, activation)
+    return impl.contractive_backward(grad, x, W, h, r, s2col, activation, need_dx)
 
 
 @contractive_penalty_backward.register_fake
-def _(grad, x, W, h, r, s2col, activation, backend):
-    return W.new_empty(x.shape), torch.empty_like(W), W.new_empty(W.shape[0])
+def _(grad, x, W, h, r, s2col, activation, need_dx, backend):
+    return W.new_empty(x.shape if need_dx else 0), torch.empty_like(W), W.new_empty(W.shape[0])
 
 
 def _setup(ctx, inputs, output):
@@ -39,9 +40,10 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad, *_unused):
     x, W, h, r, s2col = ctx.saved_tensors
+    need_dx = ctx.needs_input_grad[0]
     dx, dW, db = contractive_penalty_backward(grad.to(W.dtype), x, W, h, r, s2col, ctx.activation,
-                                              ctx.backend)
-    return cast_like(dx, x), dW, db, None, None
+                                              need_dx, ctx.backend)
+    return cast_like(dx, x) if need_dx else None, dW, db, None, None
 
 
 contractive_penalty.register_autograd(_backward, setup_context=_setup)

@@ -18,15 +18,16 @@ def _(x, W, bias, activation, transpose, backend):
 
 @torch.library.custom_op("sslkern::linear_act_backward", mutates_args=())
 def linear_act_backward(grad_y: torch.Tensor, y: torch.Tensor, x: torch.Tensor, W: torch.Tensor,
-                        activation: str, transpose: bool, backend: str
+                        activation: str, transpose: bool, need_dx: bool, backend: str
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx or an empty tensor, dW, dbias): the dx product only when x needs a gradient."""
     impl = backend_for(backend, W.device, W.dtype)
-    return impl.linear_act_backward(grad_y, y, x, W, activation, transpose)
+    return impl.linear_act_backward(grad_y, y, x, W, activation, transpose, need_dx)
 
 
 @linear_act_backward.register_fake
-def _(grad_y, y, x, W, activation, transpose, backend):
-    return W.new_empty(x.shape), torch.empty_like(W), W.new_empty(y.shape[1])
+def _(grad_y, y, x, W, activation, transpose, need_dx, backend):
+    return W.new_empty(x.shape if need_dx else 0), torch.empty_like(W), W.new_empty(y.shape[1])
 
 
 def _setup(ctx, inputs, output):
@@ -36,9 +37,10 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, grad_y):
     x, W, y = ctx.saved_tensors
+    need_dx = ctx.needs_input_grad[0]
     dx, dW, dbias = linear_act_backward(grad_y.to(W.dtype).contiguous(), y, x, W, ctx.activation,
-                                        ctx.transpose, ctx.backend)
-    return cast_like(dx, x), dW, dbias, None, None, None
+                                        ctx.transpose, need_dx, ctx.backend)
+    return cast_like(dx, x) if need_dx else None, dW, dbias, None, None, None
 
 
 linear_act.register_autograd(_backward, setup_context=_setup)
