@@ -99,6 +99,30 @@ def test_saturated_activations_stay_finite(name, dtype, act):
         assert torch.isfinite(value).all(), f"{act}: non-finite result at saturation"
 
 
+@pytest.mark.parametrize("name,dtype", _cases())
+def test_softplus_tails_keep_their_relative_precision(name, dtype):
+    """softplus(z) ~ e^z and its f' = sigmoid(z) for z far below 0, and the bce term
+    softplus(a) - x a at x = 0, must come out as small numbers, not 0 or a rounded 1 - 1
+    (log1p and expm1, or their Goldberg/Kahan forms in Triton)."""
+    z = torch.tensor([-3.0, -20.0, -80.0, -200.0], dtype=torch.float64)
+    if dtype == torch.float32:
+        z = z[:3]  # e^-200 is below float32's range
+    x, W, b = torch.ones(1, 1, dtype=torch.float64), z[:, None], torch.zeros(z.shape[0], dtype=torch.float64)
+    (xt, Wt, bt), (x64, W64, b64) = _leaves(x, W, b, dtype=dtype)
+    with sslkern.use_backend(name):
+        h = sslkern.encode(xt, Wt, bt, "softplus")
+        slope = torch.autograd.grad(h.sum(), bt)[0]
+        penalty = sslkern.contractive_penalty(xt, Wt, bt, "softplus")
+        blank = torch.zeros(1, 1, dtype=dtype, device=DEVICE)  # x = 0, W = 0: the logit is c
+        bce = [sslkern.autoencoder_value_and_grad(blank, blank, blank[0], c.to(dtype).reshape(1))
+               for c in z.to(DEVICE)]
+    _close(h, oracle.encode(x64, W64, b64, "softplus"), RTOL[dtype])
+    _close(slope, torch.sigmoid(z), RTOL[dtype])
+    _close(penalty, oracle.contractive_penalty(x64, W64, b64, "softplus"), RTOL[dtype])
+    _close(torch.stack([loss for loss, _ in bce]), torch.nn.functional.softplus(z), RTOL[dtype])
+    _close(torch.cat([grads[2] for _, grads in bce]), torch.sigmoid(z), RTOL[dtype])
+
+
 # ----------------------------------------------------------------------------------------
 # Half precision
 

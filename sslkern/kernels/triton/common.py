@@ -17,6 +17,31 @@ SALT_PEPPER = tl.constexpr(3)
 
 
 @triton.jit
+def log1p(x):
+    """log(1 + x) to a few ulps for x > -1, where log(1.0 + x) loses x below the epsilon
+    (Goldberg's correction; tl has no log1p). csrc uses std::log1p."""
+    u = 1.0 + x
+    d = u - 1.0
+    return tl.where(d == 0.0, x, tl.log(u) * (x / tl.where(d == 0.0, 1.0, d)))
+
+
+@triton.jit
+def expm1(x):
+    """e^x - 1 to a few ulps (Kahan's correction; tl has no expm1). csrc uses std::expm1."""
+    u = tl.exp(x)
+    d = u - 1.0
+    exact = (d == 0.0) | (d == -1.0)  # e^x rounds to 1 (then x is the answer) or to 0
+    ratio = d * (x / tl.log(tl.where(exact, 2.0, u)))  # 2.0: any finite, nonzero log
+    return tl.where(d == 0.0, x, tl.where(d == -1.0, -1.0, ratio))
+
+
+@triton.jit
+def softplus(z):
+    """log(1 + e^z) without overflow, and without losing e^z where it is tiny."""
+    return tl.maximum(z, 0.0) + log1p(tl.exp(-tl.abs(z)))
+
+
+@triton.jit
 def activation(z, ACT: tl.constexpr):
     if ACT == SIGMOID:
         return 1.0 / (1.0 + tl.exp(-z))
@@ -27,7 +52,7 @@ def activation(z, ACT: tl.constexpr):
     elif ACT == RELU:
         return tl.where(z <= 0, tl.zeros_like(z), z)  # not tl.maximum: NaN must pass through
     elif ACT == SOFTPLUS:
-        return tl.maximum(z, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(z)))
+        return softplus(z)
     else:
         return z
 
@@ -42,7 +67,7 @@ def act_d1(h, ACT: tl.constexpr):
     elif ACT == RELU:
         return tl.where(h > 0, 1.0, 0.0).to(h.dtype)
     elif ACT == SOFTPLUS:
-        return 1.0 - tl.exp(-h)
+        return -expm1(-h)
     else:
         return tl.full(h.shape, 1.0, h.dtype)
 
@@ -55,8 +80,7 @@ def act_d2(h, ACT: tl.constexpr):
     elif ACT == TANH:
         return -2.0 * h * (1.0 - h * h)
     elif ACT == SOFTPLUS:
-        e = tl.exp(-h)
-        return (1.0 - e) * e
+        return -expm1(-h) * tl.exp(-h)
     else:
         return tl.zeros(h.shape, h.dtype)
 

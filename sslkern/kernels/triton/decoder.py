@@ -4,7 +4,7 @@ dL/da (for dc). Neither a nor x̂ is ever stored."""
 import triton
 import triton.language as tl
 
-from .common import BCE, act_d1, activation, tile_coords, tile_product, tile_ranges, wide
+from .common import BCE, act_d1, activation, softplus, tile_coords, tile_product, tile_ranges, wide
 
 
 @triton.jit
@@ -27,7 +27,7 @@ def decoder_loss_kernel(
     logit = acc + tl.load(c_ptr + rn, mask=col_ok, other=0.0).to(ACC)[None, :]
     x = tl.load(x_ptr + rm[:, None] * stride_xm + rn[None, :], mask=ok, other=0.0).to(ACC)
     if LOSS == BCE:  # softplus(a) - x a, from the logit (stable for any a)
-        loss = tl.maximum(logit, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(logit))) - x * logit
+        loss = softplus(logit) - x * logit
         d_a = (activation(logit, 1) - x) * inv_batch
     else:
         y = activation(logit, DECODER)
