@@ -217,23 +217,22 @@ def _make_step(module, opt, optimizer, cuda_graph, world_size, device):
 def _graph_free_ok(module):
     """Whether skipping autograd and forward() changes nothing: a plain TiedAutoencoder whose
     parameters all train, with no hooks to call."""
-    params = (getattr(module, "weight", None), getattr(module, "hidden_bias", None),
-              getattr(module, "visible_bias", None))
+    plain = ssl_nn.TiedAutoencoder
+    if not isinstance(module, plain) or type(module).forward is not plain.forward:
+        return False
+    params = (module.weight, module.hidden_bias, module.visible_bias)
     hooks = [module._forward_hooks, module._forward_pre_hooks, module._backward_hooks,
              module._backward_pre_hooks, nn_module._global_forward_hooks,
              nn_module._global_forward_pre_hooks, nn_module._global_backward_hooks,
              nn_module._global_backward_pre_hooks]
-    hooks += [getattr(p, name, None) for p in params
-              for name in ("_backward_hooks", "_post_accumulate_grad_hooks")]
-    return (isinstance(module, ssl_nn.TiedAutoencoder)
-            and type(module).forward is ssl_nn.TiedAutoencoder.forward
-            and all(p.requires_grad for p in params) and not any(hooks))
+    hooks += [getattr(p, name, None) for p in params for name in ("_backward_hooks", "_post_accumulate_grad_hooks")]
+    return all(p.requires_grad for p in params) and not any(hooks)
 
 
 def _graph_free_step(module, opt, fused_sgd):
     """The step without an autograd graph: plain SGD fused into the objective's op, any other
     optimizer fed by autoencoder_value_and_grad (the same numbers as loss.backward(), to
-    rounding, for less per-step overhead). The lr is read every step (schedulers work)."""
+    rounding, for less per-step overhead). The fused step reads the optimizer's lr each step."""
     params = (module.weight, module.hidden_bias, module.visible_bias)
 
     def fused_sgd_step(xb):
