@@ -4,26 +4,14 @@ backend, against the float64 oracle and against autoencoder_loss + autograd."""
 import pytest
 import torch
 from conftest import backends_here
-from test_ops import (DEVICE, DTYPES, LEVELS, NOISY_TOLERANCE, _objective_cases, assert_close, leaves,
-                      make_inputs)
+from test_ops import (DEVICE, DTYPES, _objective_cases, assert_close, leaves, make_inputs, objective_config,
+                      objective_tolerance)
 
 import sslkern
 from sslkern import reference as oracle
 
 SHAPES = [(1, 1, 1), (3, 5, 7), (37, 129, 65)]
 LR = 0.37
-
-
-def _config(objective, corruption, contractive):
-    encoder, decoder, loss = objective
-    return dict(encoder=encoder, decoder=decoder, loss=loss, corruption=corruption,
-                level=LEVELS[corruption], contractive=contractive, seed=2**40 + 3, offset=29)
-
-
-def _tolerance(corruption, dtype):
-    if corruption != "gaussian":
-        return None
-    return NOISY_TOLERANCE if dtype == torch.float32 else (1e-6, 1e-7)  # float32 level * n
 
 
 def fresh(params):
@@ -57,11 +45,11 @@ def route(request, monkeypatch):
 def test_value_and_grad_matches_oracle(route, objective, corruption, contractive, dtype, shape):
     if route == "triton" and shape[0] > 3 and DEVICE.type == "cpu":
         pytest.skip("the triton interpreter is slow: small shapes only")
-    config = _config(objective, corruption, contractive)
+    config = objective_config(objective, corruption, contractive)
     x, *params = make_inputs(*shape, dtype)
     value, grads = sslkern.autoencoder_value_and_grad(x, *leaves(params), **config)
     want_value, want_grads = _oracle(x, params, config)
-    tolerance = _tolerance(corruption, dtype)
+    tolerance = objective_tolerance(corruption, dtype)
     assert not value.requires_grad and not any(g.requires_grad for g in grads)
     assert_close(value, want_value, dtype, tolerance)
     for name, got, want in zip("Wbc", grads, want_grads):
@@ -72,12 +60,12 @@ def test_value_and_grad_matches_oracle(route, objective, corruption, contractive
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sgd_step_matches_oracle_update(route, objective, corruption, contractive, dtype):
     shape = (3, 5, 7) if route == "triton" and DEVICE.type == "cpu" else (37, 129, 65)
-    config = _config(objective, corruption, contractive)
+    config = objective_config(objective, corruption, contractive)
     x, *params = make_inputs(*shape, dtype)
     want_value, want_grads = _oracle(x, params, config)
     updated = fresh(params)
     value = sslkern.autoencoder_sgd_step(x, *updated, lr=LR, **config)
-    tolerance = _tolerance(corruption, dtype)
+    tolerance = objective_tolerance(corruption, dtype)
     assert_close(value, want_value, dtype, tolerance)
     for name, got, start, grad in zip("Wbc", updated, params, want_grads):
         assert_close(got, start.double() - LR * grad, dtype, tolerance, f"updated {name}")
@@ -88,7 +76,7 @@ def test_same_numbers_as_autograd(route, dtype):
     """value_and_grad is the autograd route's numbers; sgd_step is p - lr g of them (the fused
     CPU update accumulates into W in another order: equal to rounding)."""
     x, *params = make_inputs(9, 11, 6, dtype)
-    config = _config(("tanh", "sigmoid", "bce"), "salt_pepper", 0.4)
+    config = objective_config(("tanh", "sigmoid", "bce"), "salt_pepper", 0.4)
     tracked = leaves(params)
     loss = sslkern.autoencoder_loss(x, *tracked, **config)
     want = torch.autograd.grad(loss, tracked)
@@ -238,7 +226,7 @@ def test_value_and_grad_bad_arguments_name_the_argument():
 def test_compiled_value_and_grad_and_sgd_step_match_eager():
     torch._dynamo.reset()
     x, *params = make_inputs(9, 13, 6, torch.float32, "cpu")
-    config = _config(("sigmoid", "sigmoid", "bce"), "mask", 0.3)
+    config = objective_config(("sigmoid", "sigmoid", "bce"), "mask", 0.3)
 
     def train_step(x, W, b, c):
         value, grads = sslkern.autoencoder_value_and_grad(x, W, b, c, **config)
