@@ -30,8 +30,7 @@ def dz_kernel(
 ):
     """dH = dA Wᵀ (W [N, K]) -> dZ [M, N] and partial column sums of dZ (for db)."""
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
-    rm, rn = tile_ranges(pid_m, pid_n, BLOCK_M, BLOCK_N)
-    row_ok, col_ok = rm < M, rn < N
+    rm, rn, row_ok, col_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), da_ptr, stride_dam, 1, w_ptr, 1, stride_wn,
                        rm, rn, row_ok, col_ok, K, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
 
@@ -51,9 +50,8 @@ def act_grad_kernel(
 ):
     """The elementwise dZ of the single-layer ops (dH given, or none for the penalty alone)."""
     pid_m, pid_n = tl.program_id(0), tl.program_id(1)
-    rm, rn = tile_ranges(pid_m, pid_n, BLOCK_M, BLOCK_N)
-    col_ok = rn < N
-    ok = (rm < M)[:, None] & col_ok[None, :]
+    rm, rn, row_ok, col_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
+    ok = row_ok[:, None] & col_ok[None, :]
     offs = rm[:, None] * N + rn[None, :]
     h = tl.load(h_ptr + offs, mask=ok, other=0.0).to(ACC)
     if HAS_DH:
@@ -79,8 +77,7 @@ def weight_grad_kernel(
     come from two tensors (h and dZ in training) and whose B is one [K1 + K2, N] tensor
     ([dA ; x~]). No split-K: every output tile is summed by one program, deterministically."""
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
-    rm, rn = tile_ranges(pid_m, pid_n, BLOCK_M, BLOCK_N)
-    row_ok, col_ok = rm < M, rn < N
+    rm, rn, row_ok, col_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), a1_ptr, 1, stride_a1k, b_ptr, stride_bk, 1,
                        rm, rn, row_ok, col_ok, K1, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
     acc = tile_product(acc, a2_ptr, 1, stride_a2k, b_ptr + K1 * stride_bk, stride_bk, 1,
@@ -111,8 +108,7 @@ def input_grad_kernel(
     input gradient) the same W tiles feed a second product that recomputes the logit a."""
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
     seed, offset = load_rng(seed, offset, rng_ptr, RNG_FROM_PTR)
-    rm, rn = tile_ranges(pid_m, pid_n, BLOCK_M, BLOCK_N)
-    row_ok, col_ok = rm < M, rn < N
+    rm, rn, row_ok, col_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
     logit = tl.zeros((BLOCK_M, BLOCK_N), ACC)
     for k0 in range(0, K, BLOCK_K):

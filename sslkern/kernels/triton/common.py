@@ -155,11 +155,12 @@ def tile_coords(num_pid_m, num_pid_n, GROUP_M: tl.constexpr):
 
 
 @triton.jit
-def tile_ranges(pid_m, pid_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """The 64-bit row and column indices of tile (pid_m, pid_n): no int32 overflow past 2**31."""
+def tile_ranges(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(rm, rn, row_ok, col_ok): the 64-bit row and column indices of tile (pid_m, pid_n) (no
+    int32 overflow past 2**31) and which of them fall inside the [M, N] matrix."""
     rm = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = pid_n.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
-    return rm, rn
+    return rm, rn, rm < M, rn < N
 
 
 @triton.jit

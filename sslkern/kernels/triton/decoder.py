@@ -17,8 +17,7 @@ def decoder_loss_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
-    rm, rn = tile_ranges(pid_m, pid_n, BLOCK_M, BLOCK_N)
-    row_ok, col_ok = rm < M, rn < N
+    rm, rn, row_ok, col_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), h_ptr, stride_hm, 1, w_ptr, stride_wk, 1,
                        rm, rn, row_ok, col_ok, K, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
 

@@ -25,8 +25,7 @@ def encoder_kernel(
 ):
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
     seed, offset = load_rng(seed, offset, rng_ptr, RNG_FROM_PTR)
-    rm, rn = tile_ranges(pid_m, pid_n, BLOCK_M, BLOCK_N)
-    row_ok, col_ok = rm < M, rn < N
+    rm, rn, row_ok, col_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tl.zeros((BLOCK_M, BLOCK_N), ACC)
     r_acc = tl.zeros((BLOCK_N,), ACC)
     for k0 in range(0, K, BLOCK_K):
