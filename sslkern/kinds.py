@@ -1,0 +1,159 @@
+"""The registry of kinds: every activation, loss and corruption sslkern knows, in one table each.
+
+A kind is declared here and nowhere else. Each row carries its name (what users pass), its
+integer code (what the compiled kernels and the Triton constexprs receive) and the properties
+the rest of the library asks about. Argument validation, the CLI's choices, the codes each
+backend passes, the generated C++ header `csrc/include/sslkern/kinds.h` and the tests'
+parametrisation all read these tables.
+
+Adding a kind is one row here plus its math in each kernel language (CONTRIBUTING.md walks
+through it). Codes are append-only: the compiled kernels switch on them, and every such switch
+raises on a code it does not know instead of computing something else.
+
+    python -m sslkern.kinds > csrc/include/sslkern/kinds.h    # regenerate the C++ header
+"""
+import math
+from dataclasses import dataclass
+from typing import Generic, Iterator, TypeVar
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    code: int
+    #: f'' vanishes everywhere (piecewise linear): the contractive gradient has no dZ term.
+    piecewise_linear: bool = False
+    #: the open interval f maps into (a KL sparsity target must lie in it).
+    output_range: tuple = (-math.inf, math.inf)
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Loss:
+    name: str
+    code: int
+    #: the decoder activation this loss is defined for (None: any).
+    needs_decoder: "str | None" = None
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Corruption:
+    name: str
+    code: int
+    #: dx~/dx is 1 everywhere (additive noise, or none); otherwise a regenerated keep-mask gates it.
+    passes_gradient: bool
+    #: the closed interval the level must lie in.
+    level_range: tuple = (0.0, 1.0)
+    #: what the level means, for error messages.
+    level_meaning: str = "a probability"
+    #: the rows of x must be images of a known shape (image_shape=).
+    needs_image_shape: bool = False
+    doc: str = ""
+
+
+K = TypeVar("K")
+
+
+class Table(Generic[K]):
+    """The rows of one family, looked up by name or by code. Unknown names and codes raise."""
+
+    def __init__(self, family: str, cpp_enum: str, *rows: K):
+        self.family, self.cpp_enum = family, cpp_enum
+        self._by_name = {row.name: row for row in rows}
+        self._by_code = {row.code: row for row in rows}
+        if len(self._by_name) != len(rows) or sorted(self._by_code) != list(range(len(rows))):
+            raise AssertionError(f"{family}: names must be unique and codes 0..{len(rows) - 1}")
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._by_code[code] for code in sorted(self._by_code))
+
+    def __len__(self):
+        return len(self._by_code)
+
+    def __contains__(self, name):
+        return name in self._by_name
+
+    def names(self):
+        """The names in code order (CLI choices, test parametrisation)."""
+        return tuple(row.name for row in self)
+
+    def __getitem__(self, name) -> K:
+        try:
+            return self._by_name[name]
+        except (KeyError, TypeError):
+            raise ValueError(f"unknown {self.family} {name!r}; known: {', '.join(self.names())}") from None
+
+    def code(self, name) -> int:
+        """The integer the kernels switch on."""
+        return self[name].code
+
+    def by_code(self, code) -> K:
+        try:
+            return self._by_code[code]
+        except KeyError:
+            raise ValueError(f"unknown {self.family} code {code!r}") from None
+
+    def where(self, **properties):
+        """Names of the rows whose attributes equal `properties`, e.g. where(passes_gradient=True)."""
+        return frozenset(row.name for row in self
+                         if all(getattr(row, key) == value for key, value in properties.items()))
+
+
+ACTIVATIONS: Table[Activation] = Table(
+    "activation", "Activation",
+    Activation("linear", 0, piecewise_linear=True, doc="f(z) = z"),
+    Activation("sigmoid", 1, output_range=(0.0, 1.0), doc="f(z) = 1 / (1 + e^-z)"),
+    Activation("tanh", 2, output_range=(-1.0, 1.0), doc="f(z) = tanh z"),
+    Activation("relu", 3, piecewise_linear=True, output_range=(0.0, math.inf), doc="f(z) = max(z, 0)"),
+    Activation("softplus", 4, output_range=(0.0, math.inf), doc="f(z) = log(1 + e^z)"),
+    Activation("elu", 5, output_range=(-1.0, math.inf), doc="f(z) = z for z > 0, e^z - 1 otherwise (alpha = 1)"),
+)
+
+LOSSES: Table[Loss] = Table(
+    "loss", "Loss",
+    Loss("bce", 0, needs_decoder="sigmoid",
+         doc="summed Bernoulli cross-entropy, computed from the decoder's logit (stable for any value)"),
+    Loss("mse", 1, doc="half the summed squared error"),
+)
+
+CORRUPTIONS: Table[Corruption] = Table(
+    "corruption", "Corruption",
+    Corruption("none", 0, passes_gradient=True, level_range=(-math.inf, math.inf),
+               level_meaning="ignored", doc="x~ = x"),
+    Corruption("mask", 1, passes_gradient=False, doc="x~_i = 0 where u_i < level, else x_i"),
+    Corruption("gaussian", 2, passes_gradient=True, level_range=(0.0, math.inf),
+               level_meaning="a standard deviation", doc="x~_i = x_i + level * n_i"),
+    Corruption("salt_pepper", 3, passes_gradient=False,
+               doc="x~_i = 0 where u_i < level/2, 1 where level/2 <= u_i < level, else x_i"),
+)
+
+FAMILIES = (ACTIVATIONS, LOSSES, CORRUPTIONS)
+
+
+def cpp_header() -> str:
+    """The text of csrc/include/sslkern/kinds.h: the codes as C++ enums, and their counts."""
+    lines = [
+        "// GENERATED by `python -m sslkern.kinds` from sslkern/kinds.py: do not edit.",
+        "// tests/test_kinds.py fails when this file and the Python table disagree.",
+        "#pragma once",
+        "",
+        "namespace sslkern {",
+        "",
+    ]
+    for table in FAMILIES:
+        lines.append(f"enum {table.cpp_enum} : int {{")
+        for row in table:
+            lines.append(f"  {cpp_name(row)} = {row.code},  // {row.doc}")
+        lines += ["};", f"constexpr int k{table.cpp_enum}Count = {len(table)};", ""]
+    lines += ["}  // namespace sslkern", ""]
+    return "\n".join(lines)
+
+
+def cpp_name(row):
+    """The C++ enumerator of a row: k + the name in CamelCase (kSigmoid, kSaltPepper)."""
+    return "k" + "".join(part.capitalize() for part in row.name.split("_"))
+
+
+if __name__ == "__main__":
+    print(cpp_header(), end="")
