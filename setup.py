@@ -1,10 +1,18 @@
 """Builds sslkern's compiled modules with CMake (see CMakeLists.txt).
 
+Each build configures its own CMake tree, keyed by the toolchain it uses (Python, cmake,
+the generator's program, pybind11, the build options): pip's isolated builds come and go
+with their own cmake and ninja, and a tree configured by one of them names programs that no
+longer exist. Trees whose programs are gone are deleted; a tree is reused only by a build
+with the same toolchain (`pip install -e . --no-build-isolation` after editing csrc/).
+
 Environment:
   SSLKERN_CUDA=0|1   skip / require the CUDA module (default: build it when nvcc is found)
   SSLKERN_CUDA_ARCHS CUDA architectures, default "75;90"
   SSLKERN_SANITIZE=1 AddressSanitizer + UBSan build of the CPU module (tests only)
 """
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +28,7 @@ ROOT = Path(__file__).parent.resolve()
 # (sslkern/_cuda_runtime.py). Editable installs read csrc/ of the checkout instead.
 SHIPPED_SOURCES = ("csrc/include/sslkern/*.h", "csrc/cuda/*.cu", "csrc/cuda/*.cuh")
 CUDA_SWITCH = {"0": "OFF", "off": "OFF", "1": "ON", "on": "ON", "auto": "AUTO", "": "AUTO"}
+TOOLCHAIN_FILE = "sslkern-toolchain.json"  # in each CMake tree: the programs it was configured with
 
 
 class BuildPy(build_py):
@@ -63,16 +72,26 @@ class CMakeBuild(build_ext):
 
         out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
         out_dir.mkdir(parents=True, exist_ok=True)
-        build_dir = Path(self.build_temp).resolve() / "cmake"
-        build_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*out_dir.glob("_native_cuda*"), out_dir / "_build.json"]:  # a CUDA module
+            if stale.is_file():  # from an earlier build must not ship beside a CPU-only one
+                stale.unlink()
         cuda = os.environ.get("SSLKERN_CUDA", "auto").strip().lower()
         if cuda not in CUDA_SWITCH:
             raise RuntimeError(f"SSLKERN_CUDA must be 0, 1 or auto, not {cuda!r}")
+        toolchain = {
+            "python": sys.executable,
+            "cmake": shutil.which("cmake"),
+            "ninja": shutil.which("ninja"),  # the generator: Ninja where found, else Makefiles
+            "pybind11": pybind11.get_cmake_dir(),
+            "options": [CUDA_SWITCH[cuda], os.environ.get("SSLKERN_SANITIZE") == "1",
+                        os.environ.get("SSLKERN_CUDA_ARCHS", "")],
+        }
+        build_dir = self._cmake_tree(toolchain)
         configure = [
-            "cmake", "-S", str(ROOT), "-B", str(build_dir),
+            toolchain["cmake"] or "cmake", "-S", str(ROOT), "-B", str(build_dir),
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={out_dir}",
             f"-DPython_EXECUTABLE={sys.executable}",
-            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+            f"-Dpybind11_DIR={toolchain['pybind11']}",
             f"-DSSLKERN_CUDA={CUDA_SWITCH[cuda]}",
             f"-DSSLKERN_SANITIZE={'ON' if os.environ.get('SSLKERN_SANITIZE') == '1' else 'OFF'}",
             "-DCMAKE_BUILD_TYPE=Release",
@@ -81,10 +100,34 @@ class CMakeBuild(build_ext):
             configure.append(f"-DSSLKERN_CUDA_ARCHS={os.environ['SSLKERN_CUDA_ARCHS']}")
         if shutil.which("nvcc") is None and Path("/usr/local/cuda/bin/nvcc").exists():
             configure.append("-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc")
-        if shutil.which("ninja"):
-            configure += ["-G", "Ninja"]
+        if toolchain["ninja"]:
+            configure += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={toolchain['ninja']}"]
         subprocess.run(configure, check=True)
-        subprocess.run(["cmake", "--build", str(build_dir), "-j", str(os.cpu_count() or 2)], check=True)
+        subprocess.run([configure[0], "--build", str(build_dir), "-j", str(os.cpu_count() or 2)], check=True)
+
+    def _cmake_tree(self, toolchain):
+        """The CMake tree for this toolchain under build_temp, after deleting the trees whose
+        programs no longer exist (those of pip's earlier, deleted build environments)."""
+        root = Path(self.build_temp).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        for tree in root.glob("cmake*"):
+            if tree.is_dir() and not _programs_exist(tree / TOOLCHAIN_FILE):
+                shutil.rmtree(tree, ignore_errors=True)
+        key = hashlib.sha256(json.dumps(toolchain, sort_keys=True).encode()).hexdigest()[:12]
+        tree = root / f"cmake-{key}"
+        tree.mkdir(exist_ok=True)
+        (tree / TOOLCHAIN_FILE).write_text(json.dumps(toolchain, indent=1))
+        return tree
+
+
+def _programs_exist(record):
+    """Whether every program a CMake tree was configured with is still there."""
+    try:
+        toolchain = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return False  # unreadable, or a tree of an older setup.py: configure afresh
+    programs = [toolchain.get(name) for name in ("python", "cmake", "ninja")]
+    return all(p is None or Path(p).exists() for p in programs) and Path(toolchain.get("pybind11", "")).is_dir()
 
 
 setup(

@@ -1,17 +1,24 @@
 """Compile every launch of the triton backend for sm_90 on a machine without a GPU.
 
-    python benchmarks/compile_check.py [--arch 90]
+    python benchmarks/compile_check.py [--arch 90] [--all-tiles] [--spills]
 
 The interpreter (TRITON_INTERPRET=1, what the tests use here) accepts code that the compiler
 rejects (non-constexpr globals, tl.dot's out_dtype rules...). This script runs the backend's
 launchers on small CPU tensors with kernel launches replaced by `triton.compile` for a CUDA
-target (frontend, MLIR passes and ptxas; nothing runs), for every dtype and both x~ modes.
-Exit code 1 when any kernel fails to compile.
+target (frontend, MLIR passes and ptxas; nothing runs), for every dtype and both x~ modes,
+and for every activation, loss and corruption kind in sslkern/kinds.py.
+
+It also compiles the tiles the backend picks first on the device (`_candidates` with sm_90's
+shared memory) at a small and an MNIST-scale step, and checks that each such variant's shared
+memory fits sm_90 (a variant over it raises OutOfResources at launch). --spills runs ptxas -v
+on each variant's PTX and reports register spills. Exit code 1 when any kernel fails to
+compile or a first-choice tile does not fit.
 """
 import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ.pop("TRITON_INTERPRET", None)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -36,7 +43,27 @@ def scalar_type(value):
     raise TypeError(f"unexpected kernel argument of type {type(value).__name__}")
 
 
-def compiling_run(target, seen, results):
+def ptxas_spills(compiled, arch):
+    """Spilled bytes (stores + loads) that ptxas -v reports for a compiled kernel's PTX."""
+    import re
+    import subprocess
+    import tempfile
+
+    from triton.backends.nvidia import compiler as nvidia
+    try:
+        ptxas = nvidia.get_ptxas(arch).path
+    except TypeError:  # older triton: get_ptxas() without arch
+        ptxas = nvidia.get_ptxas().path
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(compiled.asm["ptx"])
+        suffix = "a" if arch >= 90 else ""
+        log = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{arch}{suffix}", str(src), "-o", str(Path(tmp) / "k.o")],
+                             capture_output=True, text=True, check=True).stderr
+    return sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", log))
+
+
+def compiling_run(target, seen, results, phase, spills=False):
     def run(self, *args, grid, warmup, **kwargs):
         bound = dict(zip(self.arg_names, args))
         bound.update({k: v for k, v in kwargs.items() if k in self.arg_names})
@@ -53,22 +80,42 @@ def compiling_run(target, seen, results):
         if key in seen:
             return
         seen.add(key)
+        tile = {k: v for k, v in constexprs.items() if k.startswith("BLOCK")}
+        what = f"{self.__name__} {tile} {options}"
         try:
-            triton.compile(ASTSource(self, signature, constexprs), target=target, options=options)
-            results.append((self.__name__, None))
+            compiled = triton.compile(ASTSource(self, signature, constexprs), target=target, options=options)
         except Exception as exc:  # report every failure, not just the first
-            results.append((self.__name__, f"{type(exc).__name__}: {exc}"))
+            results.append(Result(phase[0], what, f"{type(exc).__name__}: {exc}", 0, None))
+            return
+        results.append(Result(phase[0], what, None, compiled.metadata.shared,
+                              ptxas_spills(compiled, target.arch) if spills else None))
     return run
 
 
+class Result(NamedTuple):
+    phase: str        # "kinds", "first-choice" or "all-tiles"
+    what: str         # kernel, tile constexprs, launch options
+    error: "str | None"
+    shared: int       # bytes of shared memory the compiled kernel needs
+    spills: "int | None"  # bytes spilled (ptxas -v), with --spills
+
+
+def force_tiles(module, pick):
+    """Make the backend's launchers use `pick(prec, M, N, products)` (a list of tiles) on CPU."""
+    module._chosen.clear()
+    module._tiles = lambda device, prec, M, N, products: pick(prec, M, N, products)
+
+
 def exercise(impl, module):
+    """Every launcher, dtype, x~ mode and kind, with the first candidate tile of each dtype."""
     from sslkern.backends.base import StepConfig
+    from sslkern.kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 
     tiles = {torch.bfloat16: module._HALF_TILES[0], torch.float16: module._HALF_TILES[0],
              torch.float32: module._FP32_TILES[0], torch.float64: module._FP64_TILES[0]}
     cpu = torch.device("cpu")
     for dtype in (torch.bfloat16, torch.float32, torch.float64):
-        module._tile = lambda *args, dtype=dtype: tiles[dtype]
+        force_tiles(module, lambda prec, *args: [tiles[prec.operands]])
         B, D, H = 40, 30, 20
         x, W = torch.rand(B, D, dtype=dtype), torch.randn(H, D, dtype=dtype)
         b, c = torch.randn(H, dtype=dtype), torch.randn(D, dtype=dtype)
@@ -81,27 +128,56 @@ def exercise(impl, module):
             for cfg in steps:
                 saved = impl.ae_forward(x, W, b, c, cfg)
                 impl.ae_backward(grad, x, W, c, saved, cfg, True)
-        impl.linear_act(x, W, b, "relu", True)
+        # every kind: each activation as encoder (with the penalty) and as MSE decoder, each
+        # loss, each corruption (forward in the encoder's loads, and the input gradient)
+        module.XT_MODE = "load"
+        for act, corruption in zip(ACTIVATIONS.names(), CORRUPTIONS.names() * len(ACTIVATIONS)):
+            for loss in LOSSES.names():
+                decoder = LOSSES[loss].needs_decoder or act
+                cfg = StepConfig(encoder=act, decoder=decoder, loss=loss, corruption=corruption, level=0.2,
+                                 contractive=0.3, seed=3, offset=5)
+                impl.ae_backward(grad, x, W, c, impl.ae_forward(x, W, b, c, cfg), cfg, True)
+            impl.linear_act(x, W, b, act, True)
+            impl.linear_act_backward(x[:, :H].contiguous(), x[:, :H].contiguous(), x, W, act, True)
+            _, h, r, s2col = impl.contractive(x, W, b, act)
+            impl.contractive_backward(grad, x, W, h, r, s2col, act)
+        for corruption in CORRUPTIONS.names():
+            impl.corrupt(x, corruption, 0.3, 2**64 - 1, 7)
+            impl.corrupt_grad(x, corruption, 0.3, 1, 7)
         impl.linear_act(x[:, :H].contiguous(), W, c, "softplus", False)
-        impl.linear_act_backward(x[:, :H].contiguous(), x[:, :H].contiguous(), x, W, "sigmoid", True)
         impl.linear_act_backward(x, x, x[:, :H].contiguous(), W, "sigmoid", False)
-        _, h, r, s2col = impl.contractive(x, W, b, "sigmoid")
-        impl.contractive_backward(grad, x, W, h, r, s2col, "sigmoid")
-        impl.corrupt(x, "salt_pepper", 0.3, 2**64 - 1, 7)
-        impl.corrupt_grad(x, "mask", 0.3, 1, 7)
     impl.philox(100, 5, 6, cpu, True)
     impl.philox(100, torch.tensor([1, 2]), 0, cpu, False)
     # mixed precision: bf16 x, fp32 parameters (bf16 operands, fp32 everything else)
-    module._tile = lambda *args: module._HALF_TILES[0]
+    force_tiles(module, lambda *args: [module._HALF_TILES[0]])
     module.HALF_INPUT_OPERANDS = True
     x, W = torch.rand(40, 30, dtype=torch.bfloat16), torch.randn(20, 30)
     b, c = torch.randn(20), torch.randn(30)
     cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5)
     impl.ae_backward(torch.tensor(1.0), x, W, c, impl.ae_forward(x, W, b, c, cfg), cfg, True)
+    module.HALF_INPUT_OPERANDS = False
+
+
+def exercise_first_choices(impl, module):
+    """The tiles the backend picks first on sm_90 (no autotuning), at batch 8 and 256 of an
+    MNIST-sized step, with the input gradient (two products in input_grad_kernel)."""
+    from sslkern.backends.base import StepConfig
+
+    force_tiles(module, lambda prec, M, N, products: module._candidates(
+        prec.operands, M, N, products=products, smem_limit=module.SM90_SHARED_MEMORY)[:1])
+    module.XT_MODE = "auto"
+    cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
+        for B in (8, 256):
+            D, H = 784, 512
+            x, W = torch.rand(B, D, dtype=dtype), torch.randn(H, D, dtype=dtype)
+            b, c = torch.randn(H, dtype=dtype), torch.randn(D, dtype=dtype)
+            impl.ae_backward(torch.tensor(1.0, dtype=dtype), x, W, c, impl.ae_forward(x, W, b, c, cfg), cfg, True)
+            impl.linear_act_backward(x[:, :H].contiguous(), x[:, :H].contiguous(), x, W, "sigmoid", True)
 
 
 def exercise_tiles(impl, module):
-    """The training step's kernels with every autotuning candidate tile."""
+    """The training step's kernels with every candidate tile (autotuning tries them all)."""
     from sslkern.backends.base import StepConfig
 
     cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5)
@@ -109,30 +185,49 @@ def exercise_tiles(impl, module):
         x, W = torch.rand(40, 30, dtype=dtype), torch.randn(20, 30, dtype=dtype)
         b, c = torch.randn(20, dtype=dtype), torch.randn(30, dtype=dtype)
         for tile in tiles:
-            module._tile = lambda *args, tile=tile: tile
+            force_tiles(module, lambda *args, tile=tile: [tile])
             for mode in ("load", "prepass"):
                 module.XT_MODE = mode
                 saved = impl.ae_forward(x, W, b, c, cfg)
-                impl.ae_backward(torch.tensor(1.0, dtype=dtype), x, W, c, saved, cfg, False)
+                impl.ae_backward(torch.tensor(1.0, dtype=dtype), x, W, c, saved, cfg, True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90)
     parser.add_argument("--all-tiles", action="store_true", help="also every autotuning candidate tile")
+    parser.add_argument("--spills", action="store_true", help="report register spills (ptxas -v)")
     args = parser.parse_args()
     from sslkern.backends import triton as module
 
-    seen, results = set(), []
-    JITFunction.run = compiling_run(GPUTarget("cuda", args.arch, 32), seen, results)
-    exercise(module.TritonBackend(), module)
+    seen, results, phase = set(), [], ["kinds"]
+    JITFunction.run = compiling_run(GPUTarget("cuda", args.arch, 32), seen, results, phase, args.spills)
+    impl = module.TritonBackend()
+    exercise(impl, module)
+    phase[0] = "first-choice"
+    exercise_first_choices(impl, module)
     if args.all_tiles:
-        exercise_tiles(module.TritonBackend(), module)
-    failures = [(name, error) for name, error in results if error]
+        phase[0] = "all-tiles"
+        exercise_tiles(impl, module)
+    limit = module.SM90_SHARED_MEMORY
+    failures = [r for r in results if r.error]
+    too_big = [r for r in results if not r.error and r.shared > limit]
+    # a first choice must launch; other phases force tiles the backend would filter out
+    failures += [r._replace(error=f"needs {r.shared} B of shared memory > {limit} B (sm_90)")
+                 for r in too_big if r.phase == "first-choice"]
     print(f"triton {triton.__version__}, sm_{args.arch}: {len(results)} kernel variants compiled, "
           f"{len(failures)} failed")
-    for name, error in failures:
-        print(f"  {name}: {error[:2000]}")
+    for r in too_big:
+        if r.phase != "first-choice":
+            print(f"  note ({r.phase}): {r.what} needs {r.shared} B of shared memory > {limit} B: "
+                  "the backend skips this tile there")
+    if args.spills:
+        spilling = [r for r in results if r.spills]
+        print(f"  {len(spilling)} variants spill registers" + (":" if spilling else ""))
+        for r in spilling:
+            print(f"    {r.spills:6d} B  ({r.phase}) {r.what}")
+    for r in failures:
+        print(f"  FAILED ({r.phase}) {r.what}: {r.error[:2000]}")
     sys.exit(1 if failures else 0)
 
 

@@ -5,7 +5,7 @@ philox_uniform, philox_normal, corrupt, encode, decode, contractive_penalty,
 autoencoder_loss; without an autograd graph, autoencoder_value_and_grad and
 autoencoder_sgd_step. Backends: available_backends, set_backend, use_backend; info().
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # the one place: pyproject.toml and `sslkern --version` read it
 
 from .backends import BackendError, available_backends, set_backend, use_backend  # noqa: E402
 from .functional import (  # noqa: E402

@@ -15,11 +15,13 @@ _UMASK = _read_umask()
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode="wb"):
-    """`with atomic_write(path) as f: ...` — `path` appears complete or not at all."""
+def atomic_write(path, mode="wb", make_folder=True):
+    """`with atomic_write(path) as f: ...` — `path` appears complete or not at all. The folder
+    is created when missing, unless make_folder=False (then a missing folder is an OSError)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+    if make_folder:
+        os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file open()'s usual mode

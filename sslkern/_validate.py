@@ -4,7 +4,7 @@ from numbers import Integral, Real
 
 import torch
 
-from ._enums import ACTIVATIONS, CORRUPTIONS, LOSSES
+from .kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 
 MAX_COUNTERS = 2**32  # Philox counters are 32-bit (design.md section 2)
 MAX_SEED = 2**64
@@ -34,31 +34,35 @@ def same_dtype(**tensors):
         raise TypeError(f"parameters must share one dtype: {listed}")
 
 
-def choice(name, value, options):
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
-    return value
+def choice(name, value, table):
+    """The row of `table` (a sslkern.kinds.Table) called `value`; the error names the argument."""
+    if not isinstance(value, str) or value not in table:
+        raise ValueError(f"{name} must be one of {list(table.names())}, got {value!r}")
+    return table[value]
 
 
 def activation(name, value):
-    return choice(name, value, ACTIVATIONS)
+    choice(name, value, ACTIVATIONS)
+    return value
 
 
 def loss(value, decoder):
-    choice("loss", value, LOSSES)
-    if value == "bce" and decoder != "sigmoid":
-        raise ValueError(f"loss='bce' needs decoder='sigmoid' (it is computed from the logit), got decoder={decoder!r}")
+    needs = choice("loss", value, LOSSES).needs_decoder
+    if needs is not None and decoder != needs:
+        raise ValueError(f"loss={value!r} needs decoder={needs!r} (it is computed from the logit), "
+                         f"got decoder={decoder!r}")
     return value
 
 
 def corruption(kind, level, name="kind"):
-    choice(name, kind, CORRUPTIONS)
+    row = choice(name, kind, CORRUPTIONS)
     if isinstance(level, bool) or not isinstance(level, Real) or not math.isfinite(level):
         raise ValueError(f"level must be a finite number, got {level!r}")
-    if kind in ("mask", "salt_pepper") and not 0.0 <= level <= 1.0:
-        raise ValueError(f"level must be in [0, 1] for {kind!r}, got {level}")
-    if kind == "gaussian" and level < 0.0:
-        raise ValueError(f"level must be >= 0 for 'gaussian' (a standard deviation), got {level}")
+    low, high = row.level_range
+    if not low <= level <= high:
+        span = f"[{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+        raise ValueError(f"level must be {'in ' if math.isfinite(high) else ''}{span} for {kind!r} "
+                         f"({row.level_meaning}), got {level}")
     return float(level)
 
 

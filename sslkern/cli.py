@@ -16,7 +16,10 @@ COMMANDS = {
 
 
 def main(argv=None):
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="sslkern", description="Fused kernels for autoencoders.")
+    parser.add_argument("--version", action="version", version=f"sslkern {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)

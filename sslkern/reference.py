@@ -1,8 +1,10 @@
 """The float64 test oracle: design.md section 1 and 2 written as plain PyTorch.
 
-Everything here is differentiable by torch.autograd and independent of the backends: the
-tests compare every backend's values and gradients against these functions. Philox is
-computed with int64 tensor arithmetic, so it runs on any device.
+Everything here is differentiable by torch.autograd (twice: the contractive penalty's gradient
+differentiates f') and independent of the backends: the tests compare every backend's values
+and gradients against these functions, and no backend may import this module. It is written
+to be obviously right, not fast. Philox is computed with int64 tensor arithmetic, so it runs on
+any device. An unknown kind name raises ValueError.
 """
 import math
 
@@ -62,17 +64,32 @@ def corrupt(x, kind="mask", level=0.25, seed=0, offset=0):
     if kind == "salt_pepper":
         out = torch.where(u < level / 2, torch.zeros_like(flat), flat)
         return torch.where((u >= level / 2) & (u < level), torch.ones_like(flat), out).reshape(x.shape)
-    raise ValueError(f"unknown corruption kind {kind!r}")
+    raise ValueError(f"oracle: unknown corruption kind {kind!r}; known: none, mask, gaussian, salt_pepper")
+
+
+def _elu(z):
+    """z for z > 0, e^z - 1 otherwise (alpha = 1); NaN propagates. expm1 sees min(z, 0) only,
+    so a large z cannot send an inf (and a NaN gradient) through the branch where() drops."""
+    return torch.where(z > 0, z, torch.expm1(torch.clamp(z, max=0)))
+
+
+_ACTIVATIONS = {
+    "linear": lambda t: t,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "softplus": torch.nn.functional.softplus,
+    "elu": _elu,
+}
 
 
 def activation(name, z):
-    return {
-        "sigmoid": torch.sigmoid,
-        "tanh": torch.tanh,
-        "relu": torch.relu,
-        "softplus": torch.nn.functional.softplus,
-        "linear": lambda t: t,
-    }[name](z)
+    """f(z) for the activation called `name` (sslkern.kinds.ACTIVATIONS)."""
+    try:
+        f = _ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"oracle: unknown activation {name!r}; known: {', '.join(_ACTIVATIONS)}") from None
+    return f(z)
 
 
 def encode(x, W, b, activation_name="sigmoid"):
@@ -110,10 +127,12 @@ def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="
     x_tilde = corrupt(x, corruption, level, seed, offset)
     h = encode(x_tilde, W, b, encoder)
     a = h @ W + c
-    if loss == "bce":
+    if loss == "bce":  # from the logit: the decoder is sigmoid by definition
         recon = (torch.nn.functional.softplus(a) - x * a).sum() / batch
-    else:
+    elif loss == "mse":
         recon = 0.5 * (activation(decoder, a) - x).pow(2).sum() / batch
+    else:
+        raise ValueError(f"oracle: unknown loss {loss!r}; known: bce, mse")
     if contractive:
         recon = recon + contractive * contractive_penalty(x_tilde, W, b, encoder)
     return recon

@@ -1,6 +1,13 @@
 """Shared fixtures. On a machine without CUDA, Triton kernels run under TRITON_INTERPRET=1
-(set here, before anything imports triton) on CPU tensors."""
+(set here, before anything imports triton) on CPU tensors.
+
+The suite refuses to run against an sslkern without its native CPU module (an unbuilt
+checkout shadowing the installed package, a failed build): skipping the compiled code would
+hide exactly what the tests exist to catch. SSLKERN_TESTS_ALLOW_NO_NATIVE=1 asks for a
+pure-Python run on purpose.
+"""
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +18,31 @@ if not torch.cuda.is_available():
 import sslkern  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+ALLOW_NO_NATIVE = os.environ.get("SSLKERN_TESTS_ALLOW_NO_NATIVE") == "1"
+
+
+def native_missing_message():
+    """Why the tests cannot run here and what to do, or None when the native module loaded."""
+    from sslkern import _native
+
+    if _native.load("cpu") is not None:
+        return None
+    package = Path(sslkern.__file__).resolve().parent
+    checkout = Path(__file__).resolve().parent.parent
+    where = ("the source checkout (python -m pytest puts the current folder first on sys.path)"
+             if package.parent == checkout else "an installed package")
+    return (f"sslkern's native CPU module is not loaded, so the compiled code would go untested.\n"
+            f"  imported from: {package}, {where}\n"
+            f"  why: {_native.load_error('cpu')}\n"
+            "Either build in place (pip install -e . --no-build-isolation), or install "
+            "(pip install .) and run plain `pytest`, which imports the installed package; "
+            "SSLKERN_TESTS_ALLOW_NO_NATIVE=1 runs the pure-Python tests on purpose.")
+
+
+def pytest_configure(config):
+    message = native_missing_message()
+    if message and not ALLOW_NO_NATIVE:
+        raise pytest.UsageError(message)
 
 
 def backends_here():

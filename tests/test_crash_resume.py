@@ -34,21 +34,21 @@ JOB = textwrap.dedent('''
 
     checkpoint_dir, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
     tear_write = int(os.environ.get("TEAR_CHECKPOINT_WRITE", "0"))
-    atomic_write_under_test = train.atomic_write
+    atomic_write_under_test = train.checkpoints.atomic_write
     if tear_write:  # fault injection: die half-way through writing checkpoint number `tear_write`
         import contextlib, io, signal
-        real_atomic_write, writes = train.atomic_write, [0]
+        real_atomic_write, writes = train.checkpoints.atomic_write, [0]
 
         @contextlib.contextmanager
-        def tearing_atomic_write(path, mode="wb"):
+        def tearing_atomic_write(path, mode="wb", **kwargs):
             writes[0] += 1
             if writes[0] < tear_write:
-                with real_atomic_write(path, mode) as f:
+                with real_atomic_write(path, mode, **kwargs) as f:
                     yield f
                 return
             buffer = io.BytesIO()
             yield buffer
-            with real_atomic_write(path, mode) as f:
+            with real_atomic_write(path, mode, **kwargs) as f:
                 data = buffer.getvalue()
                 f.write(data[: len(data) // 2])
                 f.flush()
@@ -69,7 +69,7 @@ JOB = textwrap.dedent('''
         warm = nn.DenoisingAutoencoder(24, 10, corruption="mask", level=0.3, contractive=0.05, seed=7)
         train.fit(warm, X[:32], epochs=1, batch_size=16, lr=0.02, optimizer="adam", checkpoint_dir=scratch,
                   checkpoint_every=1, progress=False)
-    train.atomic_write = atomic_write_under_test
+    train.checkpoints.atomic_write = atomic_write_under_test
     model = nn.DenoisingAutoencoder(24, 10, corruption="mask", level=0.3, contractive=0.05, seed=7)
     print("ready", flush=True)
     started = time.perf_counter()

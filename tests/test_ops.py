@@ -6,10 +6,11 @@ import pytest
 import torch
 
 import sslkern
+from sslkern import kinds
 from sslkern import reference as oracle
 
-ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "softplus")
-CORRUPTIONS = ("none", "mask", "gaussian", "salt_pepper")
+ACTIVATIONS = kinds.ACTIVATIONS.names()
+CORRUPTIONS = kinds.CORRUPTIONS.names()
 # On a CUDA machine every backend runs on CUDA tensors (triton needs them there); the oracle
 # always runs in float64 on the CPU.
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -187,7 +188,7 @@ def _objective_cases():
     bce, *mse = OBJECTIVES
     cases = [(bce, kind, lam) for kind in CORRUPTIONS for lam in (0.0, 0.5)]
     for i, objective in enumerate(mse):
-        cases += [(objective, CORRUPTIONS[i % 4], 0.0), (objective, CORRUPTIONS[(i + 1) % 4], 0.5)]
+        cases += [(objective, CORRUPTIONS[i % len(CORRUPTIONS)], 0.0), (objective, CORRUPTIONS[(i + 1) % len(CORRUPTIONS)], 0.5)]
     return [pytest.param(*case, id=f"{'-'.join(case[0])}-{case[1]}-{case[2]}") for case in cases]
 
 

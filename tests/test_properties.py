@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 import sslkern
 from sslkern import backends
 from sslkern import reference as oracle
-from sslkern._enums import ACTIVATIONS, CORRUPTIONS
+from sslkern.kinds import ACTIVATIONS, CORRUPTIONS
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SEEDS = st.integers(0, 2**64 - 1)
 OFFSETS = st.one_of(st.integers(0, 2**32 - 1), st.integers(2**32 - 40, 2**32 - 1))  # wraparound
-KINDS = st.sampled_from(sorted(CORRUPTIONS))
-ACTS = st.sampled_from(sorted(ACTIVATIONS))
+KINDS = st.sampled_from(CORRUPTIONS.names())
+ACTS = st.sampled_from(ACTIVATIONS.names())
 # Results against the float64 oracle, relative to the size of the values compared. Half
 # precision parameters round every intermediate (h, a, dA, dZ) to 8 or 11 bits, and the
 # errors compound through the chain: those bounds only catch gross errors. float64 is not

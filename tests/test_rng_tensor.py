@@ -6,6 +6,7 @@ import torch
 import torch._dynamo.testing
 
 import sslkern
+from sslkern.kinds import CORRUPTIONS
 from sslkern import _validate
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -13,7 +14,7 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 # (seed, offset): small; a seed >= 2**63 (a negative int64) with an offset whose counters wrap
 # past 2**32 inside the tensor.
 STREAMS = [(5, 0), (2**64 - 3, 2**32 - 4)]
-KINDS = ("mask", "gaussian", "salt_pepper")
+KINDS = tuple(k for k in CORRUPTIONS.names() if k != "none")
 LEVELS = {"mask": 0.4, "gaussian": 0.3, "salt_pepper": 0.3}
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from sslkern import data, nn, train
+from sslkern.step import AutoencoderStep
 
 N_IMAGES, BATCH = 192, 32  # 6 steps per epoch
 
@@ -68,7 +69,7 @@ class Interrupted(Exception):
 
 def interrupt_after(monkeypatch, n_steps):
     """Make fit raise after n_steps optimizer steps, as a killed process would stop."""
-    make_step = train._make_step
+    make_step = train.steps.make_step
 
     def patched(*args, **kwargs):
         step = make_step(*args, **kwargs)
@@ -80,7 +81,7 @@ def interrupt_after(monkeypatch, n_steps):
             return step(xb)
         counted.calls = 0
         return counted
-    monkeypatch.setattr(train, "_make_step", patched)
+    monkeypatch.setattr(train.steps, "make_step", patched)
 
 
 @pytest.mark.parametrize("kind, optimizer", [("dae", "adam"), ("stacked", "momentum")])
@@ -109,7 +110,8 @@ def test_resume_reaches_the_uninterrupted_weights_bit_for_bit(kind, optimizer, i
 @pytest.mark.parametrize("kind", ["dae", "cae", "stacked"])
 def test_graph_free_steps_match_the_autograd_step(kind, optimizer, images, monkeypatch):
     """fit steps without an autograd graph (fused SGD, or value_and_grad feeding the
-    optimizer); a run through forward() and loss.backward() reaches the same weights."""
+    optimizer, through sslkern.step.AutoencoderStep); a run through forward() and
+    loss.backward() reaches the same weights."""
     def autograd_step(module, opt, fused_sgd):
         def step(xb):
             loss = module(xb)
@@ -121,8 +123,8 @@ def test_graph_free_steps_match_the_autograd_step(kind, optimizer, images, monke
 
     calls = []
     for method in ("sgd_step", "value_and_grad"):
-        original = getattr(nn.TiedAutoencoder, method)
-        monkeypatch.setattr(nn.TiedAutoencoder, method,
+        original = getattr(AutoencoderStep, method)
+        monkeypatch.setattr(AutoencoderStep, method,
                             lambda self, *a, _f=original, _m=method: calls.append(_m) or _f(self, *a))
     graph_free = make(kind)
     history = train.fit(graph_free, images, epochs=2, batch_size=BATCH, lr=0.05, optimizer=optimizer,
@@ -130,7 +132,7 @@ def test_graph_free_steps_match_the_autograd_step(kind, optimizer, images, monke
     assert set(calls) == {"sgd_step" if optimizer == "sgd" else "value_and_grad"}
     assert len(calls) == history["steps"]
     monkeypatch.undo()
-    monkeypatch.setattr(train, "_graph_free_step", autograd_step)
+    monkeypatch.setattr(train.steps, "graph_free_step", autograd_step)
     reference = make(kind)
     want = train.fit(reference, images, epochs=2, batch_size=BATCH, lr=0.05, optimizer=optimizer,
                      progress=False)

@@ -43,6 +43,21 @@ int64_t num_blocks(int64_t rows) { return (rows + kRowBlock - 1) / kRowBlock; }
 // AVX2 + FMA copy and an AVX-512 copy, chosen at run time by what the CPU has; everything
 // else the baseline. (On Zen 4 the 512-bit copy is the faster one even though its units
 // are 256 bits wide: half the instructions, and vpternlogd / masked blends.)
+// The row functions the kind-dependent entry points return (see kernels_rows.h).
+template <typename T>
+using CorruptSpanFn = void (*)(const T* x, T* out, int64_t begin, int64_t end, float level,
+                               uint64_t seed, uint32_t offset, bool grad);
+template <typename T>
+using EncoderRowsFn = double (*)(T* z, int64_t ldz, int64_t row0, int64_t row1, int64_t cols,
+                                 const T* b, const T* r, T* s2);
+template <typename T>
+using LossRowsFn = double (*)(T* a, int64_t lda, const T* x, int64_t ldx, int64_t row0,
+                              int64_t row1, int64_t cols, const T* c, T scale, T* dcp);
+template <typename T>
+using DzRowsFn = void (*)(const T* dh, int64_t lddh, const T* h, int64_t ldh, int64_t row0,
+                          int64_t row1, int64_t cols, const T* r, T coef, T g, T* dz,
+                          int64_t lddz, T* h_copy, int64_t ldcopy, T* dbp);
+
 #define SSLK_ROWS_ISA 0
 namespace isa_base {
 #include "kernels_rows.h"  // NOLINT: included once per instruction set
@@ -88,37 +103,26 @@ int g_isa = best_isa();  // set_isa may lower it (tests compare the copies bit f
 #define SSLK_ROWS(fn) isa_base::fn
 #endif
 
-// Overloads so the templated drivers below pick the clone family by type.
-inline void corrupt_span_t(const float* x, float* o, int64_t b, int64_t e, int k, float l,
-                           uint64_t s, uint32_t off, bool g) { SSLK_ROWS(corrupt_span_f32)(x, o, b, e, k, l, s, off, g); }
-inline void corrupt_span_t(const double* x, double* o, int64_t b, int64_t e, int k, float l,
-                           uint64_t s, uint32_t off, bool g) { SSLK_ROWS(corrupt_span_f64)(x, o, b, e, k, l, s, off, g); }
-inline double encoder_rows_t(float* z, int64_t ldz, int64_t r0, int64_t r1, int64_t c,
-                             const float* b, int a, const float* r, float* s2) {
-  return SSLK_ROWS(encoder_rows_f32)(z, ldz, r0, r1, c, b, a, r, s2);
-}
-inline double encoder_rows_t(double* z, int64_t ldz, int64_t r0, int64_t r1, int64_t c,
-                             const double* b, int a, const double* r, double* s2) {
-  return SSLK_ROWS(encoder_rows_f64)(z, ldz, r0, r1, c, b, a, r, s2);
-}
-inline double loss_rows_t(float* a, int64_t lda, const float* x, int64_t ldx, int64_t r0,
-                          int64_t r1, int64_t c, const float* cc, int l, int d, float s, float* p) {
-  return SSLK_ROWS(loss_rows_f32)(a, lda, x, ldx, r0, r1, c, cc, l, d, s, p);
-}
-inline double loss_rows_t(double* a, int64_t lda, const double* x, int64_t ldx, int64_t r0,
-                          int64_t r1, int64_t c, const double* cc, int l, int d, double s, double* p) {
-  return SSLK_ROWS(loss_rows_f64)(a, lda, x, ldx, r0, r1, c, cc, l, d, s, p);
-}
-inline void dz_rows_t(const float* dh, int64_t lddh, const float* h, int64_t ldh, int64_t r0,
-                      int64_t r1, int64_t c, int a, const float* r, float coef, float g, float* dz,
-                      int64_t lddz, float* hc, int64_t ldc, float* p) {
-  SSLK_ROWS(dz_rows_f32)(dh, lddh, h, ldh, r0, r1, c, a, r, coef, g, dz, lddz, hc, ldc, p);
-}
-inline void dz_rows_t(const double* dh, int64_t lddh, const double* h, int64_t ldh, int64_t r0,
-                      int64_t r1, int64_t c, int a, const double* r, double coef, double g,
-                      double* dz, int64_t lddz, double* hc, int64_t ldc, double* p) {
-  SSLK_ROWS(dz_rows_f64)(dh, lddh, h, ldh, r0, r1, c, a, r, coef, g, dz, lddz, hc, ldc, p);
-}
+// The row functions for T, from the clone family of the current ISA. Each call validates its
+// kind codes (std::invalid_argument): the drivers below make it before their parallel region.
+template <typename T> struct Rows;
+#define SSLK_ROWS_FOR(T, SUFFIX)                                                               \
+  template <> struct Rows<T> {                                                                 \
+    static CorruptSpanFn<T> corrupt_span(int kind) { return SSLK_ROWS(corrupt_span_##SUFFIX)(kind); } \
+    static EncoderRowsFn<T> encoder_rows(int act, bool b, bool r, bool s2) {                   \
+      return SSLK_ROWS(encoder_rows_##SUFFIX)(act, b, r, s2);                                  \
+    }                                                                                          \
+    static LossRowsFn<T> loss_rows(int loss, int dec, bool c, bool dc) {                       \
+      return SSLK_ROWS(loss_rows_##SUFFIX)(loss, dec, c, dc);                                  \
+    }                                                                                          \
+    static DzRowsFn<T> dz_rows(int act, bool dh, bool contractive, bool db) {                  \
+      return SSLK_ROWS(dz_rows_##SUFFIX)(act, dh, contractive, db);                            \
+    }                                                                                          \
+  };
+SSLK_ROWS_FOR(float, f32)
+SSLK_ROWS_FOR(double, f64)
+#undef SSLK_ROWS_FOR
+
 inline void row_sq_norms_t(const float* w, int64_t ldw, int64_t r0, int64_t r1, int64_t c, float* r) {
   SSLK_ROWS(row_sq_norms_f32)(w, ldw, r0, r1, c, r);
 }
@@ -178,33 +182,36 @@ void philox_fill(float* out, int64_t n, uint64_t seed, uint32_t offset, bool nor
 }
 
 template <typename T>
-void corrupt(const T* x, T* out, int64_t n, int kind, float level, uint64_t seed, uint32_t offset) {
+void corrupt_any(const T* src, T* out, int64_t n, int kind, float level, uint64_t seed,
+                 uint32_t offset, bool grad) {
+  const CorruptSpanFn<T> span = Rows<T>::corrupt_span(kind);  // throws on an unknown kind
   const int64_t tasks = (n + kFlatBlock - 1) / kFlatBlock;
 #pragma omp parallel for schedule(static) if (n > kParallelWork / 4)
   for (int64_t t = 0; t < tasks; ++t)
-    corrupt_span_t(x, out, t * kFlatBlock, std::min(n, (t + 1) * kFlatBlock), kind, level, seed,
-                   offset, false);
+    span(src, out, t * kFlatBlock, std::min(n, (t + 1) * kFlatBlock), level, seed, offset, grad);
+}
+
+template <typename T>
+void corrupt(const T* x, T* out, int64_t n, int kind, float level, uint64_t seed, uint32_t offset) {
+  corrupt_any<T>(x, out, n, kind, level, seed, offset, false);
 }
 
 template <typename T>
 void corrupt_grad(const T* g, T* out, int64_t n, int kind, float level, uint64_t seed, uint32_t offset) {
-  const int64_t tasks = (n + kFlatBlock - 1) / kFlatBlock;
-#pragma omp parallel for schedule(static) if (n > kParallelWork / 4)
-  for (int64_t t = 0; t < tasks; ++t)
-    corrupt_span_t(g, out, t * kFlatBlock, std::min(n, (t + 1) * kFlatBlock), kind, level, seed,
-                   offset, true);
+  corrupt_any<T>(g, out, n, kind, level, seed, offset, true);
 }
 
 template <typename T>
 double encoder_epilogue(T* z, int64_t ldz, int64_t rows, int64_t cols, const T* b, int act,
                         const T* r, T* s2col) {
+  const EncoderRowsFn<T> pass = Rows<T>::encoder_rows(act, b, r, s2col);  // throws on an unknown act
   const int64_t blocks = num_blocks(rows);
   T* partials = s2col ? partial_buffer<T>(blocks * cols) : nullptr;
   std::vector<double> block_penalty(blocks, 0.0);
 #pragma omp parallel for schedule(static) if (rows * cols > kParallelWork)
   for (int64_t blk = 0; blk < blocks; ++blk)
-    block_penalty[blk] = encoder_rows_t(z, ldz, blk * kRowBlock, std::min(rows, (blk + 1) * kRowBlock),
-                                        cols, b, act, r, partials ? partials + blk * cols : nullptr);
+    block_penalty[blk] = pass(z, ldz, blk * kRowBlock, std::min(rows, (blk + 1) * kRowBlock), cols,
+                              b, r, partials ? partials + blk * cols : nullptr);
   if (s2col) reduce_partials(partials, blocks, cols, s2col);
   double total = 0.0;
   for (double p : block_penalty) total += p;
@@ -214,13 +221,14 @@ double encoder_epilogue(T* z, int64_t ldz, int64_t rows, int64_t cols, const T* 
 template <typename T>
 double loss_epilogue(T* a, int64_t lda, const T* x, int64_t ldx, int64_t rows, int64_t cols,
                      const T* c, int loss, int dec_act, T scale, T* dc) {
+  const LossRowsFn<T> pass = Rows<T>::loss_rows(loss, dec_act, c, dc);  // throws on unknown codes
   const int64_t blocks = num_blocks(rows);
   T* partials = dc ? partial_buffer<T>(blocks * cols) : nullptr;
   std::vector<double> block_loss(blocks, 0.0);
 #pragma omp parallel for schedule(static) if (rows * cols > kParallelWork)
   for (int64_t blk = 0; blk < blocks; ++blk)
-    block_loss[blk] = loss_rows_t(a, lda, x, ldx, blk * kRowBlock, std::min(rows, (blk + 1) * kRowBlock),
-                                  cols, c, loss, dec_act, scale, partials ? partials + blk * cols : nullptr);
+    block_loss[blk] = pass(a, lda, x, ldx, blk * kRowBlock, std::min(rows, (blk + 1) * kRowBlock),
+                           cols, c, scale, partials ? partials + blk * cols : nullptr);
   if (dc) reduce_partials(partials, blocks, cols, dc);
   double total = 0.0;
   for (double l : block_loss) total += l;
@@ -231,12 +239,13 @@ template <typename T>
 void dz_epilogue(const T* dh, int64_t lddh, const T* h, int64_t ldh, int64_t rows, int64_t cols,
                  int act, const T* r, T coef, T g, T* dz, int64_t lddz, T* h_copy,
                  int64_t ldcopy, T* db) {
+  const DzRowsFn<T> pass = Rows<T>::dz_rows(act, dh, r && coef != T(0), db);  // throws on an unknown act
   const int64_t blocks = num_blocks(rows);
   T* partials = db ? partial_buffer<T>(blocks * cols) : nullptr;
 #pragma omp parallel for schedule(static) if (rows * cols > kParallelWork)
   for (int64_t blk = 0; blk < blocks; ++blk)
-    dz_rows_t(dh, lddh, h, ldh, blk * kRowBlock, std::min(rows, (blk + 1) * kRowBlock), cols, act, r,
-              coef, g, dz, lddz, h_copy, ldcopy, partials ? partials + blk * cols : nullptr);
+    pass(dh, lddh, h, ldh, blk * kRowBlock, std::min(rows, (blk + 1) * kRowBlock), cols, r, coef, g,
+         dz, lddz, h_copy, ldcopy, partials ? partials + blk * cols : nullptr);
   if (db) reduce_partials(partials, blocks, cols, db);
 }
 

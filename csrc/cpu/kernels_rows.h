@@ -55,10 +55,28 @@ SSLK_INLINE float log1p_unit(float e) {
   return f + y + k * 0.693359375f;
 }
 
+// e^x - 1 for x <= 0 (NaN passes through). Near 0, where e^x - 1 cancels, the Taylor series
+// to x^8 (remainder below 6e-9, a tenth of an ulp at |x| = 1/2); below -1/2 exp_poly(x) - 1,
+// which then is at most -0.39 and so keeps exp_poly's few ulp.
+SSLK_INLINE float expm1_poly(float x) {
+  float p = 2.4801587302e-5f;  // 1/8!
+  p = p * x + 1.9841269841e-4f;
+  p = p * x + 1.3888888889e-3f;
+  p = p * x + 8.3333333333e-3f;
+  p = p * x + 4.1666666667e-2f;
+  p = p * x + 1.6666666667e-1f;
+  p = p * x + 0.5f;
+  const float near_zero = x + (x * x) * p;
+  const float below = exp_poly(x) - 1.0f;
+  return x > -0.5f ? near_zero : below;
+}
+
 template <typename T> SSLK_INLINE T exp_neg(T x) { return std::exp(x); }
 template <> SSLK_INLINE float exp_neg<float>(float x) { return exp_poly(x); }
 template <typename T> SSLK_INLINE T log1p_small(T e) { return std::log1p(e); }
 template <> SSLK_INLINE float log1p_small<float>(float e) { return log1p_unit(e); }
+template <typename T> SSLK_INLINE T expm1_neg(T x) { return std::expm1(x); }
+template <> SSLK_INLINE float expm1_neg<float>(float x) { return expm1_poly(x); }
 
 // sigmoid and softplus from one e = exp(-|z|): branch-free, so the loops vectorise.
 template <typename T> SSLK_INLINE T sigmoid_from(T z, T e) {
@@ -67,27 +85,59 @@ template <typename T> SSLK_INLINE T sigmoid_from(T z, T e) {
 }
 template <typename T> SSLK_INLINE T fast_sigmoid(T z) { return sigmoid_from(z, exp_neg<T>(-std::abs(z))); }
 
-// f(z) with the activation known at compile time.
+// f(z) with the activation known at compile time: the branch-free forms where the loops then
+// vectorise, else ActMath (libm). The derivatives are ActMath's (arithmetic on h only).
 template <int Act, typename T> SSLK_INLINE T forward(T z) {
   if constexpr (Act == kSigmoid) return fast_sigmoid(z);
-  else if constexpr (Act == kRelu) return z <= T(0) ? T(0) : z;  // NaN passes through
-  else if constexpr (Act == kLinear) return z;
-  else return act_forward<T>(Act, z);
+  else if constexpr (Act == kElu) return z > T(0) ? z : expm1_neg<T>(z);  // NaN: expm1 branch
+  else return ActMath<Act>::forward(z);  // an Act without an ActMath does not compile
 }
 
-// Calls fn(std::integral_constant<int, act>{}) : one instantiation per activation.
+// Calls fn(std::integral_constant<int, act>{}): one instantiation per activation. The CPU
+// passes call it only to pick their row function, before any parallel region, so an unknown
+// code throws std::invalid_argument to the caller (it never runs inside a region).
 template <typename Fn> SSLK_INLINE auto with_act(int act, Fn&& fn) {
+  static_assert(kActivationCount == 6, "a new activation needs a case here");
   switch (act) {
+    case kLinear: return fn(std::integral_constant<int, kLinear>{});
     case kSigmoid: return fn(std::integral_constant<int, kSigmoid>{});
     case kTanh: return fn(std::integral_constant<int, kTanh>{});
     case kRelu: return fn(std::integral_constant<int, kRelu>{});
     case kSoftplus: return fn(std::integral_constant<int, kSoftplus>{});
-    default: return fn(std::integral_constant<int, kLinear>{});
+    case kElu: return fn(std::integral_constant<int, kElu>{});
   }
+  unknown_kind("activation", act);
+}
+
+// The same for the loss (bce fixes the decoder: its kernel works on the logit).
+template <typename Fn> SSLK_INLINE auto with_loss(int loss, int dec, Fn&& fn) {
+  static_assert(kLossCount == 2, "a new loss needs a case here");
+  switch (loss) {
+    case kBce: return fn(std::integral_constant<int, kBce>{}, std::integral_constant<int, kSigmoid>{});
+    case kMse: return with_act(dec, [&](auto A) { return fn(std::integral_constant<int, kMse>{}, A); });
+  }
+  unknown_kind("loss", loss);
+}
+
+// The same for the corruption kind.
+template <typename Fn> SSLK_INLINE auto with_corruption(int kind, Fn&& fn) {
+  static_assert(kCorruptionCount == 4, "a new corruption kind needs a case here");
+  switch (kind) {
+    case kNone: return fn(std::integral_constant<int, kNone>{});
+    case kMask: return fn(std::integral_constant<int, kMask>{});
+    case kGaussian: return fn(std::integral_constant<int, kGaussian>{});
+    case kSaltPepper: return fn(std::integral_constant<int, kSaltPepper>{});
+  }
+  unknown_kind("corruption", kind);
+}
+
+// Calls fn(std::bool_constant<flag>{}).
+template <typename Fn> SSLK_INLINE auto with_flag(bool flag, Fn&& fn) {
+  return flag ? fn(std::true_type{}) : fn(std::false_type{});
 }
 
 // ---------------------------------------------------------------------------------------
-// Row kernels (always inlined into the cloned entry points below).
+// Row kernels: one instantiation per case, picked by the entry points below.
 
 // u[k] = philox_uniform(seed, counter0 + k) for k < count.
 #if SSLK_ROWS_ISA >= 1
@@ -190,11 +240,12 @@ SSLK_INLINE void philox_uniforms(uint64_t seed, uint32_t counter0, int64_t count
 }
 #endif
 
-template <typename T>
-SSLK_INLINE void corrupt_span(const T* x, T* out, int64_t begin, int64_t end, int kind, float level,
+// out[i] for begin <= i < end: x~ (grad false) or dx~/dx times x (grad true, x a gradient).
+template <int Kind, typename T>
+SSLK_INLINE void corrupt_span(const T* x, T* out, int64_t begin, int64_t end, float level,
                               uint64_t seed, uint32_t offset, bool grad) {
   const T zero = T(0);
-  if (kind == kMask || kind == kSaltPepper) {
+  if constexpr (Kind == kMask || Kind == kSaltPepper) {
     constexpr int64_t kChunk = 256;
     alignas(32) float u[kChunk];
     const float half = 0.5f * level;
@@ -204,7 +255,7 @@ SSLK_INLINE void corrupt_span(const T* x, T* out, int64_t begin, int64_t end, in
       philox_uniforms(seed, offset + static_cast<uint32_t>(i0), n, u);
       const T* xi = x + i0;
       T* oi = out + i0;
-      if (kind == kMask) {
+      if constexpr (Kind == kMask) {
 #pragma omp simd
         for (int64_t k = 0; k < n; ++k) oi[k] = u[k] >= level ? xi[k] : zero;
       } else {
@@ -212,10 +263,15 @@ SSLK_INLINE void corrupt_span(const T* x, T* out, int64_t begin, int64_t end, in
         for (int64_t k = 0; k < n; ++k) oi[k] = u[k] >= level ? xi[k] : (u[k] < half ? zero : fill);
       }
     }
-  } else if (kind == kGaussian && !grad) {
-    for (int64_t i = begin; i < end; ++i)
-      out[i] = x[i] + static_cast<T>(level * philox_normal(seed, offset + static_cast<uint32_t>(i)));
+  } else if constexpr (Kind == kGaussian) {
+    if (!grad) {
+      for (int64_t i = begin; i < end; ++i)
+        out[i] = x[i] + static_cast<T>(level * philox_normal(seed, offset + static_cast<uint32_t>(i)));
+    } else {
+      for (int64_t i = begin; i < end; ++i) out[i] = x[i];  // additive noise: dx~/dx = 1
+    }
   } else {
+    static_assert(Kind == kNone, "corrupt_span: a corruption kind without a case");
     for (int64_t i = begin; i < end; ++i) out[i] = x[i];
   }
 }
@@ -237,7 +293,7 @@ SSLK_INLINE double encoder_rows(T* z, int64_t ldz, int64_t row0, int64_t row1, i
       T row_penalty = 0;
 #pragma omp simd reduction(+ : row_penalty)
       for (int64_t j = 0; j < cols; ++j) {
-        const T s = act_d1<T>(Act, zi[j]);
+        const T s = ActMath<Act>::d1(zi[j]);
         row_penalty += s * s * r[j];
         if constexpr (HasS2) s2[j] += s * s;
       }
@@ -266,9 +322,10 @@ SSLK_INLINE double loss_rows(T* a, int64_t lda, const T* x, int64_t ldx, int64_t
         grad = sigmoid_from(v, e) - xi[k];
         loss = (v > T(0) ? v : T(0)) + log1p_small<T>(e) - xi[k] * v;
       } else {
+        static_assert(Loss == kMse, "loss_rows: a loss without a case");
         const T y = forward<Dec, T>(v);
         const T diff = y - xi[k];
-        grad = diff * act_d1<T>(Dec, y);
+        grad = diff * ActMath<Dec>::d1(y);
         loss = T(0.5) * diff * diff;
       }
       row_loss += loss;
@@ -295,10 +352,10 @@ SSLK_INLINE void dz_rows(const T* dh, int64_t lddh, const T* h, int64_t ldh, int
     }
 #pragma omp simd
     for (int64_t j = 0; j < cols; ++j) {
-      const T s = act_d1<T>(Act, hi[j]);
+      const T s = ActMath<Act>::d1(hi[j]);
       T v = T(0);
       if constexpr (HasDh) v = dhi[j] * s;
-      if constexpr (Contractive) v += coef * s * act_d2<T>(Act, hi[j]) * r[j];
+      if constexpr (Contractive) v += coef * s * ActMath<Act>::d2(hi[j]) * r[j];
       const T out = g * v;
       dzi[j] = out;
       if constexpr (HasDb) dbp[j] += out;
@@ -306,63 +363,46 @@ SSLK_INLINE void dz_rows(const T* dh, int64_t lddh, const T* h, int64_t ldh, int
   }
 }
 
-// Calls fn(std::bool_constant<flag>{}).
-template <typename Fn> SSLK_INLINE auto with_flag(bool flag, Fn&& fn) {
-  return flag ? fn(std::true_type{}) : fn(std::false_type{});
-}
-
 // ---------------------------------------------------------------------------------------
-// Entry points: one per (pass, dtype); the switches on the activation and on the optional
-// operands run once per row block.
+// Entry points: one per (pass, dtype). The passes that depend on a kind or on optional
+// operands return the row function for them (every switch runs here, once per call, before
+// the caller enters its parallel region; an unknown code throws std::invalid_argument); the
+// others are the row functions themselves. The *Fn types are in kernels.cpp.
 
-#define SSLK_ROW_PASSES(T, SUFFIX)                                                          \
-  void corrupt_span_##SUFFIX(const T* x, T* out, int64_t begin, int64_t end,     \
-                                         int kind, float level, uint64_t seed, uint32_t offset, \
-                                         bool grad) {                                         \
-    corrupt_span<T>(x, out, begin, end, kind, level, seed, offset, grad);                     \
+#define SSLK_ROW_PASSES(T, SUFFIX)                                                            \
+  CorruptSpanFn<T> corrupt_span_##SUFFIX(int kind) {                                          \
+    return with_corruption(kind, [](auto K) -> CorruptSpanFn<T> {                             \
+      return &corrupt_span<decltype(K)::value, T>;                                            \
+    });                                                                                       \
   }                                                                                           \
-  double encoder_rows_##SUFFIX(T* z, int64_t ldz, int64_t row0, int64_t row1,    \
-                                           int64_t cols, const T* b, int act, const T* r,     \
-                                           T* s2) {                                           \
+  EncoderRowsFn<T> encoder_rows_##SUFFIX(int act, bool has_b, bool has_r, bool has_s2) {      \
     return with_act(act, [&](auto A) {                                                        \
-      return with_flag(b, [&](auto HB) {                                                      \
-        return with_flag(r, [&](auto HR) {                                                    \
-          return with_flag(s2, [&](auto HS) {                                                 \
-            return encoder_rows<decltype(A)::value, HB(), HR(), HS(), T>(z, ldz, row0, row1,  \
-                                                                         cols, b, r, s2);     \
+      return with_flag(has_b, [&](auto HB) {                                                  \
+        return with_flag(has_r, [&](auto HR) {                                                \
+          return with_flag(has_s2, [&](auto HS) -> EncoderRowsFn<T> {                         \
+            return &encoder_rows<decltype(A)::value, HB(), HR(), HS(), T>;                    \
           });                                                                                 \
         });                                                                                   \
       });                                                                                     \
     });                                                                                       \
   }                                                                                           \
-  double loss_rows_##SUFFIX(T* a, int64_t lda, const T* x, int64_t ldx,          \
-                                        int64_t row0, int64_t row1, int64_t cols, const T* c, \
-                                        int loss, int dec, T scale, T* dcp) {                 \
-    return with_flag(c, [&](auto HC) {                                                        \
-      return with_flag(dcp, [&](auto HD) {                                                    \
-        if (loss == kBce)                                                                     \
-          return loss_rows<kBce, kSigmoid, HC(), HD(), T>(a, lda, x, ldx, row0, row1, cols,   \
-                                                          c, scale, dcp);                     \
-        return with_act(dec, [&](auto A) {                                                    \
-          return loss_rows<kMse, decltype(A)::value, HC(), HD(), T>(a, lda, x, ldx, row0,     \
-                                                                    row1, cols, c, scale,     \
-                                                                    dcp);                     \
+  LossRowsFn<T> loss_rows_##SUFFIX(int loss, int dec, bool has_c, bool has_dc) {              \
+    return with_loss(loss, dec, [&](auto L, auto D) {                                         \
+      return with_flag(has_c, [&](auto HC) {                                                  \
+        return with_flag(has_dc, [&](auto HD) -> LossRowsFn<T> {                              \
+          return &loss_rows<decltype(L)::value, decltype(D)::value, HC(), HD(), T>;           \
         });                                                                                   \
       });                                                                                     \
     });                                                                                       \
   }                                                                                           \
-  void dz_rows_##SUFFIX(const T* dh, int64_t lddh, const T* h, int64_t ldh,      \
-                                    int64_t row0, int64_t row1, int64_t cols, int act,        \
-                                    const T* r, T coef, T g, T* dz, int64_t lddz, T* h_copy,  \
-                                    int64_t ldcopy, T* dbp) {                                 \
-    const bool contractive = r && coef != T(0) && act != kLinear && act != kRelu;             \
-    with_act(act, [&](auto A) {                                                               \
-      with_flag(dh, [&](auto HD) {                                                            \
-        with_flag(contractive, [&](auto C) {                                                  \
-          with_flag(dbp, [&](auto HB) {                                                       \
-            dz_rows<decltype(A)::value, HD(), C(), HB(), T>(dh, lddh, h, ldh, row0, row1,     \
-                                                            cols, r, coef, g, dz, lddz,       \
-                                                            h_copy, ldcopy, dbp);             \
+  /* contractive: the caller's request; an activation with f'' = 0 drops the term. */        \
+  DzRowsFn<T> dz_rows_##SUFFIX(int act, bool has_dh, bool contractive, bool has_db) {         \
+    return with_act(act, [&](auto A) {                                                        \
+      const bool with_d2 = contractive && !ActMath<decltype(A)::value>::kPiecewiseLinear;     \
+      return with_flag(has_dh, [&](auto HD) {                                                 \
+        return with_flag(with_d2, [&](auto C) {                                               \
+          return with_flag(has_db, [&](auto HB) -> DzRowsFn<T> {                              \
+            return &dz_rows<decltype(A)::value, HD(), C(), HB(), T>;                          \
           });                                                                                 \
         });                                                                                   \
       });                                                                                     \

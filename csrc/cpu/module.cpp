@@ -18,6 +18,8 @@
 #endif
 
 #include "kernels.h"
+#include "sslkern/activations.h"
+#include "sslkern/kinds.h"
 #include "step.h"
 
 namespace py = pybind11;
@@ -58,8 +60,11 @@ void check_matrix(const char* name, int64_t rows, int64_t cols, int64_t ld) {
                    " overflow 64-bit byte offsets");
 }
 
-void check_enum(int value, int count, const char* name) {
-  if (value < 0 || value >= count) fail(name, "unknown code " + std::to_string(value));
+// A kind code of sslkern/kinds.py: `family` is "activation", "loss" or "corruption".
+void check_enum(int value, int count, const char* family, const char* name) {
+  if (value < 0 || value >= count)
+    fail(name, std::string("unknown ") + family + " code " + std::to_string(value) + " (known: 0.." +
+                   std::to_string(count - 1) + ")");
 }
 
 void check_counters(int64_t n) {
@@ -78,7 +83,7 @@ void corrupt_checked(bool grad, int dtype, uintptr_t src, uintptr_t out, int64_t
                      double level, uint64_t seed, uint32_t offset) {
   check_size(n, "n");
   check_counters(n);
-  check_enum(kind, 4, "kind");
+  check_enum(kind, sslkern::kCorruptionCount, "corruption", "kind");
   if (!std::isfinite(level)) fail("level", "not finite");
   // The kernels take level as a float: a larger double would become inf (or UB).
   if (std::fabs(level) > FLT_MAX) fail("level", "outside the float32 range");
@@ -110,10 +115,10 @@ sslkern::cpu::AeStep<T> step_args(uintptr_t gemm, int64_t batch, int64_t visible
     fail("shape", "the fused step needs B, D, H >= 1 (the caller handles empty shapes)");
   check_matrix("w", hidden, visible, ldw);
   check_counters(batch * visible);
-  check_enum(corruption, 4, "corruption");
-  check_enum(encoder, 5, "encoder");
-  check_enum(decoder, 5, "decoder");
-  check_enum(loss, 2, "loss");
+  check_enum(corruption, sslkern::kCorruptionCount, "corruption", "corruption");
+  check_enum(encoder, sslkern::kActivationCount, "activation", "encoder");
+  check_enum(decoder, sslkern::kActivationCount, "activation", "decoder");
+  check_enum(loss, sslkern::kLossCount, "loss", "loss");
   if (!std::isfinite(level) || std::fabs(level) > FLT_MAX) fail("level", "not a finite float32");
   if (!(contractive >= 0.0) || !std::isfinite(contractive)) fail("contractive", "not finite and >= 0");
   const bool penalty = contractive != 0.0;
@@ -148,16 +153,18 @@ PYBIND11_MODULE(_native_cpu, m) {
   m.def("corrupt", [](int dtype, uintptr_t x, uintptr_t out, int64_t n, int kind, double level,
                       uint64_t seed, uint32_t offset) {
     corrupt_checked(false, dtype, x, out, n, kind, level, seed, offset);
-  });
+  }, py::arg("dtype"), py::arg("x"), py::arg("out"), py::arg("n"), py::arg("kind"), py::arg("level"),
+     py::arg("seed"), py::arg("offset"));
   m.def("corrupt_grad", [](int dtype, uintptr_t g, uintptr_t out, int64_t n, int kind, double level,
                            uint64_t seed, uint32_t offset) {
     corrupt_checked(true, dtype, g, out, n, kind, level, seed, offset);
-  });
+  }, py::arg("dtype"), py::arg("grad"), py::arg("out"), py::arg("n"), py::arg("kind"), py::arg("level"),
+     py::arg("seed"), py::arg("offset"));
 
   m.def("encoder_epilogue", [](int dtype, uintptr_t z, int64_t ldz, int64_t rows, int64_t cols,
                                uintptr_t b, int act, uintptr_t r, uintptr_t s2col) {
     check_matrix("z", rows, cols, ldz);
-    check_enum(act, 5, "act");
+    check_enum(act, sslkern::kActivationCount, "activation", "act");
     return dispatch(dtype, [&](auto tag) {
       using T = decltype(tag);
       T* zp = pointer<T>(z, "z", rows * cols == 0);
@@ -167,15 +174,16 @@ PYBIND11_MODULE(_native_cpu, m) {
       py::gil_scoped_release nogil;
       return sslkern::cpu::encoder_epilogue<T>(zp, ldz, rows, cols, bp, act, rp, sp);
     });
-  });
+  }, py::arg("dtype"), py::arg("z"), py::arg("ldz"), py::arg("rows"), py::arg("cols"), py::arg("b"),
+     py::arg("act"), py::arg("r"), py::arg("s2col"));
 
   m.def("loss_epilogue", [](int dtype, uintptr_t a, int64_t lda, uintptr_t x, int64_t ldx,
                             int64_t rows, int64_t cols, uintptr_t c, int loss, int dec_act,
                             double scale, uintptr_t dc) {
     check_matrix("a", rows, cols, lda);
     check_matrix("x", rows, cols, ldx);
-    check_enum(loss, 2, "loss");
-    check_enum(dec_act, 5, "dec_act");
+    check_enum(loss, sslkern::kLossCount, "loss", "loss");
+    check_enum(dec_act, sslkern::kActivationCount, "activation", "dec_act");
     return dispatch(dtype, [&](auto tag) {
       using T = decltype(tag);
       T* ap = pointer<T>(a, "a", rows * cols == 0);
@@ -185,7 +193,8 @@ PYBIND11_MODULE(_native_cpu, m) {
       py::gil_scoped_release nogil;
       return sslkern::cpu::loss_epilogue<T>(ap, lda, xp, ldx, rows, cols, cp, loss, dec_act, T(scale), dcp);
     });
-  });
+  }, py::arg("dtype"), py::arg("a"), py::arg("lda"), py::arg("x"), py::arg("ldx"), py::arg("rows"),
+     py::arg("cols"), py::arg("c"), py::arg("loss"), py::arg("dec_act"), py::arg("scale"), py::arg("dc"));
 
   m.def("dz_epilogue", [](int dtype, uintptr_t dh, int64_t lddh, uintptr_t h, int64_t ldh,
                           int64_t rows, int64_t cols, int act, uintptr_t r, double coef, double g,
@@ -194,7 +203,7 @@ PYBIND11_MODULE(_native_cpu, m) {
     check_matrix("dh", rows, cols, lddh);
     check_matrix("dz", rows, cols, lddz);
     check_matrix("h_copy", rows, cols, ldcopy);
-    check_enum(act, 5, "act");
+    check_enum(act, sslkern::kActivationCount, "activation", "act");
     dispatch(dtype, [&](auto tag) {
       using T = decltype(tag);
       const T* dhp = pointer<T>(dh, "dh", true);
@@ -207,7 +216,9 @@ PYBIND11_MODULE(_native_cpu, m) {
       sslkern::cpu::dz_epilogue<T>(dhp, lddh, hp, ldh, rows, cols, act, rp, T(coef), T(g), dzp,
                                    lddz, cp, ldcopy, dbp);
     });
-  });
+  }, py::arg("dtype"), py::arg("dh"), py::arg("lddh"), py::arg("h"), py::arg("ldh"), py::arg("rows"),
+     py::arg("cols"), py::arg("act"), py::arg("r"), py::arg("coef"), py::arg("g"), py::arg("dz"),
+     py::arg("lddz"), py::arg("h_copy"), py::arg("ldcopy"), py::arg("db"));
 
   m.def("row_sq_norms", [](int dtype, uintptr_t w, int64_t ldw, int64_t rows, int64_t cols, uintptr_t r) {
     check_matrix("w", rows, cols, ldw);
@@ -218,7 +229,7 @@ PYBIND11_MODULE(_native_cpu, m) {
       py::gil_scoped_release nogil;
       sslkern::cpu::row_sq_norms<T>(wp, ldw, rows, cols, rp);
     });
-  });
+  }, py::arg("dtype"), py::arg("w"), py::arg("ldw"), py::arg("rows"), py::arg("cols"), py::arg("r"));
 
   m.def("row_scale_add", [](int dtype, uintptr_t dw, int64_t lddw, uintptr_t w, int64_t ldw,
                             int64_t rows, int64_t cols, uintptr_t scale, double alpha) {
@@ -232,7 +243,8 @@ PYBIND11_MODULE(_native_cpu, m) {
       py::gil_scoped_release nogil;
       sslkern::cpu::row_scale_add<T>(dwp, lddw, wp, ldw, rows, cols, sp, T(alpha));
     });
-  });
+  }, py::arg("dtype"), py::arg("dw"), py::arg("lddw"), py::arg("w"), py::arg("ldw"), py::arg("rows"),
+     py::arg("cols"), py::arg("scale"), py::arg("alpha"));
 
   // The whole forward and backward of autoencoder_loss, products through `gemm` (the
   // address of the BLAS sgemm_/dgemm_ for the dtype; see sslkern/backends/blas.py).
@@ -241,6 +253,14 @@ PYBIND11_MODULE(_native_cpu, m) {
       uintptr_t w, int64_t ldw, uintptr_t b, uintptr_t c, int corruption, double level,         \
       uint64_t seed, uint32_t offset, int encoder, int decoder, int loss, double contractive,   \
       uintptr_t ax, uintptr_t h, uintptr_t r, uintptr_t s2col, uintptr_t dc
+// The same names, in the same order, for pybind11 (sslkern/backends/native.py checks its
+// StepArgs against them at load).
+#define SSLK_STEP_ARG_NAMES                                                                     \
+  py::arg("dtype"), py::arg("gemm"), py::arg("batch"), py::arg("visible"), py::arg("hidden"),   \
+      py::arg("x"), py::arg("w"), py::arg("ldw"), py::arg("b"), py::arg("c"),                   \
+      py::arg("corruption"), py::arg("level"), py::arg("seed"), py::arg("offset"),              \
+      py::arg("encoder"), py::arg("decoder"), py::arg("loss"), py::arg("contractive"),          \
+      py::arg("ax"), py::arg("h"), py::arg("r"), py::arg("s2col"), py::arg("dc")
 #define SSLK_STEP_ARGS                                                                          \
   gemm, batch, visible, hidden, x, w, ldw, b, c, corruption, level, seed, offset, encoder,      \
       decoder, loss, contractive, ax, h, r, s2col, dc
@@ -251,7 +271,7 @@ PYBIND11_MODULE(_native_cpu, m) {
       py::gil_scoped_release nogil;
       return sslkern::cpu::ae_forward<T>(s);
     });
-  });
+  }, SSLK_STEP_ARG_NAMES);
   m.def("ae_backward", [](SSLK_STEP_PARAMS, double g, uintptr_t hz, uintptr_t dw, uintptr_t db) {
     dispatch(dtype, [&](auto tag) {
       using T = decltype(tag);
@@ -262,7 +282,7 @@ PYBIND11_MODULE(_native_cpu, m) {
       py::gil_scoped_release nogil;
       sslkern::cpu::ae_backward<T>(s, T(g), hzp, dwp, dbp);
     });
-  });
+  }, SSLK_STEP_ARG_NAMES, py::arg("g"), py::arg("hz"), py::arg("dw"), py::arg("db"));
   m.def("ae_value_and_grad", [](SSLK_STEP_PARAMS, uintptr_t dw, uintptr_t db) {
     return dispatch(dtype, [&](auto tag) {
       using T = decltype(tag);
@@ -272,7 +292,8 @@ PYBIND11_MODULE(_native_cpu, m) {
       py::gil_scoped_release nogil;
       return sslkern::cpu::ae_value_and_grad<T>(s, dwp, dbp);
     });
-  }, "ae_forward then ae_backward with gradient 1; ax, h, r and s2col are not used (pass 0).");
+  }, SSLK_STEP_ARG_NAMES, py::arg("dw"), py::arg("db"),
+     "ae_forward then ae_backward with gradient 1; ax, h, r and s2col are not used (pass 0).");
   m.def("ae_sgd_step", [](SSLK_STEP_PARAMS, double lr) {
     return dispatch(dtype, [&](auto tag) {
       using T = decltype(tag);
@@ -284,8 +305,9 @@ PYBIND11_MODULE(_native_cpu, m) {
       py::gil_scoped_release nogil;
       return sslkern::cpu::ae_sgd_step<T>(s, T(lr), wp, bp, cp);
     });
-  }, "One SGD step in place on w, b, c (lr); returns the loss. ax, h, r, s2col, dc: pass 0.");
+  }, SSLK_STEP_ARG_NAMES, py::arg("lr"), "One SGD step in place on w, b, c (lr); returns the loss. ax, h, r, s2col, dc: pass 0.");
 #undef SSLK_STEP_PARAMS
+#undef SSLK_STEP_ARG_NAMES
 #undef SSLK_STEP_ARGS
 
   static const char* const kIsaNames[] = {"baseline", "avx2", "avx512"};
@@ -299,6 +321,19 @@ PYBIND11_MODULE(_native_cpu, m) {
     }
     fail("isa", "must be baseline, avx2 or avx512, got " + name);
   }, py::arg("isa"), "Run the row kernels with a lower instruction set (tests, benchmarks).");
+
+  m.def("kinds", [] {
+    py::dict d;
+    d["activation"] = sslkern::kActivationCount;
+    d["loss"] = sslkern::kLossCount;
+    d["corruption"] = sslkern::kCorruptionCount;
+    py::list piecewise;
+    for (int act = 0; act < sslkern::kActivationCount; ++act)
+      if (sslkern::act_piecewise_linear(act)) piecewise.append(act);
+    d["piecewise_linear"] = piecewise;
+    return d;
+  }, "The kind counts of kinds.h this module was built with, and the activation codes whose "
+     "f'' vanishes (sslkern/_native.py refuses a build that disagrees with sslkern/kinds.py).");
 
   m.def("build_info", [] {
     py::dict d;

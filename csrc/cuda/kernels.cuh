@@ -18,7 +18,10 @@ typedef unsigned long long uint64_t;
 typedef long long int64_t;
 #endif
 
+// Every switch over a kind code in these headers (act_forward, act_d1, act_d2, loss_and_grad,
+// corrupt_element) traps on a code it does not know: the launch fails instead of computing.
 #include "sslkern/activations.h"
+#include "sslkern/kinds.h"
 #include "sslkern/philox.h"
 
 namespace sslkern {
@@ -269,7 +272,7 @@ struct ActGradOp {
   const T* g_ptr; T g_value; T* dz; int64_t lddz; T* h_copy; int64_t ldcopy;
   __device__ void operator()(int64_t i, int64_t j, int valid, T (&col)[VEC], double&) const {
     const T g = g_ptr ? *g_ptr : g_value;
-    const bool contractive = r && coef != T(0) && act != kLinear && act != kRelu;
+    const bool contractive = r && coef != T(0) && !act_piecewise_linear(act);
     const Pack<T, VEC> hv = load_pack<T, VEC>(h + i * ldh + j, valid);
     const Pack<T, VEC> dhv = load_pack_or_zero<T, VEC>(dh ? dh + i * lddh + j : nullptr, valid);
     const Pack<T, VEC> norm = load_pack_or_zero<T, VEC>(contractive ? r + j : nullptr, valid);

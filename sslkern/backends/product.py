@@ -1,18 +1,108 @@
 """Backends whose matrix products come from torch (MKL/oneDNN, cuBLAS) and whose work
 between the products is a set of fused epilogue passes (design.md section 3).
 
-`reference` plugs in epilogues written in PyTorch, `native` plugs in the compiled ones;
-the orchestration below (buffers, products, the order of passes) is shared, so the two
-can differ only inside an epilogue.
+`reference` plugs in epilogues written in PyTorch, `native` plugs in the compiled ones (C++ on
+CPU tensors, CUDA on GPU tensors); the orchestration below (buffers, products, the order of
+passes) is shared, so the backends can differ only inside an epilogue. `Epilogues` is the
+interface they implement.
 
 The random stream's seed may be the int64 [2] device tensor (seed bits, offset) the ops pass
 for a tensor seed: these backends read it back to the host once per call that draws numbers
 (a sync), so a CUDA-graph capture of a step with fresh noise per replay needs the triton backend.
 """
+from typing import Optional, Protocol, Union, runtime_checkable
+
 import torch
 
-from .. import reference as oracle
+from ..kinds import CORRUPTIONS, LOSSES
 from .base import AEForward, Backend
+
+Scalar = Union[float, torch.Tensor]  # a number, or a 0-d tensor (possibly on the device)
+
+
+@runtime_checkable
+class Epilogues(Protocol):
+    """The passes a ProductBackend runs between torch's matrix products.
+
+    Conventions shared by every method:
+    - Matrices are 2-D with unit column stride; their row stride (leading dimension) may
+      exceed the row length, so a matrix may be a column block of a wider buffer. Vectors are
+      contiguous. All tensors of one call share a device; floating tensors share a dtype
+      (that of the parameters), except the float32 Philox draws.
+    - Kinds arrive as names (`act`, `loss`, `decoder`, `kind`) from `sslkern.kinds`; an
+      implementation raises ValueError on a name it does not know, never computes another.
+    - "In place" means the named output is overwritten; an argument documented as allowed to
+      alias another (the same tensor passed twice) is read before it is written, element by
+      element. Nothing else is written, and nothing is returned unless stated.
+    - Random draws: element i of a tensor (its row-major index) uses counter offset + i
+      (mod 2**32) of the Philox stream keyed by the 64-bit `seed`; `seed` and `offset` are host
+      integers (ProductBackend has resolved device-tensor seeds already).
+    - Sums (penalty and loss totals, column sums) are returned/written in the tensor dtype;
+      their order of summation is the implementation's.
+    """
+
+    def availability(self) -> "list[str]":
+        """Reasons these epilogues cannot run here (an empty list when they can)."""
+        ...
+
+    def philox(self, n: int, seed: int, offset: int, device: torch.device, normal: bool) -> torch.Tensor:
+        """A new float32 tensor [n] on `device`: element i is tl.rand(seed, offset + i)
+        bit for bit, or tl.randn(seed, offset + i) within 1e-5 when `normal`."""
+        ...
+
+    def corrupt(self, x: torch.Tensor, out: torch.Tensor, kind: str, level: float, seed: int,
+                offset: int) -> None:
+        """out <- C(x; kind, level, seed, offset) (design.md section 2), in place. x and out
+        have one shape and dtype and are contiguous; out may alias x."""
+        ...
+
+    def corrupt_grad(self, grad: torch.Tensor, out: torch.Tensor, kind: str, level: float, seed: int,
+                     offset: int) -> None:
+        """out <- grad * dx~/dx (the regenerated keep-mask, or grad itself for a kind that
+        passes the gradient), in place. grad and out have one shape and are contiguous; out may
+        alias grad."""
+        ...
+
+    def bias_act(self, z: torch.Tensor, bias: Optional[torch.Tensor], act: str,
+                 r: Optional[torch.Tensor] = None, s2col: Optional[torch.Tensor] = None
+                 ) -> Optional[torch.Tensor]:
+        """z [M, N] <- f(z + bias) in place (bias [N], or None for none).
+
+        With r [N] (the penalty's ||W_j||^2) it also returns the 0-d tensor
+        sum_ij f'(z_ij)^2 r_j (z before f: the contractive penalty's sum) and, when s2col [N]
+        is given, writes s2col_j = sum_i f'(z_ij)^2. Without r it returns None and ignores
+        s2col."""
+        ...
+
+    def loss_grad(self, a: torch.Tensor, x: torch.Tensor, c: torch.Tensor, loss: str, decoder: str,
+                  scale: float, dc: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The decoder's epilogue. a [B, D] holds h W on entry; in place it becomes
+        scale * dL/da of the summed loss L of (g(a + c), x) (bce: from the logit a + c).
+        x [B, D] is the clean target, c [D]. Returns L (unscaled) as a 0-d tensor and, when
+        dc [D] is given, writes its column sums dc_k = sum_i a_ik (after scaling)."""
+        ...
+
+    def act_grad(self, dh: Optional[torch.Tensor], h: torch.Tensor, act: str, out: torch.Tensor, *,
+                 r: Optional[torch.Tensor] = None, coef: float = 0.0, g: Scalar = 1.0,
+                 h_copy: Optional[torch.Tensor] = None, db: Optional[torch.Tensor] = None) -> None:
+        """The encoder's backward epilogue, from h = f(z) [B, H]:
+        out <- g * (dh * f'(z) + coef * f'(z) f''(z) r), in place.
+
+        dh [B, H] is the incoming gradient (None: zero; it may alias out). The second term
+        is present only with r [H] and coef != 0, and vanishes for a piecewise-linear f. When
+        given, h_copy [B, H] <- g * h and db [H] <- sum_i out_i. g is a number or a 0-d
+        tensor (on the device: no host sync)."""
+        ...
+
+    def row_sq_norms(self, W: torch.Tensor) -> torch.Tensor:
+        """A new tensor [H]: r_j = ||W_j||^2 of W [H, D]."""
+        ...
+
+    def row_scale_add(self, dW: torch.Tensor, W: torch.Tensor, scale: torch.Tensor, alpha: Scalar) -> None:
+        """dW [H, D] += alpha * scale[:, None] * W, in place; scale [H], alpha a number or a 0-d
+        tensor."""
+        ...
+
 
 PROD_DTYPES = (torch.float32, torch.float64)
 
@@ -29,7 +119,7 @@ def host_stream(seed, offset):
 
 
 class ProductBackend(Backend):
-    def __init__(self, name, description, epilogues, devices, dtypes):
+    def __init__(self, name, description, epilogues: Epilogues, devices, dtypes):
         self.name, self.description = name, description
         self.ep = epilogues
         self.devices, self.dtypes = tuple(devices), tuple(dtypes)
@@ -100,7 +190,7 @@ class ProductBackend(Backend):
         contractive = cfg.contractive != 0.0
         ax = W.new_empty(2 * batch, x.shape[1])
         d_a, x_tilde = ax[:batch], ax[batch:]
-        if cfg.corruption == "none":
+        if CORRUPTIONS[cfg.corruption].name == "none":
             x_tilde.copy_(x)
         else:
             self.ep.corrupt(x, x_tilde, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
@@ -139,8 +229,15 @@ class ProductBackend(Backend):
     def _input_grad(self, grad, x, W, c, h, d_z, cfg):
         """dL/dx: through x~ (dZ W, masked like the corruption) plus the reconstruction target."""
         dx = torch.mm(d_z, W)
-        if cfg.corruption != "none":
+        if not CORRUPTIONS[cfg.corruption].passes_gradient:
             self.ep.corrupt_grad(dx, dx, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
-        a = torch.addmm(c, h, W)
-        target = a if cfg.loss == "bce" else oracle.activation(cfg.decoder, a) - x
-        return dx - target * (grad / max(x.shape[0], 1))
+        loss = LOSSES[cfg.loss].name
+        if loss == "bce":  # d/dx of softplus(a) - x a: -a
+            target = torch.addmm(c, h, W)
+        elif loss == "mse":  # d/dx of (g(a) - x)^2 / 2: x - g(a)
+            target = torch.mm(h, W)
+            self.ep.bias_act(target, c, cfg.decoder)
+            target.sub_(x)
+        else:
+            raise ValueError(f"unknown loss {loss!r}")
+        return dx.sub_(target.mul_(grad / max(x.shape[0], 1)))

@@ -8,9 +8,25 @@ Backward = dZ (dA Wᵀ) + weight gradient over K = 2B + finalize [+ input grad]
 Runs on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1 (tests). Launches never
 read a value back to the host: the incoming gradient is read on the device, and the random
 stream's (seed, offset) may come from a device tensor (`rng`), so a step captured in a CUDA
-graph draws fresh noise on every replay. Reductions go through fp32 (fp64 for float64)
-partial buffers summed in a fixed order: results are deterministic.
+graph draws fresh noise on every replay. Every launch runs on its tensors' device (not
+merely the current one) and passes its arguments by keyword; kind codes come from
+sslkern/kinds.py.
+
+Determinism: reductions go through fp32 (fp64 for float64) partial buffers summed in a fixed
+order, and BLOCK_M (which sets that order for dc, db, the penalty statistics and the loss) is
+a fixed function of the shape, the dtype and the device's shared memory: the first candidate
+tile that fits (`_candidates`); a candidate the device rejects (OutOfResources) is skipped
+for the next, once. The same inputs on the same device give the same bits, call after call.
+
+Environment:
+- SSLKERN_TRITON_AUTOTUNE=1 opts in to autotuning: the first call per shape times every
+  candidate tile and keeps the fastest for the process. Faster, but which tile wins can vary
+  between runs and machines, and with it the last bits of the sums above. Off by default.
+- SSLKERN_TRITON_XT=auto|load|prepass: where the encoder's x~ is made (XT_MODE below).
+- SSLKERN_TRITON_HALF_OPERANDS=1: bf16/fp16 product operands for a half x with fp32
+  parameters (_precision).
 """
+import contextlib
 import os
 import struct
 from typing import NamedTuple
@@ -18,13 +34,14 @@ from typing import NamedTuple
 import torch
 import triton  # an ImportError here marks the backend unavailable (backends.get)
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
-from .._enums import ACTIVATIONS, CORRUPTIONS, LOSSES, PIECEWISE_LINEAR
 from ..kernels.triton import backward as bwd_kernels
 from ..kernels.triton import corrupt as rng_kernels
 from ..kernels.triton.decoder import decoder_loss_kernel
 from ..kernels.triton.encoder import encoder_kernel
 from ..kernels.triton.reduce import finalize_kernel
+from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 from .base import AEForward, Backend
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -37,7 +54,7 @@ _TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.floa
 # both (set this attribute or SSLKERN_TRITON_XT).
 XT_MODE = os.environ.get("SSLKERN_TRITON_XT", "auto")
 _XT_LOAD_LIMIT = 1 << 22  # Philox evaluations (B·D·N-blocks) that in-load regeneration may cost
-AUTOTUNE = os.environ.get("SSLKERN_TRITON_AUTOTUNE", "1") != "0"
+AUTOTUNE = os.environ.get("SSLKERN_TRITON_AUTOTUNE", "0") == "1"  # opt-in: see the docstring
 # Opt-in mixed precision (see _precision): off by default, as the ops promise fp32 math for
 # fp32 parameters whatever x's dtype.
 HALF_INPUT_OPERANDS = os.environ.get("SSLKERN_TRITON_HALF_OPERANDS", "0") == "1"
@@ -47,14 +64,25 @@ def _interpreting():
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def _cdiv(a, b):
-    return -(-a // b)
-
-
 def _pair(value):
     """A float as an fp32 (hi, lo) pair: kernel float arguments are fp32 (see common.wide)."""
     hi = struct.unpack("f", struct.pack("f", value))[0]
     return hi, value - hi
+
+
+def _device_guard(device):
+    """Make `device` current for a launch: Triton launches on the current CUDA device, not on
+    its tensors'. A no-op for CPU tensors (the interpreter) and for an index-less device."""
+    if device.type != "cuda" or device.index is None:
+        return contextlib.nullcontext()
+    guard = getattr(torch.cuda, "_DeviceGuard", None)  # cheaper than torch.cuda.device
+    return guard(device.index) if guard is not None else torch.cuda.device(device.index)
+
+
+def _run(kernel, grid, device, **arguments):
+    """One launch, every argument by keyword, on `device`."""
+    with _device_guard(device):
+        kernel[grid](**arguments)
 
 
 # --- launch configurations -----------------------------------------------------------------
@@ -69,47 +97,123 @@ class Tile(NamedTuple):
 
 
 _INTERPRETER_TILE = Tile(16, 16, 16, 1, 1, 1)  # small: the interpreter runs each op through numpy
-# Hopper candidates, fastest-first guesses; the first one that fits is used when not
-# autotuning. The small tiles are for MNIST-scale steps, where a 128-wide tile would leave
-# most of the 132 SMs idle (and products this small are latency-, not throughput-bound).
-_HALF_TILES = [Tile(128, 256, 64, 8, 8, 3), Tile(128, 128, 64, 8, 8, 4), Tile(128, 128, 64, 8, 4, 4),
-               Tile(64, 128, 64, 8, 4, 4), Tile(64, 64, 64, 8, 4, 4), Tile(32, 64, 64, 8, 4, 3)]
+# Hopper candidates, fastest-first guesses; the first one that fits is used unless autotuning.
+# The small tiles are for MNIST-scale steps, where a 128-wide tile would leave most of the 132
+# SMs idle (and products this small are latency-, not throughput-bound). No half tile spills
+# registers as the first choice: bf16 128x256x64 / 8 warps spilled in decoder_loss_kernel and
+# dz_kernel and is gone; 128x128x64 / 8 warps / 4 stages spills at most 8 B.
+_HALF_TILES = [Tile(128, 128, 64, 8, 8, 4), Tile(128, 128, 64, 8, 4, 4), Tile(64, 128, 64, 8, 4, 4),
+               Tile(64, 64, 64, 8, 4, 4), Tile(32, 64, 64, 8, 4, 3), Tile(16, 64, 64, 8, 4, 3)]
 _FP32_TILES = [Tile(128, 128, 32, 8, 8, 3), Tile(64, 128, 32, 8, 4, 4), Tile(64, 64, 32, 8, 4, 4),
                Tile(32, 64, 32, 8, 4, 3), Tile(16, 64, 64, 8, 4, 3)]
 _FP64_TILES = [Tile(64, 64, 16, 8, 4, 2)]
 _MAX_TILES = 4096  # more output tiles than this: the small tiles only add overhead
-_tuned = {}
+SM90_SHARED_MEMORY = 232448  # bytes per block (opt-in) on sm_90, when the device cannot be asked
+_chosen = {}  # key -> the tile every later call with that key uses
 
 
-def _candidates(dtype, M, N):
+def smem_estimate(tile, operand_bytes, products=1):
+    """Shared memory of a product kernel's software pipeline: num_stages buffers of the A and B
+    tiles of each of its `products` tl.dot chains (input_grad_kernel with the reconstruction
+    term has two, sharing B loads but given a copy each by the compiler)."""
+    per_stage = tile.block_m * tile.block_k + tile.block_k * tile.block_n
+    return tile.num_stages * products * per_stage * operand_bytes
+
+
+def _smem_limit(device):
+    try:
+        return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
+    except Exception:  # noqa: BLE001 (no such property or device: assume Hopper)
+        return SM90_SHARED_MEMORY
+
+
+def _candidates(dtype, M, N, *, products=1, smem_limit=SM90_SHARED_MEMORY):
+    """The tiles worth trying for an [M, N] output with `dtype` operands, in order: those no
+    larger than the matrix (smallest first when none is), and that fit in shared memory."""
     tiles = {torch.float64: _FP64_TILES, torch.float32: _FP32_TILES}.get(dtype, _HALF_TILES)
     fit = [t for t in tiles
            if t.block_m <= max(16, triton.next_power_of_2(max(M, 1)))
            and t.block_n <= max(64, triton.next_power_of_2(max(N, 1)))
-           and _cdiv(M, t.block_m) * _cdiv(N, t.block_n) <= _MAX_TILES]
-    return fit or tiles[:1]
+           and triton.cdiv(M, t.block_m) * triton.cdiv(N, t.block_n) <= _MAX_TILES]
+    fit = fit or sorted(tiles, key=lambda t: t.block_m * t.block_n)
+    size = torch.empty((), dtype=dtype).element_size()
+    small = [t for t in fit if smem_estimate(t, size, products) <= smem_limit]
+    return small or [min(fit, key=lambda t: smem_estimate(t, size, products))]
 
 
-def _tile(key, device, prec, M, N, launch):
-    """The tile for a product kernel. On CUDA the first call per key times each candidate
-    (the kernels are idempotent: no atomics, no accumulation into outputs); inside a CUDA
-    graph capture, or with SSLKERN_TRITON_AUTOTUNE=0, the first candidate is used."""
+def _tiles(device, prec, M, N, products):
+    """The candidate tiles of one product on `device`, in order."""
     if device.type != "cuda":
-        return _INTERPRETER_TILE
-    key = key + (prec.operands, prec.precision)
-    if key in _tuned:
-        return _tuned[key]
-    options = _candidates(prec.operands, M, N)
-    if len(options) == 1 or not AUTOTUNE or torch.cuda.is_current_stream_capturing():
-        return options[0]
+        return [_INTERPRETER_TILE]
+    return _candidates(prec.operands, M, N, products=products, smem_limit=_smem_limit(device))
+
+
+def _launch_first(key, options, launch, *, tune=False):
+    """launch(tile) with the tile chosen for `key`: the first time, the first of `options` (the
+    fastest with `tune`) that the device accepts, kept for every later call."""
+    tile = _chosen.get(key)
+    if tile is not None:
+        return launch(tile)
+    if tune and len(options) > 1:
+        options = _by_speed(options, launch)
+    failure = None
+    for tile in options:
+        try:
+            result = launch(tile)
+        except OutOfResources as exc:  # more shared memory or registers than the estimate said
+            failure = exc
+            continue
+        _chosen[key] = tile
+        return result
+    raise failure
+
+
+def _by_speed(options, launch):
     from triton.testing import do_bench
-    times = [do_bench(lambda t=t: launch(t), warmup=5, rep=20) for t in options]
-    _tuned[key] = options[min(range(len(options)), key=times.__getitem__)]
-    return _tuned[key]
+
+    def time(tile):
+        try:
+            return do_bench(lambda: launch(tile), warmup=5, rep=20)
+        except OutOfResources:
+            return float("inf")
+    times = {tile: time(tile) for tile in options}
+    return sorted(options, key=times.__getitem__)
+
+
+def _launch_key(name, arguments, products):
+    """What decides the tile: the kernel, its int and bool arguments (shapes, strides, codes and
+    flags; not the random stream's seed and offset) and its tensors' dtypes and device."""
+    key = [name, products]
+    for arg, value in arguments.items():  # the launchers' fixed order: no need to sort
+        if isinstance(value, torch.Tensor):
+            key.append((arg, value.dtype, value.device))
+        elif isinstance(value, (bool, int)) and arg not in ("seed", "offset"):
+            key.append((arg, value))
+    return tuple(key)
+
+
+def _product(kernel, name, device, prec, M, N, arguments, *, parts=None, products=1):
+    """Launch a tiled product kernel over an [M, N] output: `arguments` are its keyword
+    arguments but the tile's; `parts(num_m, num_n)` allocates the partial-sum buffers that a
+    tile choice needs (a dict of keyword arguments), which are returned."""
+    def launch(tile):
+        num_m, num_n = _grid(M, N, tile)
+        buffers = parts(num_m, num_n) if parts is not None else {}
+        kernel[(num_m * num_n,)](**arguments, **buffers, num_pid_m=num_m, num_pid_n=num_n,
+                                 **_mma_meta(prec, tile))
+        return buffers
+
+    options = _tiles(device, prec, M, N, products)
+    with _device_guard(device):
+        if len(options) == 1:
+            return launch(options[0])
+        key = _launch_key(name, arguments, products) + (prec.operands, prec.precision)
+        tune = AUTOTUNE and not torch.cuda.is_current_stream_capturing()
+        return _launch_first(key, options, launch, tune=tune)
 
 
 def _grid(M, N, tile):
-    num_m, num_n = max(1, _cdiv(M, tile.block_m)), max(1, _cdiv(N, tile.block_n))
+    num_m, num_n = max(1, triton.cdiv(M, tile.block_m)), max(1, triton.cdiv(N, tile.block_n))
     return num_m, num_n
 
 
@@ -125,6 +229,19 @@ class _Precision(NamedTuple):
 _HALF = (torch.float16, torch.bfloat16)
 
 
+def _tf32_matmul():
+    """Whether torch lets fp32 matmuls use TF32. Read through fp32_precision where torch has it
+    (2.9+): after `torch.backends.cuda.matmul.fp32_precision = "tf32"`, reading the legacy
+    `allow_tf32` raises ("mix of the legacy and new APIs"). fp32_precision also reflects the
+    legacy setters and the inherited `torch.backends.fp32_precision`."""
+    matmul = torch.backends.cuda.matmul
+    try:
+        precision = matmul.fp32_precision
+    except AttributeError:  # torch < 2.9: only the legacy flag exists
+        return bool(matmul.allow_tf32)
+    return precision == "tf32"
+
+
 def _precision(W, x=None):
     """Products take the parameters' dtype (the ops' contract: x is computed in it). With
     HALF_INPUT_OPERANDS, a bf16/fp16 x with fp32 parameters gives half-precision operands
@@ -133,8 +250,7 @@ def _precision(W, x=None):
     wide = W.dtype == torch.float64
     mixed = HALF_INPUT_OPERANDS and x is not None and x.dtype in _HALF and W.dtype == torch.float32
     operands = x.dtype if mixed else W.dtype
-    tf32 = (operands == torch.float32 and W.device.type == "cuda"
-            and torch.backends.cuda.matmul.allow_tf32)
+    tf32 = operands == torch.float32 and W.device.type == "cuda" and _tf32_matmul()
     return _Precision(tl.float64 if wide else tl.float32, _TL_DTYPES[operands],
                       "tf32" if tf32 else "ieee", _interpreting() and operands in _HALF,
                       torch.float64 if wide else torch.float32, operands)
@@ -146,10 +262,26 @@ def _mma_meta(prec, tile):
                 GROUP_M=tile.group_m, num_warps=tile.num_warps, num_stages=tile.num_stages)
 
 
+class _Rng(NamedTuple):
+    seed: int
+    offset: int
+    tensor: "torch.Tensor | None"
+
+    def arguments(self, placeholder):
+        """The kernels' (seed, offset, rng_ptr, RNG_FROM_PTR); `placeholder` stands in for the
+        pointer when there is no tensor (never read then)."""
+        from_ptr = self.tensor is not None
+        return dict(seed=self.seed, offset=self.offset, rng_ptr=self.tensor if from_ptr else placeholder,
+                    RNG_FROM_PTR=from_ptr)
+
+
+_NO_RNG = _Rng(0, 0, None)
+
+
 def _rng(seed, offset, device):
-    """Kernel arguments for the stream: (seed, offset, pointer, from_pointer). `seed` may be an
-    int64 tensor [2] = (seed bits, offset) on `device`, read there when the kernel runs (then
-    `offset` is ignored): a CUDA graph replays with whatever the tensor holds by then."""
+    """The random stream's arguments. `seed` may be an int64 tensor [2] = (seed bits, offset)
+    on `device`, read there when the kernel runs (then `offset` is ignored): a CUDA graph
+    replays with whatever the tensor holds by then."""
     if isinstance(seed, torch.Tensor):
         if seed.dtype != torch.int64 or seed.numel() != 2 or not seed.is_contiguous():
             raise ValueError(f"rng must be a contiguous int64 tensor of 2 elements (seed, offset), got "
@@ -157,78 +289,76 @@ def _rng(seed, offset, device):
         device = torch.device(device)
         if seed.device.type != device.type or (device.index is not None and seed.device.index != device.index):
             raise ValueError(f"rng must be on {device} with the data, got {seed.device}")
-        return 0, 0, seed, True
-    return int(seed), int(offset), None, False
+        return _Rng(0, 0, seed)
+    return _Rng(int(seed), int(offset), None)
 
 
 def _elementwise_block(device):
     return 1024 if device.type == "cuda" else 256
 
 
+def _or(tensor, placeholder):
+    """An optional pointer argument: a kernel never reads it when its flag is off."""
+    return placeholder if tensor is None else tensor
+
+
+def _stride(tensor):
+    return 0 if tensor is None else tensor.stride(0)
+
+
 # --- launchers ------------------------------------------------------------------------------
 
-def _encode(x, W, bias, out, act, transpose, prec, *, corruption="none", level=0.0, rng=(0, 0, None, False),
+def _encode(x, W, bias, out, act, transpose, prec, *, corruption="none", level=0.0, rng=_NO_RNG,
             xt=None, r=None, contractive=False):
     """out = f(x Wᵀ + bias) (transpose) or f(x W + bias); returns the partial buffers
     (s², s² r) when contractive."""
     M, K = x.shape
     N = W.shape[0] if transpose else W.shape[1]
     stride_bk, stride_bn = (1, W.stride(0)) if transpose else (W.stride(0), 1)
-    seed, offset, rng_ptr, from_ptr = rng
+    level_hi, level_lo = _pair(level)
 
-    def launch(tile):
-        num_m, num_n = _grid(M, N, tile)
-        s2_parts = torch.empty((num_m, N) if contractive else (0,), dtype=prec.parts, device=x.device)
-        pen_parts = torch.empty(num_m * num_n if contractive else 0, dtype=prec.parts, device=x.device)
-        encoder_kernel[(num_m * num_n,)](
-            x, W, bias, out, xt if xt is not None else out, r if r is not None else out,
-            s2_parts, pen_parts, M, N, K, num_m, num_n,
-            x.stride(0), stride_bk, stride_bn, out.stride(0), xt.stride(0) if xt is not None else 0,
-            *_pair(level), seed, offset, rng_ptr if from_ptr else out,
-            ACT=ACTIVATIONS[act], CORRUPTION=CORRUPTIONS[corruption], WRITE_XT=xt is not None,
-            CONTRACTIVE=contractive, RNG_FROM_PTR=from_ptr, **_mma_meta(prec, tile))
-        return s2_parts, pen_parts
+    def parts(num_m, num_n):
+        return dict(s2_part_ptr=x.new_empty((num_m, N) if contractive else (0,), dtype=prec.parts),
+                    pen_part_ptr=x.new_empty(num_m * num_n if contractive else 0, dtype=prec.parts))
 
-    key = ("encoder", M, N, K, transpose, W.dtype, x.dtype, act, corruption, xt is not None, contractive)
-    return launch(_tile(key, x.device, prec, M, N, launch))
+    buffers = _product(encoder_kernel, "encoder", x.device, prec, M, N, dict(
+        a_ptr=x, b_ptr=W, bias_ptr=bias, out_ptr=out, xt_ptr=_or(xt, out), r_ptr=_or(r, out),
+        M=M, N=N, K=K, stride_am=x.stride(0), stride_bk=stride_bk, stride_bn=stride_bn,
+        stride_om=out.stride(0), stride_xm=_stride(xt), level=level_hi, level_lo=level_lo,
+        **rng.arguments(out), ACT=ACTIVATIONS.code(act), CORRUPTION=CORRUPTIONS.code(corruption),
+        WRITE_XT=xt is not None, CONTRACTIVE=contractive), parts=parts)
+    return buffers["s2_part_ptr"], buffers["pen_part_ptr"]
 
 
 def _decode_loss(h, W, c, x, d_a, cfg, prec):
     """dA (into d_a) and the partial sums of the loss and of dA's columns."""
     M, K = h.shape
     N = W.shape[1]
-    inv_batch = _pair(1.0 / max(M, 1))
+    inv_batch_hi, inv_batch_lo = _pair(1.0 / max(M, 1))
 
-    def launch(tile):
-        num_m, num_n = _grid(M, N, tile)
-        dc_parts = torch.empty(num_m, N, dtype=prec.parts, device=h.device)
-        loss_parts = torch.empty(num_m * num_n, dtype=prec.parts, device=h.device)
-        decoder_loss_kernel[(num_m * num_n,)](
-            h, W, c, x, d_a, dc_parts, loss_parts, M, N, K, num_m, num_n,
-            h.stride(0), W.stride(0), x.stride(0), d_a.stride(0), *inv_batch,
-            LOSS=LOSSES[cfg.loss], DECODER=ACTIVATIONS[cfg.decoder], **_mma_meta(prec, tile))
-        return dc_parts, loss_parts
+    def parts(num_m, num_n):
+        return dict(dc_part_ptr=h.new_empty((num_m, N), dtype=prec.parts),
+                    loss_part_ptr=h.new_empty(num_m * num_n, dtype=prec.parts))
 
-    key = ("decoder", M, N, K, W.dtype, x.dtype, cfg.loss, cfg.decoder)
-    return launch(_tile(key, h.device, prec, M, N, launch))
+    buffers = _product(decoder_loss_kernel, "decoder_loss", h.device, prec, M, N, dict(
+        h_ptr=h, w_ptr=W, c_ptr=c, x_ptr=x, da_ptr=d_a, M=M, N=N, K=K,
+        stride_hm=h.stride(0), stride_wk=W.stride(0), stride_xm=x.stride(0), stride_dm=d_a.stride(0),
+        inv_batch_hi=inv_batch_hi, inv_batch_lo=inv_batch_lo,
+        LOSS=LOSSES.code(cfg.loss), DECODER=ACTIVATIONS.code(cfg.decoder)), parts=parts)
+    return buffers["dc_part_ptr"], buffers["loss_part_ptr"]
 
 
 def _dz(d_a, W, h, r, dz, act, coef, contractive, prec):
     """dZ = (dA Wᵀ) ⊙ s + coef · s f'' r into dz; returns the db partial sums."""
     M, K = d_a.shape
     N = W.shape[0]
-
-    def launch(tile):
-        num_m, num_n = _grid(M, N, tile)
-        db_parts = torch.empty(num_m, N, dtype=prec.parts, device=h.device)
-        bwd_kernels.dz_kernel[(num_m * num_n,)](
-            d_a, W, h, r if contractive else h, dz, db_parts, M, N, K, num_m, num_n,
-            d_a.stride(0), W.stride(0), h.stride(0), dz.stride(0), *_pair(coef),
-            ACT=ACTIVATIONS[act], CONTRACTIVE=contractive, **_mma_meta(prec, tile))
-        return db_parts
-
-    key = ("dz", M, N, K, W.dtype, act, contractive)
-    return launch(_tile(key, h.device, prec, M, N, launch))
+    coef_hi, coef_lo = _pair(coef)
+    buffers = _product(bwd_kernels.dz_kernel, "dz", h.device, prec, M, N, dict(
+        da_ptr=d_a, w_ptr=W, h_ptr=h, r_ptr=r if contractive else h, dz_ptr=dz, M=M, N=N, K=K,
+        stride_dam=d_a.stride(0), stride_wn=W.stride(0), stride_hm=h.stride(0), stride_zm=dz.stride(0),
+        coef_hi=coef_hi, coef_lo=coef_lo, ACT=ACTIVATIONS.code(act), CONTRACTIVE=contractive),
+        parts=lambda num_m, num_n: dict(db_part_ptr=h.new_empty((num_m, N), dtype=prec.parts)))
+    return buffers["db_part_ptr"]
 
 
 def _act_grad(dh, h, r, act, coef, prec):
@@ -237,56 +367,46 @@ def _act_grad(dh, h, r, act, coef, prec):
     tile = _INTERPRETER_TILE if h.device.type != "cuda" else Tile(32, 128, 1)
     num_m, num_n = _grid(M, N, tile)
     dz = torch.empty_like(h)
-    db_parts = torch.empty(num_m, N, dtype=prec.parts, device=h.device)
-    contractive = r is not None
-    bwd_kernels.act_grad_kernel[(num_m, num_n)](
-        dh if dh is not None else h, h, r if contractive else h, dz, db_parts, M, N, *_pair(coef),
-        HAS_DH=dh is not None, ACT=ACTIVATIONS[act], CONTRACTIVE=contractive, ACC=prec.acc,
-        BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, num_warps=4)
+    db_parts = h.new_empty((num_m, N), dtype=prec.parts)
+    coef_hi, coef_lo = _pair(coef)
+    _run(bwd_kernels.act_grad_kernel, (num_m, num_n), h.device,
+         dh_ptr=_or(dh, h), h_ptr=h, r_ptr=_or(r, h), dz_ptr=dz, db_part_ptr=db_parts, M=M, N=N,
+         coef_hi=coef_hi, coef_lo=coef_lo, HAS_DH=dh is not None, ACT=ACTIVATIONS.code(act),
+         CONTRACTIVE=r is not None, ACC=prec.acc, BLOCK_M=tile.block_m, BLOCK_N=tile.block_n, num_warps=4)
     return dz, db_parts
 
 
 def _weight_grad(a1, a2, b, out, prec, *, W=None, s2col=None, coef=0.0, grad=None):
-    """out = g · ([a1 ; a2]ᵀ b + coef · diag(s2col) W); a1 may be None (K1 = 0)."""
+    """out = g · ([a1 ; a2]ᵀ b + coef · diag(s2col) W); a1 may be None (K1 = 0). b has
+    K1 + K2 rows: a1 meets the first K1, a2 the rest."""
     K1 = 0 if a1 is None else a1.shape[0]
     K2, M = a2.shape
     N = b.shape[1]
     row_scale = s2col is not None
-
-    def launch(tile):
-        num_m, num_n = _grid(M, N, tile)
-        bwd_kernels.weight_grad_kernel[(num_m * num_n,)](
-            a1 if a1 is not None else a2, a2, b, W if row_scale else out, s2col if row_scale else out,
-            grad if grad is not None else out, out, M, N, K1, K2, num_m, num_n,
-            a1.stride(0) if a1 is not None else 0, a2.stride(0), b.stride(0),
-            W.stride(0) if row_scale else 0, out.stride(0), *_pair(coef),
-            HAS_GRAD=grad is not None, ROW_SCALE=row_scale, **_mma_meta(prec, tile))
-
-    key = ("weight_grad", M, N, K1, K2, out.dtype, a2.dtype, b.dtype, row_scale, grad is not None)
-    launch(_tile(key, out.device, prec, M, N, launch))
+    coef_hi, coef_lo = _pair(coef)
+    _product(bwd_kernels.weight_grad_kernel, "weight_grad", out.device, prec, M, N, dict(
+        a1_ptr=_or(a1, a2), a2_ptr=a2, b1_ptr=b, b2_ptr=b[K1:], w_ptr=W if row_scale else out,
+        s2_ptr=_or(s2col, out), grad_ptr=_or(grad, out), out_ptr=out, M=M, N=N, K1=K1, K2=K2,
+        stride_a1k=_stride(a1), stride_a2k=a2.stride(0), stride_bk=b.stride(0),
+        stride_wm=W.stride(0) if row_scale else 0, stride_om=out.stride(0), coef_hi=coef_hi, coef_lo=coef_lo,
+        HAS_GRAD=grad is not None, ROW_SCALE=row_scale))
     return out
 
 
 def _input_grad(dz, B, stride_bk, stride_bn, N, out, prec, *, grad=None, corruption="none", level=0.0,
-                rng=(0, 0, None, False), recon=None):
+                rng=_NO_RNG, recon=None):
     """out = g · keep(dz B) [- g/B · target]; recon = (h, c, x, cfg) adds the reconstruction
     target of the objective, recomputing a = h W + c from the same W tiles."""
     M, K = dz.shape
-    seed, offset, rng_ptr, from_ptr = rng
     h, c, x, cfg = recon if recon is not None else (dz, out, out, None)
-
-    def launch(tile):
-        num_m, num_n = _grid(M, N, tile)
-        bwd_kernels.input_grad_kernel[(num_m * num_n,)](
-            dz, B, h, c, x, grad if grad is not None else out, out, M, N, K, num_m, num_n,
-            dz.stride(0), stride_bk, stride_bn, h.stride(0), x.stride(0), out.stride(0),
-            *_pair(1.0 / max(M, 1)), level, seed, offset, rng_ptr if from_ptr else out,
-            HAS_GRAD=grad is not None, CORRUPTION=CORRUPTIONS[corruption], RECON=recon is not None,
-            LOSS=LOSSES[cfg.loss] if cfg else 0, DECODER=ACTIVATIONS[cfg.decoder] if cfg else 0,
-            RNG_FROM_PTR=from_ptr, **_mma_meta(prec, tile))
-
-    key = ("input_grad", M, N, K, out.dtype, corruption, recon is not None, cfg and (cfg.loss, cfg.decoder))
-    launch(_tile(key, out.device, prec, M, N, launch))
+    inv_batch_hi, inv_batch_lo = _pair(1.0 / max(M, 1))
+    _product(bwd_kernels.input_grad_kernel, "input_grad", out.device, prec, M, N, dict(
+        dz_ptr=dz, b_ptr=B, h_ptr=h, c_ptr=c, x_ptr=x, grad_ptr=_or(grad, out), out_ptr=out, M=M, N=N, K=K,
+        stride_zm=dz.stride(0), stride_bk=stride_bk, stride_bn=stride_bn, stride_hm=h.stride(0),
+        stride_xm=x.stride(0), stride_om=out.stride(0), inv_batch_hi=inv_batch_hi, inv_batch_lo=inv_batch_lo,
+        level=level, **rng.arguments(out), HAS_GRAD=grad is not None, CORRUPTION=CORRUPTIONS.code(corruption),
+        RECON=recon is not None, LOSS=LOSSES.code(cfg.loss) if cfg else 0,
+        DECODER=ACTIVATIONS.code(cfg.decoder) if cfg else 0), products=2 if recon is not None else 1)
     return out
 
 
@@ -296,24 +416,22 @@ def _finalize(device, prec, *, sums=(), loss=None, grad=None):
     block = 1024 if device.type == "cuda" else 128
     (p1, o1), (p2, o2) = (list(sums) + [(None, None)] * 2)[:2]
     dummy = torch.empty(1, dtype=prec.parts, device=device)
-
-    def shape(parts):
-        return (0, 0) if parts is None else (parts.shape[0], parts.shape[1])
-
-    (rows1, n1), (rows2, n2) = shape(p1), shape(p2)
+    (rows1, n1), (rows2, n2) = (tuple(p.shape) if p is not None else (0, 0) for p in (p1, p2))
     loss_parts, loss_scale, pen_parts, pen_scale, loss_out = loss or (None, 0.0, None, 0.0, None)
-    programs = _cdiv(n1, block) + _cdiv(n2, block) + (loss is not None)
+    programs = triton.cdiv(n1, block) + triton.cdiv(n2, block) + (loss is not None)
     if programs == 0:
         return
-    finalize_kernel[(programs,)](
-        p1 if p1 is not None else dummy, rows1, n1, o1 if o1 is not None else dummy,
-        p2 if p2 is not None else dummy, rows2, n2, o2 if o2 is not None else dummy,
-        loss_parts if loss_parts is not None else dummy, 0 if loss_parts is None else loss_parts.numel(),
-        pen_parts if pen_parts is not None else dummy, 0 if pen_parts is None else pen_parts.numel(),
-        loss_out if loss_out is not None else dummy, *_pair(loss_scale), *_pair(pen_scale),
-        grad if grad is not None else dummy,
-        HAS_GRAD=grad is not None, HAS_LOSS=loss is not None, HAS_PEN=pen_parts is not None,
-        BLOCK=block, num_warps=4)
+    loss_scale_hi, loss_scale_lo = _pair(loss_scale)
+    pen_scale_hi, pen_scale_lo = _pair(pen_scale)
+    _run(finalize_kernel, (programs,), device,
+         parts1_ptr=_or(p1, dummy), rows1=rows1, n1=n1, out1_ptr=_or(o1, dummy),
+         parts2_ptr=_or(p2, dummy), rows2=rows2, n2=n2, out2_ptr=_or(o2, dummy),
+         loss_part_ptr=_or(loss_parts, dummy), n_loss=0 if loss_parts is None else loss_parts.numel(),
+         pen_part_ptr=_or(pen_parts, dummy), n_pen=0 if pen_parts is None else pen_parts.numel(),
+         loss_ptr=_or(loss_out, dummy), loss_scale_hi=loss_scale_hi, loss_scale_lo=loss_scale_lo,
+         pen_scale_hi=pen_scale_hi, pen_scale_lo=pen_scale_lo, grad_ptr=_or(grad, dummy),
+         HAS_GRAD=grad is not None, HAS_LOSS=loss is not None, HAS_PEN=pen_parts is not None,
+         BLOCK=block, num_warps=4)
 
 
 def _xt_in_encoder(cfg, batch, visible, hidden, device):
@@ -323,8 +441,8 @@ def _xt_in_encoder(cfg, batch, visible, hidden, device):
         return False
     if XT_MODE != "auto":
         raise ValueError(f"SSLKERN_TRITON_XT must be 'auto', 'load' or 'prepass', got {XT_MODE!r}")
-    blocks_n = _cdiv(hidden, 128) if device.type == "cuda" else _cdiv(hidden, _INTERPRETER_TILE.block_n)
-    return batch * visible * blocks_n <= _XT_LOAD_LIMIT
+    block_n = 128 if device.type == "cuda" else _INTERPRETER_TILE.block_n
+    return batch * visible * triton.cdiv(hidden, block_n) <= _XT_LOAD_LIMIT
 
 
 # --- the backend ----------------------------------------------------------------------------
@@ -351,23 +469,21 @@ class TritonBackend(Backend):
     def philox(self, n, seed, offset, device, normal):
         out = torch.empty(n, dtype=torch.float32, device=device)
         if n:
-            seed, offset, rng_ptr, from_ptr = _rng(seed, offset, device)
-            block = _elementwise_block(device)
-            rng_kernels.philox_kernel[(_cdiv(n, block),)](
-                out, n, seed, offset, rng_ptr if from_ptr else out, NORMAL=normal,
-                RNG_FROM_PTR=from_ptr, BLOCK=block)
+            block = _elementwise_block(out.device)
+            _run(rng_kernels.philox_kernel, (triton.cdiv(n, block),), out.device, out_ptr=out, n=n,
+                 **_rng(seed, offset, device).arguments(out), NORMAL=normal, BLOCK=block)
         return out
 
     def _corrupt_into(self, x, out, kind, level, seed, offset, grad):
         n = x.numel()
         if n == 0:
             return out
-        seed, offset, rng_ptr, from_ptr = _rng(seed, offset, x.device)
         block = _elementwise_block(x.device)
-        compute = tl.float64 if torch.float64 in (x.dtype, out.dtype) else tl.float32
-        rng_kernels.corrupt_kernel[(_cdiv(n, block),)](
-            x, out, n, *_pair(level), seed, offset, rng_ptr if from_ptr else out, KIND=CORRUPTIONS[kind],
-            GRAD=grad, RNG_FROM_PTR=from_ptr, COMPUTE=compute, BLOCK=block)
+        level_hi, level_lo = _pair(level)
+        _run(rng_kernels.corrupt_kernel, (triton.cdiv(n, block),), x.device, x_ptr=x, out_ptr=out, n=n,
+             level=level_hi, level_lo=level_lo, **_rng(seed, offset, x.device).arguments(out),
+             KIND=CORRUPTIONS.code(kind), GRAD=grad,
+             COMPUTE=tl.float64 if torch.float64 in (x.dtype, out.dtype) else tl.float32, BLOCK=block)
         return out
 
     def corrupt(self, x, kind, level, seed, offset):
@@ -459,7 +575,7 @@ class TritonBackend(Backend):
         d_a = ax[:batch]
         dz = torch.empty_like(h)
         db_parts = _dz(d_a, W, h, saved.r, dz, cfg.encoder, coef,
-                       contractive and cfg.encoder not in PIECEWISE_LINEAR, prec)
+                       contractive and not ACTIVATIONS[cfg.encoder].piecewise_linear, prec)
         dW = _weight_grad(h, dz, ax, torch.empty_like(W), prec, W=W if contractive else None,
                           s2col=saved.s2col if contractive else None, coef=coef, grad=grad)
         db, dc = W.new_empty(hidden), W.new_empty(W.shape[1])

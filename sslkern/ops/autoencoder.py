@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 
+from .. import _compat
 from ..backends.base import AEForward, StepConfig
 from ._common import backend_for, cast_like, stream
 
@@ -68,24 +69,43 @@ def _(grad, x, W, c, h, ax, r, s2col, dc, encoder, decoder, loss, corruption, le
     return dx, torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
 
 
+# One save-and-backward implementation for both autograd paths: the registered op below and
+# the eager fast path (EagerAutoencoderLoss) save the same tensors and take the same gradients;
+# they differ only in how the backward is run (the backward op, or the backend directly).
+
+
+def save_forward(ctx, x, W, c, out: AEForward, rng):
+    """Saves what the backward needs. Only dx redraws the noise: then rng is saved too, so
+    advancing it in place before the backward raises."""
+    ctx.save_for_backward(x, W, c, out.h, out.ax, out.r, out.s2col, out.dc,
+                          rng if ctx.needs_input_grad[0] else None)
+
+
+def saved_gradients(ctx, grad, run_backward):
+    """(dx or None, dW, db, dc) from what save_forward saved; run_backward(grad, x, W, c,
+    saved, need_dx, rng) returns the backend's (dx, dW, db, dc)."""
+    x, W, c, h, ax, r, s2col, dc, rng = ctx.saved_tensors
+    if grad is None:  # only auxiliary outputs were used: no gradient flows from the loss
+        grad = W.new_zeros(())
+    need_dx = ctx.needs_input_grad[0]
+    dx, dW, db, dc = run_backward(grad.to(W.dtype), x, W, c, AEForward(None, h, ax, r, s2col, dc), need_dx, rng)
+    return cast_like(dx, x) if need_dx else None, dW, db, dc
+
+
 def _setup(ctx, inputs, output):
     x, W, _, c = inputs[:4]
     ctx.config, rng = inputs[4:-1], inputs[-1]  # encoder ... backend; rng
-    _, h, ax, r, s2col, dc = output
-    # only dx redraws the noise: then rng is saved, so advancing it before the backward raises
-    ctx.save_for_backward(x, W, c, h, ax, r, s2col, dc, rng if ctx.needs_input_grad[0] else None)
+    save_forward(ctx, x, W, c, AEForward(*output), rng)
     ctx.set_materialize_grads(False)  # the auxiliary outputs' zero gradients cost a [2B, D] fill
 
 
 def _backward(ctx, grad, *_unused_aux):
-    x, W, c, h, ax, r, s2col, dc, rng = ctx.saved_tensors
-    if grad is None:  # only auxiliary outputs were used: no gradient flows from the loss
-        grad = W.new_zeros(())
     *step, backend = ctx.config
-    need_dx = ctx.needs_input_grad[0]
-    dx, dW, db, dc = autoencoder_loss_backward(grad.to(W.dtype), x, W, c, h, ax, r, s2col, dc,
-                                               *step, need_dx, backend, rng)
-    return (cast_like(dx, x) if need_dx else None, dW, db, dc) + (None,) * 10
+
+    def through_the_op(grad, x, W, c, saved, need_dx, rng):
+        return autoencoder_loss_backward(grad, x, W, c, *saved[1:], *step, need_dx, backend, rng)
+
+    return saved_gradients(ctx, grad, through_the_op) + (None,) * 10
 
 
 autoencoder_loss.register_autograd(_backward, setup_context=_setup)
@@ -181,11 +201,7 @@ _PLAIN_TENSORS = (torch.Tensor, torch.nn.Parameter)  # subclasses may intercept:
 
 def eager_fast_path_ok(*tensors):
     """True when nothing would observe the difference between the op and a direct call."""
-    if torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return False
-    if torch.utils._python_dispatch._get_current_dispatch_mode() is not None:
-        return False
-    if torch._C._is_torch_function_mode_enabled() or torch._C._functorch.peek_interpreter_stack() is not None:
+    if _compat.intercepted():
         return False
     return all(t is None or (type(t) in _PLAIN_TENSORS and t.device.type != "meta") for t in tensors)
 
@@ -208,9 +224,7 @@ class EagerAutoencoderLoss(torch.autograd.Function):
                 ctx.save_for_backward(dW, db, dc, W)
                 return loss
         out = impl.ae_forward(x, W, b, c, cfg)
-        # only dx redraws the noise: then rng is saved, so advancing it before the backward raises
-        ctx.save_for_backward(x, W, c, out.h, out.ax, out.r, out.s2col, out.dc,
-                              rng if ctx.needs_input_grad[0] else None)
+        save_forward(ctx, x, W, c, out, rng)
         return out.loss
 
     @staticmethod
@@ -221,11 +235,11 @@ class EagerAutoencoderLoss(torch.autograd.Function):
             if float(grad) != 1.0:  # loss.backward() passes exactly 1: nothing to scale
                 grads = [g * grad.to(g.dtype) for g in grads]
             return (None, *(g if w else None for g, w in zip(grads, wanted)), None, None, None)
-        x, W, c, h, ax, r, s2col, dc, _rng = ctx.saved_tensors
-        need_dx = ctx.needs_input_grad[0]
-        saved = AEForward(None, h, ax, r, s2col, dc)
-        dx, dW, db, dc = ctx.impl.ae_backward(grad.to(W.dtype), x, W, c, saved, ctx.cfg, need_dx)
-        return cast_like(dx, x) if need_dx else None, dW, db, dc, None, None, None
+
+        def through_the_backend(grad, x, W, c, saved, need_dx, _rng):
+            return ctx.impl.ae_backward(grad, x, W, c, saved, ctx.cfg, need_dx)
+
+        return saved_gradients(ctx, grad, through_the_backend) + (None, None, None)
 
 
 def autoencoder_loss_eager(x, W, b, c, encoder, decoder, loss, corruption, level, contractive,

@@ -2,17 +2,8 @@
 // One definition for every backend: the C++ CPU module, the CUDA module and NVRTC (cupy)
 // all include this header. See design.md section 2 for the specification.
 #pragma once
-
-#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-#define SSLK_HD __host__ __device__ __forceinline__
-#else
-#define SSLK_HD inline
-#endif
-
-#ifndef __CUDACC_RTC__
-#include <stdint.h>
-#include <math.h>
-#endif
+#include "sslkern/common.h"
+#include "sslkern/kinds.h"
 
 namespace sslkern {
 
@@ -66,24 +57,30 @@ SSLK_HD float philox_normal(uint64_t seed, uint32_t counter) {
   return sqrtf(-2.0f * logf(u1)) * cosf(6.283185307179586f * u2);
 }
 
-// Corruption kinds (design.md section 2). Values match sslkern/_enums.py.
-enum Corruption : int { kNone = 0, kMask = 1, kGaussian = 2, kSaltPepper = 3 };
+// Corruption kinds (design.md section 2; codes in kinds.h).
+static_assert(kCorruptionCount == 4,
+              "a new corruption kind needs a case here and in corrupt_span (csrc/cpu/kernels_rows.h)");
 
 // x~ for one element; `keep` reports whether x flows through (the derivative dx~/dx).
 template <typename T>
 SSLK_HD T corrupt_element(T x, int kind, float level, uint64_t seed, uint32_t counter, bool& keep) {
   keep = true;
-  if (kind == kMask) {
-    keep = philox_uniform(seed, counter) >= level;
-    return keep ? x : T(0);
+  switch (kind) {
+    case kNone:
+      return x;
+    case kMask:
+      keep = philox_uniform(seed, counter) >= level;
+      return keep ? x : T(0);
+    case kGaussian:
+      return x + static_cast<T>(level * philox_normal(seed, counter));
+    case kSaltPepper: {
+      const float u = philox_uniform(seed, counter);
+      if (u < 0.5f * level) { keep = false; return T(0); }
+      if (u < level) { keep = false; return T(1); }
+      return x;
+    }
   }
-  if (kind == kGaussian) return x + static_cast<T>(level * philox_normal(seed, counter));
-  if (kind == kSaltPepper) {
-    const float u = philox_uniform(seed, counter);
-    if (u < 0.5f * level) { keep = false; return T(0); }
-    if (u < level) { keep = false; return T(1); }
-  }
-  return x;
+  unknown_kind("corruption", kind);
 }
 
 }  // namespace sslkern

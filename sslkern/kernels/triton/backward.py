@@ -4,7 +4,7 @@ device pointer (never synchronised to the host)."""
 import triton
 import triton.language as tl
 
-from .common import (BCE, act_d1, act_d2, activation, keep_values, load_rng, mma, tile_coords, tile_product,
+from .common import (BCE, MSE, act_d1, act_d2, activation, keep_values, load_rng, mma, tile_coords, tile_product,
                      tile_ranges, wide)
 
 
@@ -66,7 +66,7 @@ def act_grad_kernel(
 
 @triton.jit
 def weight_grad_kernel(
-    a1_ptr, a2_ptr, b_ptr, w_ptr, s2_ptr, grad_ptr, out_ptr,
+    a1_ptr, a2_ptr, b1_ptr, b2_ptr, w_ptr, s2_ptr, grad_ptr, out_ptr,
     M, N, K1, K2, num_pid_m, num_pid_n,
     stride_a1k, stride_a2k, stride_bk, stride_wm, stride_om, coef_hi, coef_lo,
     HAS_GRAD: tl.constexpr, ROW_SCALE: tl.constexpr,
@@ -74,13 +74,15 @@ def weight_grad_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """dW = g · ([A1 ; A2]ᵀ B + coef · diag(s2) W): one product over K = K1 + K2 whose A rows
-    come from two tensors (h and dZ in training) and whose B is one [K1 + K2, N] tensor
-    ([dA ; x~]). No split-K: every output tile is summed by one program, deterministically."""
+    come from two tensors (h and dZ in training) and whose B rows are [B1 ; B2] with one row
+    stride (in training the halves of one [2B, N] tensor [dA ; x~]). The launcher passes B2's
+    address: K1 · stride_bk computed here would overflow int32 once B·D >= 2^31.
+    No split-K: every output tile is summed by one program, deterministically."""
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
     rm, rn, row_ok, col_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
-    acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), a1_ptr, 1, stride_a1k, b_ptr, stride_bk, 1,
+    acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), a1_ptr, 1, stride_a1k, b1_ptr, stride_bk, 1,
                        rm, rn, row_ok, col_ok, K1, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
-    acc = tile_product(acc, a2_ptr, 1, stride_a2k, b_ptr + K1 * stride_bk, stride_bk, 1,
+    acc = tile_product(acc, a2_ptr, 1, stride_a2k, b2_ptr, stride_bk, 1,
                        rm, rn, row_ok, col_ok, K2, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
 
     ok = row_ok[:, None] & col_ok[None, :]
@@ -128,9 +130,11 @@ def input_grad_kernel(
         logit += tl.load(c_ptr + rn, mask=col_ok, other=0.0).to(ACC)[None, :]
         if LOSS == BCE:
             target = logit
-        else:
+        elif LOSS == MSE:
             x = tl.load(x_ptr + rm[:, None] * stride_xm + rn[None, :], mask=ok, other=0.0).to(ACC)
             target = activation(logit, DECODER) - x
+        else:
+            tl.static_assert(False, "input_grad_kernel: unknown loss code (sslkern/kinds.py LOSSES)")
         dx -= target * wide(inv_batch_hi, inv_batch_lo, ACC)
     if HAS_GRAD:
         dx = dx * tl.load(grad_ptr).to(ACC)

@@ -1,19 +1,34 @@
-"""Pieces every kernel shares. Codes follow sslkern/_enums.py."""
+"""Pieces every kernel shares. The codes come from the registry, sslkern/kinds.py.
+
+Every switch over a kind (activation, act_d1, act_d2, the loss, corrupt_values, keep_values)
+ends in `tl.static_assert(False, ...)`: a code no branch knows fails when the kernel is
+compiled (or interpreted) instead of silently computing another kind."""
 import triton
 import triton.language as tl
 
-# Activation codes (sslkern/_enums.py ACTIVATIONS), loss and corruption codes.
-LINEAR = tl.constexpr(0)
-SIGMOID = tl.constexpr(1)
-TANH = tl.constexpr(2)
-RELU = tl.constexpr(3)
-SOFTPLUS = tl.constexpr(4)
-BCE = tl.constexpr(0)
-MSE = tl.constexpr(1)
-NO_CORRUPTION = tl.constexpr(0)
-MASK = tl.constexpr(1)
-GAUSSIAN = tl.constexpr(2)
-SALT_PEPPER = tl.constexpr(3)
+from ...kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
+
+
+def _bits(names, table):
+    """A bit set of codes, as a constexpr the kernels test with (SET >> CODE) & 1."""
+    return tl.constexpr(sum(1 << table.code(name) for name in names))
+
+
+LINEAR = tl.constexpr(ACTIVATIONS.code("linear"))
+SIGMOID = tl.constexpr(ACTIVATIONS.code("sigmoid"))
+TANH = tl.constexpr(ACTIVATIONS.code("tanh"))
+RELU = tl.constexpr(ACTIVATIONS.code("relu"))
+SOFTPLUS = tl.constexpr(ACTIVATIONS.code("softplus"))
+ELU = tl.constexpr(ACTIVATIONS.code("elu"))
+BCE = tl.constexpr(LOSSES.code("bce"))
+MSE = tl.constexpr(LOSSES.code("mse"))
+NO_CORRUPTION = tl.constexpr(CORRUPTIONS.code("none"))
+MASK = tl.constexpr(CORRUPTIONS.code("mask"))
+GAUSSIAN = tl.constexpr(CORRUPTIONS.code("gaussian"))
+SALT_PEPPER = tl.constexpr(CORRUPTIONS.code("salt_pepper"))
+# Properties from the table: f'' == 0 (act_d2 is zero), dx~/dx == 1 (keep_values passes g).
+PIECEWISE_LINEAR = _bits(ACTIVATIONS.where(piecewise_linear=True), ACTIVATIONS)
+PASSES_GRADIENT = _bits(CORRUPTIONS.where(passes_gradient=True), CORRUPTIONS)
 
 
 @triton.jit
@@ -53,8 +68,12 @@ def activation(z, ACT: tl.constexpr):
         return tl.where(z <= 0, tl.zeros_like(z), z)  # not tl.maximum: NaN must pass through
     elif ACT == SOFTPLUS:
         return softplus(z)
-    else:
+    elif ACT == ELU:  # expm1 of min(z, 0): no overflow in the branch not taken; NaN stays NaN
+        return tl.where(z > 0, z, expm1(tl.where(z > 0, 0.0, z)))
+    elif ACT == LINEAR:
         return z
+    else:
+        tl.static_assert(False, "activation: unknown code (sslkern/kinds.py ACTIVATIONS)")
 
 
 @triton.jit
@@ -68,8 +87,12 @@ def act_d1(h, ACT: tl.constexpr):
         return tl.where(h > 0, 1.0, 0.0).to(h.dtype)
     elif ACT == SOFTPLUS:
         return -expm1(-h)
-    else:
+    elif ACT == ELU:
+        return tl.where(h > 0, 1.0, h + 1.0).to(h.dtype)
+    elif ACT == LINEAR:
         return tl.full(h.shape, 1.0, h.dtype)
+    else:
+        tl.static_assert(False, "act_d1: unknown activation code (sslkern/kinds.py ACTIVATIONS)")
 
 
 @triton.jit
@@ -81,8 +104,12 @@ def act_d2(h, ACT: tl.constexpr):
         return -2.0 * h * (1.0 - h * h)
     elif ACT == SOFTPLUS:
         return -expm1(-h) * tl.exp(-h)
-    else:
+    elif ACT == ELU:
+        return tl.where(h > 0, 0.0, h + 1.0).to(h.dtype)
+    elif (PIECEWISE_LINEAR >> ACT) & 1:
         return tl.zeros(h.shape, h.dtype)
+    else:
+        tl.static_assert(False, "act_d2: unknown activation code (sslkern/kinds.py ACTIVATIONS)")
 
 
 @triton.jit
@@ -128,17 +155,22 @@ def corrupt_values(x, flat_index, seed, offset, level, level_lo, KIND: tl.conste
     elif KIND == SALT_PEPPER:
         u = uniform(seed, offset, flat_index)
         return tl.where(u < level * 0.5, 0.0, tl.where(u < level, 1.0, x))
-    else:
+    elif KIND == NO_CORRUPTION:
         return x
+    else:
+        tl.static_assert(False, "corrupt_values: unknown corruption code (sslkern/kinds.py CORRUPTIONS)")
 
 
 @triton.jit
 def keep_values(g, flat_index, seed, offset, level, KIND: tl.constexpr):
-    """The gradient through the corruption: g where x flowed through unchanged, else 0."""
-    if KIND == MASK or KIND == SALT_PEPPER:
+    """The gradient through the corruption: g where x flowed through unchanged, else 0.
+    Kinds whose row has passes_gradient pass g whole; the others regenerate their keep-mask."""
+    if (PASSES_GRADIENT >> KIND) & 1:
+        return g
+    elif KIND == MASK or KIND == SALT_PEPPER:  # both keep x where u >= level
         return tl.where(uniform(seed, offset, flat_index) >= level, g, 0.0)
     else:
-        return g
+        tl.static_assert(False, "keep_values: unknown corruption code, or one with no keep-mask rule here")
 
 
 @triton.jit

@@ -4,7 +4,7 @@ dL/da (for dc). Neither a nor x̂ is ever stored."""
 import triton
 import triton.language as tl
 
-from .common import BCE, act_d1, activation, softplus, tile_coords, tile_product, tile_ranges, wide
+from .common import BCE, MSE, SIGMOID, act_d1, activation, softplus, tile_coords, tile_product, tile_ranges, wide
 
 
 @triton.jit
@@ -27,11 +27,13 @@ def decoder_loss_kernel(
     x = tl.load(x_ptr + rm[:, None] * stride_xm + rn[None, :], mask=ok, other=0.0).to(ACC)
     if LOSS == BCE:  # softplus(a) - x a, from the logit (stable for any a)
         loss = softplus(logit) - x * logit
-        d_a = (activation(logit, 1) - x) * inv_batch
-    else:
+        d_a = (activation(logit, SIGMOID) - x) * inv_batch
+    elif LOSS == MSE:
         y = activation(logit, DECODER)
         loss = 0.5 * (y - x) * (y - x)
         d_a = (y - x) * act_d1(y, DECODER) * inv_batch
+    else:
+        tl.static_assert(False, "decoder_loss_kernel: unknown loss code (sslkern/kinds.py LOSSES)")
     d_a = tl.where(ok, d_a, 0.0)
     tl.store(da_ptr + rm[:, None] * stride_dm + rn[None, :], d_a, mask=ok)
     tl.store(dc_part_ptr + pid_m.to(tl.int64) * N + rn, tl.sum(d_a, axis=0), mask=col_ok)

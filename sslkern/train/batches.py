@@ -1,0 +1,82 @@
+"""Batches of a tensor (shuffled per epoch from the seed, sharded by rank) or of a DataLoader.
+
+The data order of epoch e of stage s is torch.randperm drawn from step_seed(seed, s·2³² + e);
+rank r of W takes every W-th element of it from r (the tail that does not divide evenly is
+dropped), so a resumed run sees the same batches."""
+import itertools
+import math
+
+import torch
+
+from .. import nn as ssl_nn
+
+
+def check_data(X, n_visible, world_size):
+    """TypeError/ValueError unless X is a float tensor [N, n_visible] (N >= world_size) or a DataLoader."""
+    if isinstance(X, torch.Tensor):
+        check_batch(X, n_visible, "X")
+        if X.shape[0] < world_size:
+            raise ValueError(f"X has {X.shape[0]} rows, fewer than the {world_size} processes")
+    elif not isinstance(X, torch.utils.data.DataLoader):
+        raise TypeError(f"X must be a float tensor [N, {n_visible}] or a torch DataLoader, got {type(X).__name__}")
+
+
+def check_batch(x, n_visible, name):
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be floating point (images scaled to [0, 1]), got {x.dtype}")
+    if x.dim() != 2 or x.shape[1] != n_visible:
+        raise ValueError(f"{name} must have shape [N, {n_visible}] (the model's n_visible), got {tuple(x.shape)}")
+
+
+class Batches:
+    """The batches fit trains on; X is checked by check_data first."""
+
+    def __init__(self, X, n_visible, batch_size, seed, rank, world_size, device):
+        self.batch_size, self.seed, self.rank, self.world_size, self.device = batch_size, seed, rank, world_size, device
+        self.n_visible = n_visible
+        if isinstance(X, torch.Tensor):
+            self.tensor, self.loader = X.to(device), None
+        else:
+            self.tensor, self.loader = None, X
+        self.stage, self.transform = 0, None
+
+    def for_stage(self, stage, transform):
+        self.stage, self.transform = stage, transform
+        if self.tensor is not None and transform is not None:  # encode once, not every epoch
+            with torch.no_grad():
+                self.stage_tensor = torch.cat([transform(chunk) for chunk in self.tensor.split(4096)])
+        else:
+            self.stage_tensor = self.tensor
+        return self
+
+    def batches_per_epoch(self):
+        if self.loader is not None:
+            return len(self.loader)
+        return math.ceil((self.tensor.shape[0] // self.world_size) / self.batch_size)
+
+    def epoch(self, epoch, start=0):
+        """The batches of `epoch`, skipping the first `start` (for resume)."""
+        if self.loader is not None:
+            yield from self._loader_epoch(epoch, start)
+            return
+        n = self.tensor.shape[0]
+        gen = torch.Generator().manual_seed(ssl_nn.step_seed(self.seed, self.stage * 2**32 + epoch))
+        order = torch.randperm(n, generator=gen)
+        local = order[self.rank: (n // self.world_size) * self.world_size: self.world_size].to(self.device)
+        for first in range(start * self.batch_size, local.shape[0], self.batch_size):
+            yield self.stage_tensor.index_select(0, local[first: first + self.batch_size])
+
+    def _loader_epoch(self, epoch, start):
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+        for xb in itertools.islice(self.loader, start, None):
+            xb = xb[0] if isinstance(xb, (tuple, list)) else xb
+            check_batch(xb, self.n_visible, "a batch of X")
+            xb = xb.to(self.device)
+            if self.transform is not None:
+                with torch.no_grad():
+                    xb = self.transform(xb)
+            yield xb
