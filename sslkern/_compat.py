@@ -52,3 +52,27 @@ def intercepted():
     transform. The eager fast paths run only when this is False."""
     return (torch.compiler.is_compiling() or torch.jit.is_tracing() or dispatch_mode_active()
             or function_mode_active() or functorch_transform_active())
+
+
+# Hooks. torch has no public "would any hook run?" query; these are the dictionaries it keeps
+# them in. Module and tensor ones are instance attributes (read per call); the global module
+# hooks live in torch.nn.modules.module.
+MODULE_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+GLOBAL_HOOK_DICTS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                     "_global_backward_pre_hooks")
+TENSOR_HOOK_DICTS = ("_backward_hooks", "_post_accumulate_grad_hooks")  # None until a hook is registered
+for _name in GLOBAL_HOOK_DICTS:
+    _lookup(f"torch.nn.modules.module.{_name}")
+
+
+def hooks_registered(module, tensors):
+    """Whether any hook would run in `module`'s forward() or in the backward of `tensors`: the
+    module's own hooks, the global module hooks, the tensors' hooks (sslkern.train takes the
+    graph-free step only when there are none). An attribute a torch release renamed or removed
+    counts as a hook: the caller then takes the step that runs hooks, which is always correct."""
+    import torch.nn.modules.module as nn_module
+
+    for owner, names in ((module, MODULE_HOOK_DICTS), (nn_module, GLOBAL_HOOK_DICTS)):
+        if any(getattr(owner, name, True) for name in names):
+            return True
+    return any(getattr(t, name, True) for t in tensors for name in TENSOR_HOOK_DICTS)

@@ -21,7 +21,8 @@ def build_record():
 
 
 def load(name):
-    """The compiled module `name` ("cpu" or "cuda"), or None with the reason in load_error."""
+    """The compiled module `name` ("cpu" or "cuda"), or None with the reason in load_error.
+    A module built for other kinds than sslkern/kinds.py declares (a stale build) is refused."""
     if name in _modules:
         return _modules[name]
     module = None
@@ -29,8 +30,32 @@ def load(name):
         module = importlib.import_module(f"sslkern._native_{name}")
     except ImportError as exc:
         _errors[name] = _explain(name, exc)
+    if module is not None:
+        stale = kinds_mismatch(module)
+        if stale is not None:
+            _errors[name] = f"sslkern._native_{name} is stale: {stale}; rebuild (pip install -e .)"
+            module = None
     _modules[name] = module
     return module
+
+
+def expected_kinds():
+    """What a module built from csrc/include/sslkern/kinds.h reports from its kinds()."""
+    from .kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
+
+    return {"activation": len(ACTIVATIONS), "loss": len(LOSSES), "corruption": len(CORRUPTIONS),
+            "piecewise_linear": sorted(ACTIVATIONS.code(name)
+                                       for name in ACTIVATIONS.where(piecewise_linear=True))}
+
+
+def kinds_mismatch(module):
+    """None when `module` was built with the kinds of sslkern/kinds.py, else what differs."""
+    if not hasattr(module, "kinds"):
+        return "it was built before sslkern/kinds.py (no kinds())"
+    built, want = dict(module.kinds()), expected_kinds()
+    if built != want:
+        return f"built with kinds {built}, sslkern/kinds.py declares {want}"
+    return None
 
 
 def load_error(name):

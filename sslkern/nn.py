@@ -89,7 +89,8 @@ class TiedAutoencoder(nn.Module):
     def sgd_step(self, x, lr):
         """forward(x), then one plain SGD step of size lr on the parameters, fused into one op
         (sslkern.autoencoder_sgd_step); returns the loss from before the step. Like forward,
-        in eval mode it uses the model's fixed evaluation noise."""
+        in eval mode it uses the model's fixed evaluation noise. Every call checks every argument;
+        for a loop of many steps, sslkern.step.AutoencoderStep(model) checks once (same numbers)."""
         return F.autoencoder_sgd_step(*self._objective_inputs(x), lr=lr, **self._objective_options())
 
     def _objective_inputs(self, x):

@@ -80,9 +80,9 @@ class AutoencoderStep:
         self.step = 0  # calls so far (the noise counter when built from (W, b, c))
         self._dtype, self._device, self._n_visible = W.dtype, W.device, W.shape[1]
         self._corrupts = self.names[3] != "none"
-        # Parameter subclasses, or meta tensors: always the public op, which knows them.
-        self._direct = ops_ae.eager_fast_path_ok(*params)
-        self._in_place_ok = all(p.is_contiguous() for p in params)
+        # Parameter subclasses, meta or non-contiguous tensors: always the public op, which
+        # knows what to do with them (or raises, as sgd_step does for non-contiguous ones).
+        self._direct = ops_ae.eager_fast_path_ok(*params) and all(p.is_contiguous() for p in params)
         self._batch = None  # (dtype, device) of the last batch checked in full
 
     # -- the three calls ------------------------------------------------------------------
@@ -93,7 +93,7 @@ class AutoencoderStep:
         lr = check.nonnegative("lr", lr)
         x = self._checked_batch(x)
         seed = self._next_seed()
-        if self._direct and self._in_place_ok and ops_ae.eager_fast_path_ok(x):
+        if self._direct and ops_ae.eager_fast_path_ok(x):
             W, b, c = self.params
             return ops_ae.autoencoder_sgd_step_eager(x.detach(), W.detach(), b.detach(), c.detach(), *self.names,
                                                      check.signed_seed(seed), 0, backends.requested(), lr, None)
@@ -137,14 +137,14 @@ class AutoencoderStep:
 
     def _checked_batch(self, x):
         """x, contiguous; what can change since the last call is checked here."""
-        if self.model is not None:
-            m = self.model
-            if m.weight is not self.params[0] or m.hidden_bias is not self.params[1] or m.visible_bias is not self.params[2]:
-                raise RuntimeError("the model's parameters were replaced after this AutoencoderStep was built: build a new one")
-        W = self.params[0]
+        W, b, c = self.params
+        m = self.model
+        if m is not None and (m.weight is not W or m.hidden_bias is not b or m.visible_bias is not c):
+            raise RuntimeError("the model's parameters were replaced after this AutoencoderStep was built: "
+                               "build a new one")
         if W.dtype != self._dtype or W.device != self._device:
-            raise RuntimeError(f"W changed from {self._dtype} on {self._device} to {W.dtype} on {W.device} after this "
-                               "AutoencoderStep was built: build a new one")
+            raise RuntimeError(f"W changed from {self._dtype} on {self._device} to {W.dtype} on {W.device} "
+                               "after this AutoencoderStep was built: build a new one")
         batch = self._batch
         if (batch is not None and type(x) in _PLAIN and x.dtype == batch[0] and x.device == batch[1]
                 and x.dim() == 2 and x.shape[1] == self._n_visible

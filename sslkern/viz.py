@@ -64,15 +64,25 @@ def save_filter_panels(weights, titles, path, image_shape=(28, 28), n_filters=10
     save_png(canvas, path)
 
 
-def save_reconstructions(inputs, reconstructions, path, image_shape=(28, 28), n_images=10, zoom=2):
-    """Inputs (top row) above their reconstructions (bottom row), `n_images` of each."""
-    inputs = _as_numpy_rows("inputs", inputs)[:n_images]
-    reconstructions = _as_numpy_rows("reconstructions", reconstructions)[:n_images]
-    if inputs.shape != reconstructions.shape:
-        raise ValueError(f"inputs {inputs.shape} and reconstructions {reconstructions.shape} must match")
+def reconstructions_grid(inputs, reconstructions, corrupted=None, image_shape=(28, 28), n_images=10):
+    """The uint8 mosaic of save_reconstructions: one row of `n_images` clean inputs, then (for
+    a denoising model) the corrupted inputs the model was given, then the reconstructions."""
+    rows = [_as_numpy_rows("inputs", inputs)[:n_images]]
+    if corrupted is not None:
+        rows.append(_as_numpy_rows("corrupted", corrupted)[:n_images])
+    rows.append(_as_numpy_rows("reconstructions", reconstructions)[:n_images])
+    names = ("inputs", "corrupted", "reconstructions") if corrupted is not None else ("inputs", "reconstructions")
+    for name, row in zip(names[1:], rows[1:]):
+        if row.shape != rows[0].shape:
+            raise ValueError(f"inputs {rows[0].shape} and {name} {row.shape} must match")
     # One fixed range [0, 1]: reconstructions are drawn as the intensities they are.
-    both = np.concatenate([inputs, reconstructions])
-    mosaic = tile_images(both, image_shape, columns=len(inputs), value_range=(0.0, 1.0))
+    return tile_images(np.concatenate(rows), image_shape, columns=len(rows[0]), value_range=(0.0, 1.0))
+
+
+def save_reconstructions(inputs, reconstructions, path, image_shape=(28, 28), n_images=10, zoom=2, corrupted=None):
+    """Inputs (top row) above their reconstructions (bottom row), `n_images` of each; with
+    `corrupted`, the corrupted inputs in a row between them (see reconstructions_grid)."""
+    mosaic = reconstructions_grid(inputs, reconstructions, corrupted, image_shape, n_images)
     save_png(_zoomed(mosaic, zoom), path)
 
 

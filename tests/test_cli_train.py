@@ -1,5 +1,6 @@
 """`sslkern train`: the run folder, resume, the stacked model, bad data."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -77,3 +78,75 @@ def test_bad_data_file_is_a_clear_error(tmp_path):
 def test_resume_needs_out():
     with pytest.raises(SystemExit, match="--out"):
         train("--resume")
+
+
+def test_progress_to_a_file_is_one_line_per_epoch(small_mnist, tmp_path, capfd):
+    """Not a terminal (a log, CI, nohup): no progress-bar frames, one line per epoch."""
+    out = tmp_path / "run"
+    assert cli.main(["train", "--epochs", "2", "--hidden", "16", "--batch-size", "32", "--data", str(small_mnist),
+                     "--out", str(out)]) == 0
+    stdout, stderr = capfd.readouterr()
+    assert "\r" not in stdout + stderr
+    epochs = [line for line in stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split("  ")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert all("loss" in line and "samples/s" in line for line in epochs)
+
+
+def test_progress_on_a_terminal_is_a_bar():
+    from sslkern.train import loop
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+    assert loop.Progress(True, stream=Terminal()).terminal
+    assert not loop.Progress(False, stream=Terminal()).terminal
+    assert not loop.Progress(True, stream=open(os.devnull, "w")).terminal
+
+
+@pytest.mark.parametrize("kind, rows", [("dae", ["clean", "corrupted", "reconstruction"]),
+                                        ("stacked", ["clean", "corrupted", "reconstruction"]),
+                                        ("ae", ["clean", "reconstruction"])])
+def test_the_reconstruction_picture_shows_what_the_model_saw(kind, rows):
+    import torch
+
+    from sslkern import viz
+    from sslkern.commands import train as command
+
+    args = _args()
+    model = command.build_model(args, kind, 784)
+    sample = data.load("mnist-10k").X_test[:10]
+    got = command.reconstruction_rows(model, sample, torch.device("cpu"))
+    assert list(got) == rows
+    if "corrupted" in got:  # 25% masking: about a quarter of the ink zeroed, the rest kept
+        ink, kept = sample != 0, got["corrupted"] == sample
+        assert 0.15 < (~kept[ink]).float().mean() < 0.35 and torch.all(got["corrupted"][~kept] == 0)
+    grid = viz.reconstructions_grid(got["clean"], got["reconstruction"], got.get("corrupted"), image_shape=(28, 28))
+    assert grid.shape == (len(rows) * 29 - 1, 10 * 29 - 1)
+
+
+def _args():
+    import argparse
+
+    from sslkern.commands import train as command
+
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return parser.parse_args(["--hidden", "16"])
+
+
+def test_resume_on_other_data_needs_new_data(small_mnist, tmp_path):
+    from sslkern import train as training
+
+    X_train, y_train, X_test, y_test = data.load("mnist-10k")
+    other = tmp_path / "other.npz"
+    np.savez(other, x_train=X_train[200:400].numpy(), y_train=y_train[200:400].numpy(),
+             x_test=X_test[:100].numpy(), y_test=y_test[:100].numpy())
+    out = tmp_path / "run"
+    assert train("--data", str(small_mnist), "--out", str(out)) == 0
+    with pytest.raises(training.CheckpointError, match="other data"):
+        train("--data", str(other), "--out", str(out), "--resume", "--epochs", "2")
+    assert train("--data", str(other), "--out", str(out), "--resume", "--new-data", "--epochs", "2") == 0
+    assert json.loads((out / "metrics.json").read_text())["history"]["steps"] == 14
+    with pytest.raises(SystemExit, match="--new-data goes with --resume"):
+        train("--new-data", "--out", str(out))

@@ -87,3 +87,47 @@ def test_the_objective_is_right_under_a_mode(mode):
         (got,) = torch.autograd.grad(moded, W)
     torch.testing.assert_close(moded.detach(), plain.detach(), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# The hook dictionaries (hooks_registered; sslkern.train's graph-free step depends on it)
+
+
+def test_torch_still_has_the_private_hook_attributes_the_probe_reads():
+    """If this fails, a torch release renamed or removed a hook dictionary: every model then
+    takes the (slower, always correct) autograd step. Update the *_HOOK_DICTS in sslkern/_compat.py."""
+    m = torch.nn.Linear(6, 3)
+    for name in _compat.MODULE_HOOK_DICTS:
+        assert isinstance(getattr(m, name), dict), f"torch.nn.Module.{name} is gone or not a dict"
+    for name in _compat.GLOBAL_HOOK_DICTS:
+        assert isinstance(getattr(torch.nn.modules.module, name), dict), f"torch.nn.modules.module.{name} is gone"
+    for name in _compat.TENSOR_HOOK_DICTS:
+        assert hasattr(m.weight, name), f"torch.Tensor.{name} is gone"
+        assert getattr(m.weight, name) is None  # no hook yet
+    assert not _compat.hooks_registered(m, tuple(m.parameters()))
+
+
+@pytest.mark.parametrize("hook", ["forward", "forward_pre", "full_backward", "full_backward_pre",
+                                  "global_forward", "global_forward_pre", "global_backward", "tensor",
+                                  "post_accumulate_grad"])
+def test_every_kind_of_hook_is_seen(hook):
+    m = torch.nn.Linear(6, 3)
+    params = tuple(m.parameters())
+    fn = lambda *args: None  # noqa: E731
+    module_hooks = torch.nn.modules.module
+    handle = {
+        "forward": lambda: m.register_forward_hook(fn),
+        "forward_pre": lambda: m.register_forward_pre_hook(fn),
+        "full_backward": lambda: m.register_full_backward_hook(fn),
+        "full_backward_pre": lambda: m.register_full_backward_pre_hook(fn),
+        "global_forward": lambda: module_hooks.register_module_forward_hook(fn),
+        "global_forward_pre": lambda: module_hooks.register_module_forward_pre_hook(fn),
+        "global_backward": lambda: module_hooks.register_module_full_backward_hook(fn),
+        "tensor": lambda: m.weight.register_hook(lambda g: g),
+        "post_accumulate_grad": lambda: m.bias.register_post_accumulate_grad_hook(fn),
+    }[hook]()
+    try:
+        assert _compat.hooks_registered(m, params)
+    finally:
+        handle.remove()
+    assert not _compat.hooks_registered(m, params)  # removed: none again

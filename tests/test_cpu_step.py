@@ -176,3 +176,88 @@ def test_isa_copies_agree_on_the_objective(isa_restored, dtype):
         for got, want in zip(values, results["baseline"]):
             torch.testing.assert_close(got, want, rtol=1e-5 if dtype == torch.float32 else 1e-12,
                                        atol=1e-7 if dtype == torch.float32 else 1e-14)
+
+
+# --- elu in the native kernels, against its float64 formula ----------------------------------
+# (The oracle tests of test_ops cover elu too; these pin the C++ math itself: the vectorised
+# float expm1, the derivatives from h, NaN, and every instruction-set copy.)
+
+
+def _elu64(z):
+    return torch.where(z > 0, z, torch.expm1(z))
+
+
+def _elu_inputs(dtype, batch=23, visible=37, hidden=19):
+    """Pre-activations from about -8 to 4, many near 0 where e^z - 1 cancels."""
+    gen = torch.Generator().manual_seed(7)
+    x = torch.rand(batch, visible, generator=gen, dtype=torch.float64)
+    W = torch.randn(hidden, visible, generator=gen, dtype=torch.float64) * (2.0 / visible ** 0.5)
+    b = torch.linspace(-3.0, 1.0, hidden, dtype=torch.float64)
+    b[::5] = 1e-3 * torch.randn(len(b[::5]), generator=gen, dtype=torch.float64) - (x @ W.T)[0, ::5]
+    return [t.to(dtype) for t in (x, W, b)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elu_forward_and_gradients_match_the_formula(isa_restored, dtype):
+    x, W, b = _elu_inputs(dtype)
+    for isa in _isas():
+        isa_restored.set_isa(isa)
+        W_, b_ = leaves([W, b])
+        W64, b64 = leaves([W, b], torch.float64)
+        with sslkern.use_backend("native"):
+            h = sslkern.encode(x, W_, b_, activation="elu")
+            penalty = sslkern.contractive_penalty(x, W_, b_, activation="elu")
+        z64 = x.double() @ W64.T + b64
+        h64 = _elu64(z64)
+        assert_close(h, h64, dtype, what=f"{isa} elu forward")
+        weights = torch.linspace(-1.0, 1.0, h.numel(), dtype=torch.float64).reshape(h.shape)
+        got = torch.autograd.grad((h * weights.to(dtype)).sum(), [W_, b_])  # f'(z) = h + 1 for z <= 0
+        want = torch.autograd.grad((h64 * weights).sum(), [W64, b64], retain_graph=True)
+        for name, g, w in zip("Wb", got, want):
+            assert_close(g, w, dtype, what=f"{isa} elu d/d{name}")
+        s64 = torch.where(z64 > 0, torch.ones_like(z64), torch.exp(z64))
+        penalty64 = (s64.pow(2) * W64.pow(2).sum(1)).sum() / x.shape[0]
+        assert_close(penalty, penalty64, dtype, what=f"{isa} elu penalty")
+        got = torch.autograd.grad(penalty, [W_, b_])  # f''(z) = h + 1 for z <= 0
+        want = torch.autograd.grad(penalty64, [W64, b64])
+        for name, g, w in zip("Wb", got, want):
+            assert_close(g, w, dtype, what=f"{isa} elu penalty d/d{name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elu_objective_matches_the_formula(step_mode, dtype):
+    """elu encoder and elu mse decoder with the penalty, through each route of the step."""
+    x, W, b = _elu_inputs(dtype)
+    c = torch.linspace(-0.5, 0.5, x.shape[1], dtype=dtype)
+    params = leaves([W, b, c])
+    loss = sslkern.autoencoder_loss(x, *params, encoder="elu", decoder="elu", loss="mse",
+                                    contractive=0.3)
+    grads = torch.autograd.grad(loss, params)
+    W64, b64, c64 = leaves([W, b, c], torch.float64)
+    x64 = x.double()
+    z64 = x64 @ W64.T + b64
+    h64 = _elu64(z64)
+    s64 = torch.where(z64 > 0, torch.ones_like(z64), torch.exp(z64))
+    want = (0.5 * (_elu64(h64 @ W64 + c64) - x64).pow(2).sum()
+            + 0.3 * (s64.pow(2) * W64.pow(2).sum(1)).sum()) / x.shape[0]
+    want_grads = torch.autograd.grad(want, [W64, b64, c64])
+    assert_close(loss, want, dtype)
+    for name, g, w in zip("Wbc", grads, want_grads):
+        assert_close(g, w, dtype, what=f"d/d{name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_elu_propagates_nan_and_saturates(isa_restored, dtype):
+    """One pre-activation per row (D = H = 1), so a NaN stays in its row."""
+    z = torch.tensor([float("nan"), float("-inf"), -1e30, -100.0, -87.5, -0.5, -1e-30, -0.0, 0.0,
+                      1e-30, 3.0, float("inf")] * 3, dtype=dtype).reshape(-1, 1)
+    for isa in _isas():
+        isa_restored.set_isa(isa)
+        with sslkern.use_backend("native"):
+            h = sslkern.encode(z, torch.ones(1, 1, dtype=dtype), torch.zeros(1, dtype=dtype),
+                               activation="elu")
+        want = _elu64(z.double()).to(dtype)
+        assert torch.equal(torch.isnan(h), torch.isnan(want)), isa
+        finite = ~torch.isnan(want)
+        torch.testing.assert_close(h[finite], want[finite], rtol=2e-7 if dtype == torch.float32 else 1e-15,
+                                   atol=0, msg=isa)

@@ -21,6 +21,7 @@ from sslkern import _native, backends
 from sslkern.backends import cuda_auto
 from sslkern.backends.native_cuda import NativeCudaEpilogues
 from sslkern.backends.reference import TorchEpilogues
+from sslkern.kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_GPU = torch.cuda.is_available()
@@ -188,6 +189,7 @@ class RecordingKernels:
 
     def __init__(self):
         self.launches = []
+        self.args = []
 
     def launch(self, index, grid, block, stream, device, args):
         name, signature = runtime.KERNELS[index]
@@ -197,6 +199,7 @@ class RecordingKernels:
         assert all(isinstance(d, int) and d >= 1 for d in grid + block), (name, grid, block)
         assert grid[1] <= 65535 and grid[2] <= 65535 and block[0] * block[1] * block[2] <= 1024
         self.launches.append(name.split("::")[-1])
+        self.args.append(tuple(args))
 
 
 @pytest.fixture
@@ -302,6 +305,37 @@ def test_launch_plan_skips_empty_work(recorded):
     assert recorded.kernels.launches == []
 
 
+def test_launch_plan_passes_the_registry_codes(recorded):
+    """Codes come from sslkern/kinds.py: every kind's code reaches its kernel argument."""
+    z, x = torch.rand(3, 8), torch.rand(3, 8)
+    for row in ACTIVATIONS:
+        recorded.bias_act(z, None, row.name)
+        assert recorded.kernels.args[-1][5] == row.code
+        recorded.act_grad(None, x, row.name, z)
+        assert recorded.kernels.args[-1][6] == row.code
+        recorded.loss_grad(z, x, None, "mse", row.name, 1.0)
+        assert recorded.kernels.args[-2][7:9] == (LOSSES.code("mse"), row.code)
+    for row in CORRUPTIONS:
+        recorded.corrupt(x, z, row.name, 0.25, 1, 0)
+        assert recorded.kernels.args[-1][3] == row.code
+
+
+def test_launch_plan_refuses_unknown_kinds_before_launching(recorded):
+    """An unknown name never becomes a code: on the device the switches trap, which would end
+    the CUDA context; here the registry raises ValueError first."""
+    z = torch.rand(4, 8)
+    calls = [lambda: recorded.bias_act(z, None, "swish"),
+             lambda: recorded.act_grad(None, z, "swish", z),
+             lambda: recorded.loss_grad(z, z, None, "hinge", "sigmoid", 1.0),
+             lambda: recorded.loss_grad(z, z, None, "mse", "swish", 1.0),
+             lambda: recorded.corrupt(z, z, "dropout", 0.1, 0, 0),
+             lambda: recorded.corrupt_grad(z, z, "dropout", 0.1, 0, 0)]
+    for call in calls:
+        with pytest.raises(ValueError, match="unknown"):
+            call()
+    assert recorded.kernels.launches == []
+
+
 def test_counters_are_checked(recorded):
     with pytest.raises(ValueError, match="offset"):
         recorded.philox(4, 0, 2**32, torch.device("cpu"), False)
@@ -333,7 +367,7 @@ TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10
 @gpu
 @pytest.mark.parametrize("path", _paths())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu", "softplus", "linear"])
+@pytest.mark.parametrize("act", ACTIVATIONS.names())
 def test_epilogues_match_reference(path, dtype, act):
     ep, ref = NativeCudaEpilogues(path), TorchEpilogues()
     gen = torch.Generator(device="cuda").manual_seed(0)

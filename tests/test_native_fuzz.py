@@ -18,11 +18,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sslkern.backends import blas
+from sslkern.backends.native import StepArgs, parameter_names, step_signature_mismatch
+from sslkern.kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 
 native = pytest.importorskip("sslkern._native_cpu")
 
 F32, F64 = 0, 1
-N_ACT, N_LOSS, N_KIND = 5, 2, 4
+N_ACT, N_LOSS, N_KIND = len(ACTIVATIONS), len(LOSSES), len(CORRUPTIONS)
 CAPACITY = 2 * 9 * 9  # elements per fuzz buffer: rows, cols, ld <= 8 fit, and [2B, D] of the step
 # Each function: (name, argument kinds). Kinds: dtype, ptr (must be non-null unless the
 # sizes are zero), opt (nullable pointer), size, ld, act/loss/kind (enum codes), real,
@@ -48,7 +50,7 @@ SIGNATURES = {
     "ae_sgd_step": STEP[:8] + ["ptr", "ptr"] + STEP[10:] + ["opt"] * 5 + ["real"],  # updates W, b, c
 }
 STEPS = {"ae_forward", "ae_backward", "ae_value_and_grad", "ae_sgd_step"}  # need B, D, H >= 1
-EXPORTED = {name for name in dir(native) if not name.startswith("_")} - {"build_info", "isa", "set_isa"}
+EXPORTED = {name for name in dir(native) if not name.startswith("_")} - {"build_info", "isa", "set_isa", "kinds"}
 GEMMS = blas.gemm_addresses()[0] or {}
 
 
@@ -60,6 +62,56 @@ def test_every_export_is_fuzzed():
     assert EXPORTED == set(SIGNATURES), "a new native function needs a SIGNATURES entry"
     info = native.build_info()
     assert isinstance(info, dict) and "openmp" in info
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES) + ["set_isa"])
+def test_every_parameter_is_named(name):
+    """py::arg on every m.def: the signature names each parameter (no arg0, arg1...)."""
+    names = parameter_names(getattr(native, name))
+    assert names and not any(n.startswith("arg") and n[3:].isdigit() for n in names), names
+    if name in SIGNATURES:
+        assert len(names) == len(SIGNATURES[name]), names
+
+
+def test_step_args_follow_the_cpp_signature():
+    """backends/native.py passes StepArgs positionally: its fields are the C++ names, in order."""
+    assert step_signature_mismatch(native) is None
+    for name in STEPS:
+        assert tuple(parameter_names(getattr(native, name))[:len(StepArgs._fields)]) == StepArgs._fields
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_keyword_call_succeeds(name):
+    """The py::arg names work as keywords (the same call as test_valid_call_succeeds)."""
+    buffers = Buffers(_pointer_count(name))
+    kwargs = dict(zip(parameter_names(getattr(native, name)), valid_args(name, buffers)))
+    getattr(native, name)(**kwargs)
+    assert not buffers.untouched(), f"{name} wrote nothing"
+
+
+# Argument kinds that carry a kind code, with the family the error names and the table.
+ENUMS = {"act": ("activation", ACTIVATIONS), "loss": ("loss", LOSSES), "kind": ("corruption", CORRUPTIONS)}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in SIGNATURES if set(SIGNATURES[n]) & set(ENUMS)))
+def test_unknown_kind_codes_are_refused_by_name(name):
+    """Every export that takes a kind refuses the first code past the table and -1 (and a large
+    one) with a ValueError that starts with the argument's name and says which family, before
+    writing anything; every code in the table is accepted."""
+    names = parameter_names(getattr(native, name))
+    for position in _positions(name, ENUMS):
+        family, table = ENUMS[SIGNATURES[name][position]]
+        for bad in (len(table), -1, 2**31 - 1):
+            buffers = Buffers(_pointer_count(name))
+            args = valid_args(name, buffers)
+            args[position] = bad
+            message = _expect_rejected(name, args, buffers)
+            assert message.startswith(f"{names[position]}: unknown {family} code {bad}"), message
+        for row in table:
+            buffers = Buffers(_pointer_count(name))
+            args = valid_args(name, buffers)
+            args[position] = row.code
+            getattr(native, name)(*args)
 
 
 class Buffers:

@@ -109,3 +109,15 @@ def test_loss_curve_with_and_without_matplotlib(tmp_path, monkeypatch):
     assert Image.open(tmp_path / "b.png").size == (500, 320)
     with pytest.raises(ValueError, match="losses"):
         viz.save_loss_curve([], tmp_path / "c.png")
+
+
+def test_reconstructions_of_a_denoising_model_have_three_rows(tmp_path):
+    clean, corrupted, recon = torch.zeros(3, 4), torch.full((3, 4), 0.5), torch.ones(3, 4)
+    grid = viz.reconstructions_grid(clean, recon, corrupted, image_shape=(2, 2))
+    assert grid.shape == (3 * 3 - 1, 3 * 3 - 1)  # three rows of three 2x2 images, 1-pixel gaps
+    assert grid[:2].max() == 0 and (grid[3:5, :2] == 128).all() and grid[6:, :2].min() == 255
+    assert viz.reconstructions_grid(clean, recon, image_shape=(2, 2)).shape == (5, 8)
+    viz.save_reconstructions(clean, recon, tmp_path / "r.png", image_shape=(2, 2), zoom=1, corrupted=corrupted)
+    assert np.asarray(Image.open(tmp_path / "r.png")).shape == (8, 8)
+    with pytest.raises(ValueError, match="corrupted"):
+        viz.reconstructions_grid(clean, recon, torch.zeros(2, 4), image_shape=(2, 2))

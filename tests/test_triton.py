@@ -11,6 +11,7 @@ import sslkern
 from sslkern import backends
 from sslkern import reference as oracle
 from sslkern.backends.base import StepConfig
+from sslkern.kinds import ACTIVATIONS
 
 pytest.importorskip("triton")
 
@@ -25,7 +26,7 @@ SHAPES = [(1, 1, 1), (37, 29, 23)]
 TOLERANCES = {torch.float64: 1e-12, torch.float32: 2e-6, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 NOISE_TOLERANCE = 5e-6  # gaussian noise agrees with the oracle's to 1e-5 only (libm differs)
 OBJECTIVES = [("sigmoid", "sigmoid", "bce"), ("tanh", "sigmoid", "mse"), ("softplus", "tanh", "mse"),
-              ("relu", "linear", "mse"), ("linear", "softplus", "mse")]
+              ("relu", "linear", "mse"), ("linear", "softplus", "mse"), ("elu", "elu", "mse")]
 LEVELS = {"none": 0.0, "mask": 0.3, "gaussian": 0.2, "salt_pepper": 0.3}
 
 
@@ -118,7 +119,7 @@ def test_rng_from_device_tensor_matches_arguments():
 # --- single layers ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("activation", ["linear", "sigmoid", "tanh", "relu", "softplus"])
+@pytest.mark.parametrize("activation", ACTIVATIONS.names())
 def test_encode_decode_penalty(activation, dtype):
     for shape in SHAPES:
         x, W, b, c = make_inputs(*shape)

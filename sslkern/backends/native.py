@@ -4,10 +4,13 @@ products. Tensors cross as data pointers, sizes and leading dimensions.
 The training objective runs as one C++ call per direction, or one per step, with the products
 through the BLAS torch itself uses (see blas.py); the other ops, and the objective when that
 BLAS cannot be found, go pass by pass between torch.mm calls."""
+import re
+from typing import NamedTuple
+
 import torch
 
 from .. import _native
-from .._enums import ACTIVATIONS, CORRUPTIONS, LOSSES
+from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 from . import blas
 from ._raw import _ld, _ptr
 from .base import AEForward
@@ -16,6 +19,60 @@ from .native_cuda import NativeCudaEpilogues
 from .product import PROD_DTYPES, ProductBackend, host_stream
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
+# The codes the kernels switch on (csrc/include/sslkern/kinds.h), by name, from the registry.
+_ACT = {row.name: row.code for row in ACTIVATIONS}
+_LOSS = {row.name: row.code for row in LOSSES}
+_CORRUPTION = {row.name: row.code for row in CORRUPTIONS}
+STEP_EXPORTS = ("ae_forward", "ae_backward", "ae_value_and_grad", "ae_sgd_step")
+
+
+class StepArgs(NamedTuple):
+    """The arguments every fused-step export (STEP_EXPORTS) takes first, in the order of the
+    C++ signature (SSLK_STEP_PARAMS in csrc/cpu/module.cpp). Built with keywords, passed
+    positionally; `step_signature_mismatch` holds the field order against the compiled
+    module's py::arg names when it loads."""
+    dtype: int
+    gemm: int
+    batch: int
+    visible: int
+    hidden: int
+    x: int
+    w: int
+    ldw: int
+    b: int
+    c: int
+    corruption: int
+    level: float
+    seed: int
+    offset: int
+    encoder: int
+    decoder: int
+    loss: int
+    contractive: float
+    ax: int
+    h: int
+    r: int
+    s2col: int
+    dc: int
+
+
+def parameter_names(function):
+    """The parameter names of a pybind11 function, from the signature line of its __doc__."""
+    signature = (function.__doc__ or "").lstrip().split("\n", 1)[0]
+    head, _, _ = signature.rpartition(")")
+    return re.findall(r"(?:\(|,\s*)(\w+)\s*:", head)
+
+
+def step_signature_mismatch(lib):
+    """None when every fused-step export of `lib` starts with StepArgs' fields in order, else
+    what differs (a module built from other sources)."""
+    for name in STEP_EXPORTS:
+        function = getattr(lib, name, None)
+        got = tuple(parameter_names(function))[:len(StepArgs._fields)] if function else ()
+        if got != StepArgs._fields:
+            return (f"sslkern._native_cpu.{name} takes ({', '.join(got)}), not StepArgs "
+                    f"({', '.join(StepArgs._fields)}): rebuild the package or fix StepArgs")
+    return None
 
 
 def _scalar(value):
@@ -25,9 +82,14 @@ def _scalar(value):
 class NativeCpuEpilogues:
     def __init__(self):
         self.lib = _native.load("cpu")
+        self._error = None if self.lib is not None else _native.load_error("cpu")
+        if self.lib is not None:
+            self._error = step_signature_mismatch(self.lib)
+            if self._error is not None:
+                self.lib = None
 
     def availability(self):
-        return [] if self.lib is not None else [_native.load_error("cpu")]
+        return [] if self.lib is not None else [self._error]
 
     def philox(self, n, seed, offset, device, normal):
         out = torch.empty(n, dtype=torch.float32, device=device)
@@ -35,28 +97,28 @@ class NativeCpuEpilogues:
         return out
 
     def corrupt(self, x, out, kind, level, seed, offset):
-        self.lib.corrupt(_DTYPE_CODES[x.dtype], _ptr(x), _ptr(out), x.numel(), CORRUPTIONS[kind],
+        self.lib.corrupt(_DTYPE_CODES[x.dtype], _ptr(x), _ptr(out), x.numel(), _CORRUPTION[kind],
                          level, seed, offset)
 
     def corrupt_grad(self, grad, out, kind, level, seed, offset):
         self.lib.corrupt_grad(_DTYPE_CODES[grad.dtype], _ptr(grad), _ptr(out), grad.numel(),
-                              CORRUPTIONS[kind], level, seed, offset)
+                              _CORRUPTION[kind], level, seed, offset)
 
     def bias_act(self, z, bias, act, r=None, s2col=None):
         total = self.lib.encoder_epilogue(_DTYPE_CODES[z.dtype], _ptr(z), _ld(z), z.shape[0],
-                                          z.shape[1], _ptr(bias), ACTIVATIONS[act], _ptr(r),
+                                          z.shape[1], _ptr(bias), _ACT[act], _ptr(r),
                                           _ptr(s2col))
         return None if r is None else torch.tensor(total, dtype=z.dtype)
 
     def loss_grad(self, a, x, c, loss, decoder, scale, dc=None):
         total = self.lib.loss_epilogue(_DTYPE_CODES[a.dtype], _ptr(a), _ld(a), _ptr(x), _ld(x),
-                                       a.shape[0], a.shape[1], _ptr(c), LOSSES[loss],
-                                       ACTIVATIONS[decoder], scale, _ptr(dc))
+                                       a.shape[0], a.shape[1], _ptr(c), _LOSS[loss],
+                                       _ACT[decoder], scale, _ptr(dc))
         return torch.tensor(total, dtype=a.dtype)
 
     def act_grad(self, dh, h, act, out, *, r=None, coef=0.0, g=1.0, h_copy=None, db=None):
         self.lib.dz_epilogue(_DTYPE_CODES[h.dtype], _ptr(dh), _ld(h if dh is None else dh),
-                             _ptr(h), _ld(h), h.shape[0], h.shape[1], ACTIVATIONS[act], _ptr(r),
+                             _ptr(h), _ld(h), h.shape[0], h.shape[1], _ACT[act], _ptr(r),
                              coef, _scalar(g), _ptr(out), _ld(out), _ptr(h_copy),
                              _ld(h if h_copy is None else h_copy), _ptr(db))
 
@@ -86,10 +148,12 @@ class NativeCpuBackend(ProductBackend):
     def _step_args(self, x, W, b, c, cfg, ax, h, r, s2col, dc):
         seed, offset = host_stream(cfg.seed, cfg.offset)
         batch, visible = x.shape
-        return (_DTYPE_CODES[W.dtype], blas.gemm_addresses()[0][W.dtype], batch, visible, W.shape[0],
-                _ptr(x), _ptr(W), _ld(W), _ptr(b), _ptr(c), CORRUPTIONS[cfg.corruption], cfg.level,
-                seed, offset, ACTIVATIONS[cfg.encoder], ACTIVATIONS[cfg.decoder], LOSSES[cfg.loss],
-                cfg.contractive, _ptr(ax), _ptr(h), _ptr(r), _ptr(s2col), _ptr(dc))
+        return StepArgs(
+            dtype=_DTYPE_CODES[W.dtype], gemm=blas.gemm_addresses()[0][W.dtype], batch=batch,
+            visible=visible, hidden=W.shape[0], x=_ptr(x), w=_ptr(W), ldw=_ld(W), b=_ptr(b), c=_ptr(c),
+            corruption=_CORRUPTION[cfg.corruption], level=cfg.level, seed=seed, offset=offset,
+            encoder=_ACT[cfg.encoder], decoder=_ACT[cfg.decoder], loss=_LOSS[cfg.loss],
+            contractive=cfg.contractive, ax=_ptr(ax), h=_ptr(h), r=_ptr(r), s2col=_ptr(s2col), dc=_ptr(dc))
 
     def ae_forward(self, x, W, b, c, cfg):
         if not self.fused_step(x, W):

@@ -10,8 +10,11 @@ device pointer.
 import torch
 
 from .. import _cuda_runtime as runtime
-from .._enums import ACTIVATIONS, CORRUPTIONS, LOSSES
+from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 from ._raw import _ld, _ptr
+
+# Codes come from the registry: Table.code raises ValueError on an unknown name, so no code a
+# kernel does not know reaches the device (where the switches trap, which ends the context).
 
 # Must match the constants at the top of kernels.cuh.
 TILE_X, TILE_Y, CHUNK_ROWS = 32, 8, 32
@@ -108,7 +111,7 @@ class NativeCudaEpilogues:
         vec = _vec(src.dtype, (src.data_ptr(), out.data_ptr()))
         self._launch(runtime.kernel_name("corrupt_kernel", _CTYPES[src.dtype][0], vec),
                      self._elementwise_grid(n, vec), (ELEMENTWISE_THREADS, 1, 1), src.device,
-                     _ptr(src), _ptr(out), n, CORRUPTIONS[kind], float(level), seed, offset, grad)
+                     _ptr(src), _ptr(out), n, CORRUPTIONS.code(kind), float(level), seed, offset, grad)
 
     def corrupt(self, x, out, kind, level, seed, offset):
         self._corrupt(x, out, kind, level, seed, offset, 0)
@@ -127,7 +130,7 @@ class NativeCudaEpilogues:
         total = None if r is None else z.new_empty(())  # written by the reduction
         vec = _vec(z.dtype, (_ptr(z), _ptr(bias), _ptr(r)), (_ld(z),))
         self._tile_pass("bias_act_kernel", z.dtype, vec, rows, cols, z.device,
-                        (_ptr(z), _ld(z), rows, cols, _ptr(bias), ACTIVATIONS[act], _ptr(r)),
+                        (_ptr(z), _ld(z), rows, cols, _ptr(bias), ACTIVATIONS.code(act), _ptr(r)),
                         col_out=s2col, total_out=total)
         return total
 
@@ -140,8 +143,8 @@ class NativeCudaEpilogues:
         total = a.new_empty(())  # written by the reduction
         vec = _vec(a.dtype, (_ptr(a), _ptr(x), _ptr(c)), (_ld(a), _ld(x)))
         self._tile_pass("loss_grad_kernel", a.dtype, vec, rows, cols, a.device,
-                        (_ptr(a), _ld(a), _ptr(x), _ld(x), rows, cols, _ptr(c), LOSSES[loss],
-                         ACTIVATIONS[decoder], float(scale)),
+                        (_ptr(a), _ld(a), _ptr(x), _ld(x), rows, cols, _ptr(c), LOSSES.code(loss),
+                         ACTIVATIONS.code(decoder), float(scale)),
                         col_out=dc, total_out=total)
         return total
 
@@ -157,7 +160,7 @@ class NativeCudaEpilogues:
         vec = _vec(h.dtype, (_ptr(dh), _ptr(h), _ptr(r), _ptr(out), _ptr(h_copy)),
                    (ld_dh, _ld(h), _ld(out), ld_copy))
         self._tile_pass("act_grad_kernel", h.dtype, vec, rows, cols, h.device,
-                        (_ptr(dh), ld_dh, _ptr(h), _ld(h), rows, cols, ACTIVATIONS[act], _ptr(r),
+                        (_ptr(dh), ld_dh, _ptr(h), _ld(h), rows, cols, ACTIVATIONS.code(act), _ptr(r),
                          float(coef), _ptr(g_tensor), g_value, _ptr(out), _ld(out), _ptr(h_copy), ld_copy),
                         col_out=db, takes_totals=False)
 

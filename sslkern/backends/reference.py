@@ -26,32 +26,31 @@ _ROUNDS = 10
 _UNIFORM_SCALE = 4.6566127342e-10  # the fp32 multiplier of tl.rand (rounded to float32 by torch)
 
 
-# A word of the state is a Python int (every element equal: the zero words of the counter
-# early on), a "clean" int64 tensor holding uint32 values, or a "product": the wrapped int64
-# result of clean * multiplier, whose low 32 bits are a word and whose high 32 bits (shifted
-# down, then masked) are another. Products are never masked: only their low 32 bits ever
-# reach another word, through an xor whose result is masked before it is multiplied again.
+# A word of the state is a Python int (the same for every element: the zero words of the
+# counter, in the first rounds), a "clean" int64 tensor holding uint32 values, or a "product":
+# the wrapped int64 result of clean * multiplier, whose low 32 bits are the next round's c1 or
+# c3 and whose high 32 bits (shifted down, then masked) enter c0 or c2. Products are never
+# masked: only their low 32 bits reach another word, through an xor whose result is masked
+# before it is multiplied again. Every pass writes into a buffer whose words are spent, so a
+# draw allocates a handful of tensors whatever the number of rounds.
 
-def _times(word, multiplier):
+def _times(word, multiplier, free):
     """word * multiplier: the full 64-bit product (wrapped int64 for a tensor)."""
     if isinstance(word, int):
         return word * multiplier
-    return torch.mul(word, multiplier)
+    return torch.mul(word, multiplier, out=free.pop()) if free else torch.mul(word, multiplier)
 
 
-def _low(product):
-    return product & _MASK32 if isinstance(product, int) else product
-
-
-def _high_xor(product, word, key, clean=True):
-    """(product >> 32) ^ word ^ key as a word; `clean` masks it to 32 bits (a tensor result
-    that feeds a multiplication must be clean)."""
+def _high_xor(product, word, key, free, new, clean=True):
+    """(product >> 32) ^ word ^ key, masked to 32 bits when `clean` (a word that is multiplied
+    next must be); written into a spent buffer from `free` when there is one."""
+    if isinstance(product, int) and isinstance(word, int):
+        return ((product >> 32) ^ word ^ key) & _MASK32
+    out = free.pop() if free else new()
     if isinstance(product, int):
-        if isinstance(word, int):
-            return ((product >> 32) ^ word ^ key) & _MASK32
-        out = torch.bitwise_xor(word, ((product >> 32) ^ key) & _MASK32)
+        torch.bitwise_xor(word, ((product >> 32) ^ key) & _MASK32, out=out)
     else:
-        out = torch.bitwise_right_shift(product, 32)
+        torch.bitwise_right_shift(product, 32, out=out)
         if isinstance(word, int):
             key ^= word
         else:
@@ -69,20 +68,33 @@ def philox_words(n, seed, offset, device, count=1):
     seed, offset = int(seed), int(offset)
     k0, k1 = seed & _MASK32, (seed >> 32) & _MASK32
     c0 = torch.arange(offset, offset + n, dtype=torch.int64, device=device)
-    if offset + n > 2**32 or offset < 0:
+    if offset < 0 or offset + n > 2**32:
         c0.bitwise_and_(_MASK32)
     c1 = c2 = c3 = 0
+    free = []  # tensors whose words are spent
+
+    def new():
+        return torch.empty(n, dtype=torch.int64, device=device)
+
     for round_ in range(_ROUNDS):
         last = round_ == _ROUNDS - 1
-        p_b = _times(c2, _MUL_B)
-        new_c0 = _high_xor(p_b, c1, k0, clean=not last)
+        p_b = _times(c2, _MUL_B, free)
+        p_a = None if last else _times(c0, _MUL_A, free)
+        free += [w for w in (c0, c2) if isinstance(w, torch.Tensor)]
+        if round_ == _ROUNDS - 2:
+            new_c0 = None  # c0 only feeds the last round's p_a, which no output needs
+        else:
+            new_c0 = _high_xor(p_b, c1, k0, free, new, clean=not last)
         if last:
-            c0, c1 = new_c0, _low(p_b)
-            break
-        p_a = _times(c0, _MUL_A)
-        c0, c1, c2, c3 = new_c0, _low(p_b), _high_xor(p_a, c3, k1), _low(p_a)
+            return [new_c0, p_b][:count]  # c1 = the low word of p_b
+        new_c2 = _high_xor(p_a, c3, k1, free, new)
+        free += [w for w in (c1, c3) if isinstance(w, torch.Tensor)]
+        c0, c1, c2, c3 = new_c0, _low(p_b), new_c2, _low(p_a)
         k0, k1 = (k0 + _KEY_STEP0) & _MASK32, (k1 + _KEY_STEP1) & _MASK32
-    return [c0, c1][:count]  # tensors from the second round on
+
+
+def _low(product):
+    return product & _MASK32 if isinstance(product, int) else product
 
 
 def _uniform_from_word(word):
@@ -119,20 +131,24 @@ _ACTIVATE_ = {  # in place
     "elu": F.elu_,
 }
 
-_D1 = {  # f'(z) as a new tensor
+def _one_minus_square(h):
+    return torch.addcmul(h.new_ones(()), h, h, value=-1)
+
+
+_D1 = {  # f'(z) from h, as a new tensor
     "linear": torch.ones_like,
-    "sigmoid": lambda h: h * (1 - h),
-    "tanh": lambda h: 1 - h * h,
-    "relu": lambda h: (h > 0).to(h.dtype),
-    "softplus": lambda h: torch.expm1(-h).neg_(),
-    "elu": lambda h: torch.where(h > 0, 1.0, h + 1),
+    "sigmoid": lambda h: torch.rsub(h, 1).mul_(h),                  # h (1 - h)
+    "tanh": _one_minus_square,                                      # 1 - h^2
+    "relu": lambda h: (h > 0).to(h.dtype),                          # 1[z > 0]
+    "softplus": lambda h: torch.neg(h).expm1_().neg_(),             # 1 - e^-h = sigmoid(z)
+    "elu": lambda h: torch.clamp(h, max=0).add_(1),                 # h > 0 ? 1 : h + 1
 }
 
-_D2 = {  # f''(z), for the activations that are not piecewise linear
-    "sigmoid": lambda h: h * (1 - h) * (1 - 2 * h),
-    "tanh": lambda h: -2 * h * (1 - h * h),
-    "softplus": lambda h: torch.expm1(-h).neg_().mul_(torch.exp(-h)),
-    "elu": lambda h: torch.where(h > 0, 0.0, h + 1),
+_D2 = {  # f''(z) from h and s = f'(z), as a new tensor (not for piecewise-linear f)
+    "sigmoid": lambda h, s: torch.rsub(h, 1, alpha=2).mul_(s),       # s (1 - 2h)
+    "tanh": lambda h, s: torch.mul(h, s).mul_(-2),                  # -2 h s
+    "softplus": lambda h, s: torch.neg(h).exp_().mul_(s),           # s e^-h = s (1 - s)
+    "elu": lambda h, s: torch.where(h > 0, h.new_zeros(()), s),     # h > 0 ? 0 : h + 1
 }
 
 
@@ -154,11 +170,13 @@ def act_d1(act, h):
     return _lookup(ACTIVATIONS, _D1, act)(h)
 
 
-def act_d2(act, h):
-    """f''(z) from h = f(z) (activations.h: act_d2); zero for a piecewise-linear f."""
+def act_d2(act, h, s=None):
+    """f''(z) from h = f(z) (activations.h: act_d2), given s = f'(z) when at hand; zero for a
+    piecewise-linear f (kinds.ACTIVATIONS' property)."""
     if ACTIVATIONS[act].piecewise_linear:
         return torch.zeros_like(h)
-    return _lookup(ACTIVATIONS, _D2, act)(h)
+    d2 = _lookup(ACTIVATIONS, _D2, act)
+    return d2(h, act_d1(act, h) if s is None else s)
 
 
 def _keeps_everything(kind):
@@ -237,14 +255,20 @@ class TorchEpilogues:
         return total
 
     def act_grad(self, dh, h, act, out, *, r=None, coef=0.0, g=1.0, h_copy=None, db=None):
-        curved = r is not None and coef and not ACTIVATIONS[act].piecewise_linear
+        # out = g s (dh + coef f'' r): f'' vanishes for a piecewise-linear f.
+        curved = r is not None and coef != 0 and not ACTIVATIONS[act].piecewise_linear
         s = act_d1(act, h)
-        if dh is not None:
+        if curved:
+            d2 = act_d2(act, h, s)
+            if dh is not None:
+                torch.addcmul(dh, d2, r, value=coef, out=out)  # out may be dh
+            else:
+                torch.mul(d2, r, out=out).mul_(coef)
+            out.mul_(s)
+        elif dh is not None:
             torch.mul(dh, s, out=out)
         else:
             out.zero_()
-        if curved:
-            out.addcmul_(act_d2(act, h).mul_(s), r, value=coef)
         if h_copy is not None:
             torch.mul(h, g, out=h_copy)
         if not (isinstance(g, (int, float)) and g == 1):
@@ -253,7 +277,7 @@ class TorchEpilogues:
             torch.sum(out, 0, out=db)
 
     def row_sq_norms(self, W):
-        return torch.linalg.vecdot(W, W, dim=1)
+        return torch.linalg.vector_norm(W, dim=1).square_()  # one pass, no [H, D] temporary
 
     def row_scale_add(self, dW, W, scale, alpha):
         dW.addcmul_(W, (scale * alpha).unsqueeze(1))

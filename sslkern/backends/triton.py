@@ -27,6 +27,7 @@ Environment:
   parameters (_precision).
 """
 import contextlib
+import functools
 import os
 import struct
 from typing import NamedTuple
@@ -120,7 +121,9 @@ def smem_estimate(tile, operand_bytes, products=1):
     return tile.num_stages * products * per_stage * operand_bytes
 
 
+@functools.lru_cache(maxsize=None)
 def _smem_limit(device):
+    """Shared memory one block may use on `device` (the opt-in maximum), in bytes."""
     try:
         return torch.cuda.get_device_properties(device).shared_memory_per_block_optin
     except Exception:  # noqa: BLE001 (no such property or device: assume Hopper)

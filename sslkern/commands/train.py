@@ -1,8 +1,11 @@
 """Train an autoencoder on real images (a denoising autoencoder on the embedded MNIST subset
 by default) and write a run folder: filters.png, reconstructions.png, loss.png and
 metrics.json (final loss, linear-probe accuracy of the features and of raw pixels,
-samples/s, backend, device, the full configuration). Checkpoints go to OUT/checkpoints;
---resume continues from the newest good one.
+samples/s, backend, device, the full configuration). reconstructions.png shows test digits,
+for a denoising model the corrupted input it was given, and the reconstructions. Checkpoints
+go to OUT/checkpoints; --resume continues from the newest good one, on the same data
+(--new-data to continue it on other data). Progress: a bar on a terminal, one line per epoch
+when the output goes to a file.
 
 --experiment lecture reproduces the lecture's comparison instead: linear-probe accuracy of
 raw pixels, a plain, a denoising (25% and 50% masking) and a contractive autoencoder, with
@@ -49,12 +52,16 @@ def add_arguments(parser):
     parser.add_argument("--data", default="mnist-10k", help="mnist-10k, digits, or a .npy/.npz/IDX file")
     parser.add_argument("--out", default=None, help="run folder (default runs/train-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
+    parser.add_argument("--new-data", action="store_true",
+                        help="with --resume: continue even though --data differs from the checkpoint's "
+                             "(its length or fingerprint); without it such a resume is refused")
     parser.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
     parser.add_argument("--cuda-graph", action="store_true", help="capture the step in a CUDA graph (noise-free models)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch; 0 (the default) keeps torch's choice. On a machine "
                              "shared with other busy processes, 1 avoids threads waiting on each other")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress output (on a terminal a bar per epoch, otherwise one line per epoch)")
     parser.add_argument("--experiment", choices=("lecture",), default=None,
                         help="run the lecture's comparison (raw pixels, ae, dae 25%%/50%%, cae) instead")
 
@@ -64,6 +71,8 @@ def run(args):
 
     if args.resume and args.out is None:
         raise SystemExit("sslkern train: --resume needs --out (the run folder to continue)")
+    if args.new_data and not args.resume:
+        raise SystemExit("sslkern train: --new-data goes with --resume")
     out = args.out or os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
     if args.threads < 0:
         raise SystemExit(f"sslkern train: --threads must be >= 0, got {args.threads}")
@@ -96,7 +105,7 @@ def train_one(args, out, model_kind, corruption=None, level=None, contractive=No
     history = train.fit(model, X_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         optimizer=args.optimizer, device=device, seed=args.seed,
                         checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=args.checkpoint_every,
-                        resume=args.resume, progress=not args.no_progress, cuda_graph=args.cuda_graph)
+                        resume="new-data" if args.new_data else args.resume, progress=not args.no_progress, cuda_graph=args.cuda_graph)
     train_seconds = time.perf_counter() - started
     metrics = {"final_loss": history["loss"][-1] if history["loss"] else None,
                "samples_per_second": _mean(history["samples_per_second"]),
@@ -143,21 +152,38 @@ def build_model(args, model_kind, n_visible, corruption=None, level=None, contra
 
 
 def _write_pictures(model, dataset, history, out, device):
-    import torch
-
     from sslkern import viz
 
     shape = dataset.image_shape
     if shape is not None:
         viz.save_filters(model.weight.detach().cpu(), os.path.join(out, "filters.png"), image_shape=shape)
         sample = (dataset.X_test if len(dataset.X_test) else dataset.X_train)[:10]
-        model.eval()
-        with torch.no_grad():
-            recon = model.reconstruct(sample.to(device)).cpu()
-        model.train()
-        viz.save_reconstructions(sample, recon, os.path.join(out, "reconstructions.png"), image_shape=shape)
+        rows = reconstruction_rows(model, sample, device)
+        viz.save_reconstructions(rows["clean"], rows["reconstruction"], os.path.join(out, "reconstructions.png"),
+                                 image_shape=shape, corrupted=rows.get("corrupted"))
     if history["loss"]:
         viz.save_loss_curve(history, os.path.join(out, "loss.png"))
+
+
+def reconstruction_rows(model, sample, device):
+    """{"clean", "reconstruction"} on the CPU; for a model with corruption (the first layer's,
+    for a stack) also "corrupted": the input as the model sees it in eval mode (its own seed),
+    and the reconstruction is then of that corrupted input, as a denoising model is used."""
+    import torch
+
+    from sslkern import functional
+
+    first = model.layers[0] if hasattr(model, "layers") else model
+    model.eval()
+    with torch.no_grad():
+        x = sample.to(device)
+        rows = {"clean": sample.cpu()}
+        if first.corruption != "none":
+            x = functional.corrupt(x, first.corruption, first.level, seed=first.seed)
+            rows["corrupted"] = x.cpu()
+        rows["reconstruction"] = model.reconstruct(x).cpu()
+    model.train()
+    return rows
 
 
 def _lecture(args, out):

@@ -114,8 +114,10 @@ def check_cuda_graph(settings, device, world_size, model):
         raise ValueError("cuda_graph=True runs in one process only (not under torch.distributed)")
     for module, _ in model.stages():
         if module.corruption != "none":
-            # The op takes its Philox seed as a host integer: a captured graph would replay the
-            # same noise every step, which the noise contract forbids.
+            # The models pass their noise seed to the op as a host integer (sslkern.nn), so a
+            # captured graph would replay the same noise every step, which the noise contract
+            # forbids. (The ops also take the seed as an int64 device tensor, which the triton
+            # backend reads at replay; the models do not use that route yet.)
             raise ValueError("cuda_graph=True needs a noise-free model (corruption='none'), "
                              f"got corruption={module.corruption!r}")
 

@@ -10,8 +10,8 @@
   fit checks that before it starts).
 """
 import torch
-import torch.nn.modules.module as nn_module
 
+from .. import _compat
 from .. import nn as ssl_nn
 from ..step import AutoencoderStep
 from .distributed import data_parallel
@@ -36,35 +36,13 @@ def make_step(module, opt, optimizer, cuda_graph, world_size, device):
 
 def graph_free_ok(module):
     """Whether skipping autograd and forward() changes nothing: a plain TiedAutoencoder whose
-    parameters all train, with no hooks to call."""
+    parameters all train, with no hooks to call (sslkern._compat.hooks_registered reads
+    torch's private hook dictionaries)."""
     plain = ssl_nn.TiedAutoencoder
     if not isinstance(module, plain) or type(module).forward is not plain.forward:
         return False
     params = (module.weight, module.hidden_bias, module.visible_bias)
-    return all(p.requires_grad for p in params) and not torch_hooks_registered(module, params)
-
-
-def torch_hooks_registered(module, params):
-    """Whether any hook would run in module's forward() or in the backward of `params`: the
-    module's own hooks, the global module hooks and the tensors' hooks.
-
-    torch has no public query for this, so it reads torch's private hook dictionaries (the
-    attributes in TORCH_HOOK_ATTRIBUTES). An attribute that a torch release renamed or
-    removed counts as a hook (the autograd step is always correct), and
-    tests/test_train_step.py fails loudly so the list gets updated."""
-    for owner, names in ((module, MODULE_HOOKS), (nn_module, GLOBAL_HOOKS)):
-        for name in names:
-            if getattr(owner, name, True):  # missing: assume a hook
-                return True
-    return any(getattr(p, name, True) for p in params for name in TENSOR_HOOKS)
-
-
-MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                "_global_backward_pre_hooks")  # in torch.nn.modules.module
-# None on a tensor that never had a hook
-TENSOR_HOOKS = ("_backward_hooks", "_post_accumulate_grad_hooks")
-TORCH_HOOK_ATTRIBUTES = {"module": MODULE_HOOKS, "torch.nn.modules.module": GLOBAL_HOOKS, "tensor": TENSOR_HOOKS}
+    return all(p.requires_grad for p in params) and not _compat.hooks_registered(module, params)
 
 
 def graph_free_step(module, opt, fused_sgd):
