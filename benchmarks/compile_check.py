@@ -43,24 +43,27 @@ def scalar_type(value):
     raise TypeError(f"unexpected kernel argument of type {type(value).__name__}")
 
 
-def ptxas_spills(compiled, arch):
-    """Spilled bytes (stores + loads) that ptxas -v reports for a compiled kernel's PTX."""
+def spilled_bytes(ptxas_log):
+    """Spilled bytes (stores + loads) in a ptxas -v log."""
     import re
-    import subprocess
-    import tempfile
+    return sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", ptxas_log))
 
-    from triton.backends.nvidia import compiler as nvidia
-    try:
-        ptxas = nvidia.get_ptxas(arch).path
-    except TypeError:  # older triton: get_ptxas() without arch
-        ptxas = nvidia.get_ptxas().path
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "k.ptx"
-        src.write_text(compiled.asm["ptx"])
-        suffix = "a" if arch >= 90 else ""
-        log = subprocess.run([ptxas, "-v", f"--gpu-name=sm_{arch}{suffix}", str(src), "-o", str(Path(tmp) / "k.o")],
-                             capture_output=True, text=True, check=True).stderr
-    return sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", log))
+
+def compile_logged(source, target, options, spills):
+    """triton.compile, and with `spills` the log of Triton's own ptxas -v run (exactly its
+    options), which Triton prints when asked; the cache is bypassed so that ptxas runs."""
+    if not spills:
+        return triton.compile(source, target=target, options=options), ""
+    import contextlib
+    import io
+
+    from triton import knobs
+    log = io.StringIO()
+    with knobs.nvidia.scope(), knobs.compilation.scope(), contextlib.redirect_stdout(log):
+        knobs.nvidia.dump_ptxas_log = True
+        knobs.compilation.always_compile = True
+        compiled = triton.compile(source, target=target, options=options)
+    return compiled, log.getvalue()
 
 
 def compiling_run(target, seen, results, phase, spills=False):
@@ -83,12 +86,12 @@ def compiling_run(target, seen, results, phase, spills=False):
         tile = {k: v for k, v in constexprs.items() if k.startswith("BLOCK")}
         what = f"{self.__name__} {tile} {options}"
         try:
-            compiled = triton.compile(ASTSource(self, signature, constexprs), target=target, options=options)
+            compiled, log = compile_logged(ASTSource(self, signature, constexprs), target, options, spills)
         except Exception as exc:  # report every failure, not just the first
             results.append(Result(phase[0], what, f"{type(exc).__name__}: {exc}", 0, None))
             return
         results.append(Result(phase[0], what, None, compiled.metadata.shared,
-                              ptxas_spills(compiled, target.arch) if spills else None))
+                              spilled_bytes(log) if spills else None))
     return run
 
 
@@ -177,13 +180,14 @@ def exercise_first_choices(impl, module):
 
 
 def exercise_tiles(impl, module):
-    """The training step's kernels with every candidate tile (autotuning tries them all)."""
+    """The training step's kernels with every candidate tile (autotuning tries them all), at an
+    MNIST-sized step (strides multiples of 16, as on the device)."""
     from sslkern.backends.base import StepConfig
 
     cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5)
     for dtype, tiles in ((torch.bfloat16, module._HALF_TILES), (torch.float32, module._FP32_TILES)):
-        x, W = torch.rand(40, 30, dtype=dtype), torch.randn(20, 30, dtype=dtype)
-        b, c = torch.randn(20, dtype=dtype), torch.randn(30, dtype=dtype)
+        x, W = torch.rand(256, 784, dtype=dtype), torch.randn(512, 784, dtype=dtype)
+        b, c = torch.randn(512, dtype=dtype), torch.randn(784, dtype=dtype)
         for tile in tiles:
             force_tiles(module, lambda *args, tile=tile: [tile])
             for mode in ("load", "prepass"):

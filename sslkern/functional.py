@@ -16,7 +16,21 @@ _sslkern = torch.ops.sslkern
 
 
 def _device(device):
-    return torch.device("cpu") if device is None else torch.device(device)
+    """torch.device(device), or a ValueError naming `device` (a bad string, or CUDA absent)."""
+    if device is None:
+        return torch.device("cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        detail = f" ({exc})" if isinstance(exc, RuntimeError) else ""
+        raise ValueError(f"device must be a torch.device or a string such as 'cpu' or 'cuda:0', "
+                         f"got {device!r}{detail}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} needs CUDA, which is not available here "
+                         f"(torch {torch.__version__}, CUDA build: {torch.version.cuda is not None})")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def philox_uniform(n, seed, offset=0, device=None):

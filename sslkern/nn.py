@@ -9,6 +9,7 @@ data-parallel ranks never share noise. The step counter lives in the module's st
 stream exactly.
 """
 import math
+from numbers import Integral
 
 import torch
 from torch import nn
@@ -207,9 +208,9 @@ class StackedAutoencoder(nn.Module):
 
 
 def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+    return int(value)  # a NumPy integer too
 
 
 def _on_model_device(x, weight):

@@ -68,9 +68,11 @@ def corrupt(x, kind="mask", level=0.25, seed=0, offset=0):
 
 
 def _elu(z):
-    """z for z > 0, e^z - 1 otherwise (alpha = 1); NaN propagates. expm1 sees min(z, 0) only,
-    so a large z cannot send an inf (and a NaN gradient) through the branch where() drops."""
-    return torch.where(z > 0, z, torch.expm1(torch.clamp(z, max=0)))
+    """z for z > 0, e^z - 1 otherwise (alpha = 1). expm1 sees 0 where z > 0, so a large z
+    cannot send an inf (and a NaN gradient) through the branch where() drops; NaN goes down
+    the expm1 branch, so it propagates to the value and to every derivative."""
+    negative_part = torch.where(z > 0, torch.zeros_like(z), z)
+    return torch.where(z > 0, z, torch.expm1(negative_part))
 
 
 _ACTIVATIONS = {

@@ -16,8 +16,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import sslkern  # noqa: E402
+from helpers import DEVICE  # noqa: E402  (the one definition; tests import it from helpers)
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ALLOW_NO_NATIVE = os.environ.get("SSLKERN_TESTS_ALLOW_NO_NATIVE") == "1"
 
 

@@ -1,6 +1,7 @@
 """Concurrency and memory: ops called from several Python threads at once give the results
 they give single-threaded (the native kernels release the GIL and run OpenMP teams of their
 own), and 10^4 calls leave the resident memory flat."""
+import asyncio
 import os
 import threading
 
@@ -52,29 +53,148 @@ def _compute(index):
 
 @pytest.mark.parametrize("name", _thread_safe_backends())
 def test_threads_get_single_threaded_results(name):
-    with sslkern.use_backend(name):  # process-wide: set once, outside the threads
+    with sslkern.use_backend(name):
         expected = [_compute(i) for i in range(THREADS)]
-        results = {}
-        errors = []
-        start = threading.Barrier(THREADS)
+    results = {}
+    errors = []
+    start = threading.Barrier(THREADS)
 
-        def worker(index):
-            try:
+    def worker(index):
+        try:
+            with sslkern.use_backend(name):  # use_backend is per thread: each worker chooses
                 start.wait()
                 results[index] = [_compute(index) for _ in range(ROUNDS)]
-            except BaseException as exc:  # noqa: BLE001 - reported below
-                errors.append((index, exc))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append((index, exc))
 
-        threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
     assert not errors, errors
     for index in range(THREADS):
         for round_ in results[index]:
             for got, want in zip(round_, expected[index]):
                 assert torch.equal(got, want), f"thread {index}: result differs from the single-threaded run"
+
+
+# --- use_backend is local to a thread or asyncio task; set_backend is process-wide -------
+
+
+def test_overlapping_use_backend_blocks_in_two_threads():
+    """A enters, B enters, A exits, B exits: each thread sees its own choice throughout, and
+    the process-wide choice is untouched afterwards (it used to be left at A's)."""
+    before = sslkern.backends.requested()
+    a_entered, b_entered, a_exited = threading.Event(), threading.Event(), threading.Event()
+    seen, errors = {}, []
+
+    def thread_a():
+        try:
+            with sslkern.use_backend("reference"):
+                a_entered.set()
+                assert b_entered.wait(30)
+                seen["a inside, b entered"] = sslkern.backends.requested()
+            seen["a after"] = sslkern.backends.requested()
+            a_exited.set()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            a_exited.set()
+
+    def thread_b():
+        try:
+            assert a_entered.wait(30)
+            with sslkern.use_backend("native"):
+                b_entered.set()
+                assert a_exited.wait(30)
+                seen["b inside, a exited"] = sslkern.backends.requested()
+            seen["b after"] = sslkern.backends.requested()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+            b_entered.set()
+
+    threads = [threading.Thread(target=thread_a), threading.Thread(target=thread_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert seen == {"a inside, b entered": "reference", "a after": before,
+                    "b inside, a exited": "native", "b after": before}
+    assert sslkern.backends.requested() == before
+
+
+def test_use_backend_overrides_set_backend_in_its_thread_only():
+    previous = sslkern.backends.requested()
+    try:
+        sslkern.set_backend("reference")
+        seen = {}
+        with sslkern.use_backend("native"):
+            other = threading.Thread(target=lambda: seen.setdefault("other", sslkern.backends.requested()))
+            other.start()
+            other.join(timeout=30)
+            seen["here"] = sslkern.backends.requested()
+        seen["after"] = sslkern.backends.requested()
+        assert seen == {"other": "reference", "here": "native", "after": "reference"}
+    finally:
+        sslkern.set_backend(previous)
+
+
+def test_use_backend_is_local_to_an_asyncio_task():
+    before = sslkern.backends.requested()
+
+    async def task(name, entered, release, seen):
+        with sslkern.use_backend(name):
+            entered.set()
+            await release.wait()
+            seen[name] = sslkern.backends.requested()
+        seen[name + " after"] = sslkern.backends.requested()
+
+    async def main():
+        seen = {}
+        a_in, b_in, a_go, b_go = (asyncio.Event() for _ in range(4))
+        a = asyncio.create_task(task("reference", a_in, a_go, seen))
+        await a_in.wait()
+        b = asyncio.create_task(task("native", b_in, b_go, seen))
+        await b_in.wait()
+        seen["main, both inside"] = sslkern.backends.requested()
+        a_go.set()  # A leaves first, then B: the interleaving of the issue
+        await a
+        b_go.set()
+        await b
+        return seen
+
+    seen = asyncio.run(main())
+    assert seen == {"main, both inside": before, "reference": "reference", "reference after": before,
+                    "native": "native", "native after": before}
+    assert sslkern.backends.requested() == before
+
+
+@pytest.mark.skipif("native" not in sslkern.available_backends(), reason="native not built")
+def test_use_backend_reaches_the_ops_in_its_thread():
+    """What the ops receive is the thread's own choice: in overlapping blocks, native refuses
+    bfloat16 in one thread while reference runs it in the other."""
+    x = torch.rand(3, 5, dtype=torch.bfloat16)
+    W, b = torch.rand(4, 5, dtype=torch.bfloat16), torch.zeros(4, dtype=torch.bfloat16)
+    outcome = {}
+    both_inside = threading.Barrier(2)
+
+    def run(name):
+        with sslkern.use_backend(name):
+            both_inside.wait(30)
+            try:
+                outcome[name] = sslkern.encode(x, W, b).dtype
+            except sslkern.BackendError as exc:
+                outcome[name] = exc
+            both_inside.wait(30)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("reference", "native")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert outcome["reference"] == torch.bfloat16
+    assert isinstance(outcome["native"], sslkern.BackendError) and "bfloat16" in str(outcome["native"])
 
 
 def _rss_bytes():
@@ -149,3 +269,26 @@ def test_training_steps_leave_memory_flat():
 
     growth = _growth(step, 2_000, warmup=200)
     assert growth < LEAK_BOUND, f"training step: RSS grew {growth / 2**20:.1f} MiB over 2000 steps"
+
+
+def test_compiled_code_follows_use_backend():
+    """dynamo cannot read a ContextVar: under torch.compile the choice is read per thread and
+    guarded on, so a function compiled in one block recompiles in another."""
+    seen = []
+
+    def recording(graph, example_inputs):
+        seen.append([node.args[-1] for node in graph.graph.nodes
+                     if node.op == "call_function" and "linear_act" in str(node.target)])
+        return graph.forward
+
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda x, W, b: sslkern.encode(x, W, b) * 2, fullgraph=True, backend=recording)
+    x, W, b = torch.rand(3, 5), torch.rand(4, 5), torch.rand(4)
+    with sslkern.use_backend("reference"):
+        compiled(x, W, b)
+    with sslkern.use_backend("native" if "native" in sslkern.available_backends() else "auto"):
+        compiled(x, W, b)
+    compiled(x, W, b)
+    assert [names[0] for names in seen] == ["reference", seen[1][0], sslkern.backends.requested()]
+    assert seen[1][0] != "reference"
+    torch._dynamo.reset()

@@ -11,8 +11,8 @@ instruction-set copies of the row kernels against each other.
 """
 import pytest
 import torch
-from test_ops import (LEVELS, _objective_cases, assert_close, leaves, make_inputs, objective_config,
-                      objective_tolerance)
+from helpers import (DTYPES, LEVELS, ONE_ROUNDING, REORDERED, SAME_MATH, SHAPES, TWO_ROUTES, assert_close,
+                     leaves, make_inputs, objective_cases, objective_config, objective_policy)
 
 import sslkern
 from sslkern import _native
@@ -20,9 +20,6 @@ from sslkern import reference as oracle
 from sslkern.backends import blas
 
 pytestmark = pytest.mark.skipif(_native.load("cpu") is None, reason="the native CPU module is not built")
-
-SHAPES = [(1, 1, 1), (3, 5, 7), (37, 129, 65)]
-DTYPES = [torch.float32, torch.float64]
 
 
 @pytest.fixture(params=["fused", "passes"])
@@ -34,7 +31,7 @@ def step_mode(request, monkeypatch):
         yield request.param
 
 
-@pytest.mark.parametrize("objective, corruption, contractive", _objective_cases())
+@pytest.mark.parametrize("objective, corruption, contractive", objective_cases())
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("out_grad", [1.0, -0.37])
@@ -50,10 +47,10 @@ def test_parameter_gradients_match_oracle(step_mode, objective, corruption, cont
     ref_params = leaves(params, torch.float64)
     ref = oracle.autoencoder_loss(x.double(), *ref_params, **config)
     ref_grads = torch.autograd.grad(ref, ref_params, torch.tensor(out_grad, dtype=torch.float64))
-    tolerance = objective_tolerance(corruption, dtype)
-    assert_close(loss, ref, dtype, tolerance)
+    policy = objective_policy(corruption)
+    assert_close(loss, ref, dtype, policy=policy, what="loss")
     for name, got, want in zip("Wbc", grads, ref_grads):
-        assert_close(got, want, dtype, tolerance, f"d/d{name}")
+        assert_close(got, want, dtype, policy=policy, what=f"d/d{name}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -70,7 +67,7 @@ def test_registered_op_two_call_route_matches_eager(step_mode, dtype):
     op_loss = torch.ops.sslkern.autoencoder_loss(*args)[0]
     op = torch.autograd.grad(op_loss, op_params)
     for got, want in zip(op, eager):
-        torch.testing.assert_close(got, want, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-7)
+        assert_close(got, want, dtype, policy=TWO_ROUTES, what="two-call gradient")
 
 
 def test_precomputed_gradients_keep_autograd_semantics(step_mode):
@@ -83,14 +80,14 @@ def test_precomputed_gradients_keep_autograd_semantics(step_mode):
     loss.backward(retain_graph=True)  # .grad may take the precomputed tensor...
     loss.backward()                   # ...and a retained second backward must still add once more
     for p, g in zip((W, b, c), once):
-        torch.testing.assert_close(p.grad, 2 * g, rtol=1e-12, atol=1e-12)
+        assert_close(p.grad, 2 * g, torch.float64, policy=SAME_MATH, what="retained second backward")
 
     (3.0 * sslkern.autoencoder_loss(x, W, b, c, **config)).backward()  # accumulates 3 g
     for p, g in zip((W, b, c), once):
-        torch.testing.assert_close(p.grad, 5 * g, rtol=1e-12, atol=1e-12)
+        assert_close(p.grad, 5 * g, torch.float64, policy=SAME_MATH, what="accumulated 3 g")
 
     only_b = torch.autograd.grad(sslkern.autoencoder_loss(x, W.detach(), b, c.detach(), **config), [b])
-    torch.testing.assert_close(only_b[0], once[1], rtol=1e-12, atol=1e-12)
+    assert_close(only_b[0], once[1], torch.float64, policy=SAME_MATH, what="d/db alone")
 
     with torch.no_grad():
         value = sslkern.autoencoder_loss(x, W, b, c, **config)
@@ -106,7 +103,7 @@ def test_input_gradient_with_precomputed_parameters_is_unchanged(step_mode):
     without_x = torch.autograd.grad(sslkern.autoencoder_loss(x, W, *params[1:], **config), [W])[0]
     x_leaf = x.clone().requires_grad_()
     dx, dW = torch.autograd.grad(sslkern.autoencoder_loss(x_leaf, W, *params[1:], **config), [x_leaf, W])
-    torch.testing.assert_close(dW, without_x, rtol=1e-12, atol=1e-12)
+    assert_close(dW, without_x, torch.float64, policy=SAME_MATH, what="d/dW beside dx")
     assert dx.abs().sum() > 0
 
 
@@ -174,8 +171,7 @@ def test_isa_copies_agree_on_the_objective(isa_restored, dtype):
         results[isa] = (loss.detach(), *torch.autograd.grad(loss, p))
     for isa, values in results.items():
         for got, want in zip(values, results["baseline"]):
-            torch.testing.assert_close(got, want, rtol=1e-5 if dtype == torch.float32 else 1e-12,
-                                       atol=1e-7 if dtype == torch.float32 else 1e-14)
+            assert_close(got, want, dtype, policy=REORDERED, what=f"{isa} against baseline")
 
 
 # --- elu in the native kernels, against its float64 formula ----------------------------------
@@ -241,7 +237,7 @@ def test_elu_objective_matches_the_formula(step_mode, dtype):
     want = (0.5 * (_elu64(h64 @ W64 + c64) - x64).pow(2).sum()
             + 0.3 * (s64.pow(2) * W64.pow(2).sum(1)).sum()) / x.shape[0]
     want_grads = torch.autograd.grad(want, [W64, b64, c64])
-    assert_close(loss, want, dtype)
+    assert_close(loss, want, dtype, what="loss")
     for name, g, w in zip("Wbc", grads, want_grads):
         assert_close(g, w, dtype, what=f"d/d{name}")
 
@@ -259,5 +255,4 @@ def test_elu_propagates_nan_and_saturates(isa_restored, dtype):
         want = _elu64(z.double()).to(dtype)
         assert torch.equal(torch.isnan(h), torch.isnan(want)), isa
         finite = ~torch.isnan(want)
-        torch.testing.assert_close(h[finite], want[finite], rtol=2e-7 if dtype == torch.float32 else 1e-15,
-                                   atol=0, msg=isa)
+        assert_close(h[finite], want[finite], dtype, policy=ONE_ROUNDING, what=f"{isa} elu")

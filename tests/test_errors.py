@@ -153,6 +153,16 @@ def test_bad_philox_arguments(fn, kwargs, name):
         fn(**kwargs)
 
 
+BAD_DEVICES = ["gpu0", "cuda:x", 3.5] + (["cuda", "cuda:0"] if not torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("fn", [sslkern.philox_uniform, sslkern.philox_normal])
+@pytest.mark.parametrize("device", BAD_DEVICES, ids=str)
+def test_bad_philox_device_names_the_argument(fn, device):
+    with pytest.raises(ValueError, match=r"\bdevice\b"):
+        fn(4, seed=0, device=device)
+
+
 def test_largest_seed_and_offset_are_accepted():
     assert sslkern.philox_uniform(2, seed=2**64 - 1, offset=2**32 - 1).shape == (2,)
 
@@ -310,3 +320,35 @@ def test_cli_info_prints_json(tmp_path):
     printed = json.loads(done.stdout)
     assert INFO_KEYS <= printed.keys()
     assert printed["backends"] == sslkern.available_backends()
+
+
+# --- data files and double backward -------------------------------------------------------
+
+
+def test_idx_header_whose_dimensions_overflow_names_the_file(tmp_path):
+    """2**16 x 2**16 x 2**16 x 2**16 bytes is 2**64: numpy's int64 product wraps to 0, and the
+    empty payload used to pass the length check and fail in reshape without naming the file."""
+    from sslkern import data
+
+    path = tmp_path / "huge-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 0x08, 4]) + (2**16).to_bytes(4, "big") * 4)
+    with pytest.raises(ValueError, match=str(path).replace(".", r"\.") + r".*header says shape"):
+        data.load(str(path))
+    with pytest.raises(data.DataError, match="header says shape"):
+        data.parse_idx(bytes([0, 0, 0x0D, 2]) + (2**31).to_bytes(4, "big") * 2, "f32.idx")
+
+
+@pytest.mark.parametrize("x_grad", [False, True], ids=["params", "params+x"])
+@pytest.mark.parametrize("path", ["eager", "op"])
+def test_double_backward_says_it_is_not_supported(backend, path, x_grad):
+    x, W, b, c = (t.to(DEVICE).requires_grad_(i > 0 or x_grad) for i, t in enumerate(params()))
+    if path == "eager":
+        loss = sslkern.autoencoder_loss(x, W, b, c, corruption="mask", level=0.3, contractive=0.2, seed=1)
+    else:
+        loss = torch.ops.sslkern.autoencoder_loss(x, W, b, c, "sigmoid", "sigmoid", "bce", "mask", 0.3, 0.2, 1,
+                                                  0, backend, None)[0]
+    dW, = torch.autograd.grad(loss, W, create_graph=True)  # first order still works
+    plain, = torch.autograd.grad(loss, W, retain_graph=True)
+    torch.testing.assert_close(dW.detach(), plain)
+    with pytest.raises(RuntimeError, match="double backward .* is not supported"):
+        torch.autograd.grad(dW.sum(), W)

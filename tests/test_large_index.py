@@ -26,6 +26,8 @@ import os
 import pytest
 import torch
 
+from helpers import DEVICE, NORMAL_DRAWS, assert_close
+
 import sslkern
 from sslkern import reference as oracle
 
@@ -167,7 +169,7 @@ def backend(request):
 @pytest.mark.parametrize("offset", [2**31 - 3, 2**32 - 17, 2**32 - 1])
 def test_counters_wrap_modulo_2_to_the_32(backend, offset):
     n = 41
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = DEVICE
     u = sslkern.philox_uniform(n, 123, offset, device=device).cpu()
     assert torch.equal(u, oracle.philox_uniform(n, 123, offset))
     # Counter 2^32 is counter 0: the wrapped tail equals a fresh stream's head.
@@ -193,8 +195,8 @@ def test_storage_offset_past_2_to_the_32_is_not_a_counter():
         with sslkern.use_backend(name):
             for kind in ("mask", "gaussian"):
                 out = sslkern.corrupt(view, kind, 0.3, seed=5, offset=2**32 - 20)
-                torch.testing.assert_close(out, oracle.corrupt(view.clone(), kind, 0.3, 5, 2**32 - 20),
-                                           rtol=0, atol=1e-5)
+                assert_close(out, oracle.corrupt(view.clone(), kind, 0.3, 5, 2**32 - 20), torch.float32,
+                             policy=NORMAL_DRAWS, what=f"{name} {kind}")
     del view, huge
 
 

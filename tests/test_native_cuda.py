@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import DEVICE_MATH, NORMAL_DRAWS, assert_close
+
 import sslkern
 from sslkern import _cuda_runtime as runtime
 from sslkern import _native, backends
@@ -361,9 +363,6 @@ def _paths():
     return found
 
 
-TOL = {torch.float32: dict(rtol=1e-4, atol=1e-5), torch.float64: dict(rtol=1e-10, atol=1e-12)}
-
-
 @gpu
 @pytest.mark.parametrize("path", _paths())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -380,8 +379,8 @@ def test_epilogues_match_reference(path, dtype, act):
         for e in (ep, ref):
             zz, s2 = z.clone(), torch.empty(cols, dtype=dtype, device="cuda")
             outs.append((e.bias_act(zz, b, act, r, s2), zz, s2))
-        for got, want in zip(outs[0], outs[1]):
-            torch.testing.assert_close(got, want, **TOL[dtype])
+        for what, got, want in zip(["penalty", "h", "s2"], outs[0], outs[1]):
+            assert_close(got, want, dtype, policy=DEVICE_MATH, what=f"bias_act {act} {what}")
         h, dh, x = outs[1][1], rand(rows, cols), torch.rand(rows, cols, dtype=dtype, device="cuda")
         g = torch.tensor(1.7, dtype=dtype, device="cuda")
         outs = []
@@ -389,22 +388,22 @@ def test_epilogues_match_reference(path, dtype, act):
             out, copy, db = torch.empty_like(h), torch.empty_like(h), torch.empty(cols, dtype=dtype, device="cuda")
             e.act_grad(dh, h, act, out, r=r, coef=0.3, g=g, h_copy=copy, db=db)
             outs.append((out, copy, db))
-        for got, want in zip(outs[0], outs[1]):
-            torch.testing.assert_close(got, want, **TOL[dtype])
+        for what, got, want in zip(["dz", "h_copy", "db"], outs[0], outs[1]):
+            assert_close(got, want, dtype, policy=DEVICE_MATH, what=f"act_grad {act} {what}")
         for loss in ("bce", "mse"):
             outs = []
             for e in (ep, ref):
                 a, dc = dh.clone(), torch.empty(cols, dtype=dtype, device="cuda")
                 outs.append((e.loss_grad(a, x, b, loss, act, 1 / rows, dc), a, dc))
-            for got, want in zip(outs[0], outs[1]):
-                torch.testing.assert_close(got, want, **TOL[dtype])
-        torch.testing.assert_close(ep.row_sq_norms(dh), ref.row_sq_norms(dh), **TOL[dtype])
+            for what, got, want in zip(["total", "dA", "dc"], outs[0], outs[1]):
+                assert_close(got, want, dtype, policy=DEVICE_MATH, what=f"loss_grad {loss} {act} {what}")
+        assert_close(ep.row_sq_norms(dh), ref.row_sq_norms(dh), dtype, policy=DEVICE_MATH, what="row_sq_norms")
         outs, row_scale = [], rand(rows).abs()
         for e in (ep, ref):
             dw = x.clone()
             e.row_scale_add(dw, dh, row_scale, g * 0.5)
             outs.append(dw)
-        torch.testing.assert_close(outs[0], outs[1], **TOL[dtype])
+        assert_close(outs[0], outs[1], dtype, policy=DEVICE_MATH, what="row_scale_add")
 
 
 @gpu
@@ -418,7 +417,8 @@ def test_random_stream_is_bit_exact(path):
         got = ep.philox(n, 42, offset, torch.device("cuda"), False)
         assert torch.equal(got, ref.philox(n, 42, offset, torch.device("cuda"), False))
         got = ep.philox(n, 42, offset, torch.device("cuda"), True)
-        torch.testing.assert_close(got, ref.philox(n, 42, offset, torch.device("cuda"), True), rtol=0, atol=1e-5)
+        assert_close(got, ref.philox(n, 42, offset, torch.device("cuda"), True), torch.float32, policy=NORMAL_DRAWS,
+                     what="normal")
     x = torch.rand(37, 131, device="cuda")
     for kind in ("mask", "gaussian", "salt_pepper"):
         outs = []
@@ -428,7 +428,7 @@ def test_random_stream_is_bit_exact(path):
             grad = torch.empty_like(x)
             e.corrupt_grad(x, grad, kind, 0.3, 9, 11)
             outs.append((out[1:], grad))
-        torch.testing.assert_close(outs[0][0], outs[1][0], rtol=0, atol=1e-5)
+        assert_close(outs[0][0], outs[1][0], torch.float32, policy=NORMAL_DRAWS, what=kind)
         assert torch.equal(outs[0][1], outs[1][1])
 
 

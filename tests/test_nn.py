@@ -138,3 +138,15 @@ def test_backward_reaches_every_parameter():
     model = ssl_nn.ContractiveAutoencoder(17, 5)
     model(torch.rand(3, 17)).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_numpy_numbers_are_accepted():
+    import numpy as np
+
+    model = ssl_nn.TiedAutoencoder(np.int64(12), np.int32(4), corruption="mask", level=np.float32(0.25),
+                                   contractive=np.float64(0.1), seed=np.uint64(3))
+    assert model.config() == ssl_nn.TiedAutoencoder(12, 4, corruption="mask", level=float(np.float32(0.25)),
+                                                    contractive=0.1, seed=3).config()
+    assert all(type(v) in (int, float, str) for v in model.config().values())
+    stacked = ssl_nn.StackedAutoencoder([np.int64(12), np.int32(6), 3], seed=np.int64(1))
+    assert stacked.sizes == [12, 6, 3] and all(type(s) is int for s in stacked.sizes)

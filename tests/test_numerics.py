@@ -3,17 +3,17 @@ beyond ±100, saturated activations, half-precision inputs, NaN and Inf inputs, 
 with one seed, corruption levels 0 and 1."""
 import pytest
 import torch
+from helpers import (DEVICE, ENTRYWISE, HALF_INPUT_WEIGHTS, HALF_INPUTS, HALF_PARAMS, NORMAL_DRAWS, RELATIVE,
+                     RELATIVE_GRADIENTS, SATURATED_PENALTY, UNDERFLOW, assert_close, leaf_pairs)
 
 import sslkern
 from sslkern import backends
 from sslkern import reference as oracle
 from sslkern.kinds import ACTIVATIONS, CORRUPTIONS
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 ACTS = ACTIVATIONS.names()
 KINDS = tuple(k for k in CORRUPTIONS.names() if k != "none")
 HALF = (torch.float16, torch.bfloat16)
-RTOL = {torch.float64: 1e-10, torch.float32: 2e-5}
 
 
 def _supported(name, dtype):
@@ -31,20 +31,9 @@ def backend(request):
         yield request.param
 
 
-def _leaves(*tensors, dtype=None):
-    tested = [t.to(DEVICE, dtype or t.dtype).requires_grad_() for t in tensors]
-    exact = [t.detach().double().requires_grad_() for t in tensors]
-    return tested, exact
-
-
 def _loss_and_grads(fn, leaves, **kwargs):
     loss = fn(*leaves, **kwargs)
     return loss, torch.autograd.grad(loss, leaves)
-
-
-def _close(actual, expected, rtol, atol=0.0, equal_nan=False):
-    torch.testing.assert_close(actual.detach().double().cpu(), expected.detach().double().cpu(),
-                               rtol=rtol, atol=atol, equal_nan=equal_nan)
 
 
 # ----------------------------------------------------------------------------------------
@@ -66,15 +55,15 @@ def _extreme_logit_problem():
 @pytest.mark.parametrize("name,dtype", _cases())
 def test_bce_is_finite_and_exact_for_logits_beyond_100(name, dtype):
     x, W, b, c = _extreme_logit_problem()
-    (xt, Wt, bt, ct), exact = _leaves(x, W, b, c, dtype=dtype)
+    (xt, Wt, bt, ct), exact = leaf_pairs(x, W, b, c, dtype=dtype)
     with sslkern.use_backend(name):
         loss, grads = _loss_and_grads(sslkern.autoencoder_loss, [xt, Wt, bt, ct], contractive=0.3)
     loss64, grads64 = _loss_and_grads(oracle.autoencoder_loss, exact, contractive=0.3)
     assert torch.isfinite(loss), f"bce loss {loss} at logits up to 1e4"
-    _close(loss, loss64, RTOL[dtype])
+    assert_close(loss, loss64, dtype, policy=RELATIVE, what="bce loss")
     for what, got, want in zip("x W b c".split(), grads, grads64):
         assert torch.isfinite(got).all(), f"d loss/d{what} not finite at logits up to 1e4"
-        _close(got, want, RTOL[dtype], atol=RTOL[dtype])
+        assert_close(got, want, dtype, policy=RELATIVE_GRADIENTS, what=f"d loss/d{what}")
 
 
 @pytest.mark.parametrize("name,dtype", _cases())
@@ -85,16 +74,16 @@ def test_saturated_activations_stay_finite(name, dtype, act):
     W = torch.tensor([[5e3, 5e3], [-5e3, -5e3], [100.0, -100.0]], dtype=torch.float64)
     b = torch.tensor([0.0, 0.0, 0.0], dtype=torch.float64)
     c = torch.zeros(2, dtype=torch.float64)
-    (xt, Wt, bt, ct), (x64, W64, b64, c64) = _leaves(x, W, b, c, dtype=dtype)
+    (xt, Wt, bt, ct), (x64, W64, b64, c64) = leaf_pairs(x, W, b, c, dtype=dtype)
     with sslkern.use_backend(name):
         h = sslkern.encode(xt, Wt, bt, act)
         penalty = sslkern.contractive_penalty(xt, Wt, bt, act)
         grads = torch.autograd.grad(h.sum() + penalty, [xt, Wt, bt])
         loss = sslkern.autoencoder_loss(xt, Wt, bt, ct, encoder=act, decoder="sigmoid", contractive=1.0)
         loss_grads = torch.autograd.grad(loss, [xt, Wt, bt, ct])
-    # atol: sigmoid(-200) is 1e-87 in float64 and 0 in float32 (or a float32 denormal).
-    _close(h, oracle.encode(x64, W64, b64, act), RTOL[dtype], atol=1e-12)
-    _close(penalty, oracle.contractive_penalty(x64, W64, b64, act), RTOL[dtype], atol=1e-6)
+    assert_close(h, oracle.encode(x64, W64, b64, act), dtype, policy=UNDERFLOW, what=f"encode {act}")
+    assert_close(penalty, oracle.contractive_penalty(x64, W64, b64, act), dtype, policy=SATURATED_PENALTY,
+                 what=f"penalty {act}")
     for value in (penalty, loss, *grads, *loss_grads):
         assert torch.isfinite(value).all(), f"{act}: non-finite result at saturation"
 
@@ -108,7 +97,7 @@ def test_softplus_tails_keep_their_relative_precision(name, dtype):
     if dtype == torch.float32:
         z = z[:3]  # e^-200 is below float32's range
     x, W, b = torch.ones(1, 1, dtype=torch.float64), z[:, None], torch.zeros(z.shape[0], dtype=torch.float64)
-    (xt, Wt, bt), (x64, W64, b64) = _leaves(x, W, b, dtype=dtype)
+    (xt, Wt, bt), (x64, W64, b64) = leaf_pairs(x, W, b, dtype=dtype)
     with sslkern.use_backend(name):
         h = sslkern.encode(xt, Wt, bt, "softplus")
         slope = torch.autograd.grad(h.sum(), bt)[0]
@@ -116,11 +105,14 @@ def test_softplus_tails_keep_their_relative_precision(name, dtype):
         blank = torch.zeros(1, 1, dtype=dtype, device=DEVICE)  # x = 0, W = 0: the logit is c
         bce = [sslkern.autoencoder_value_and_grad(blank, blank, blank[0], c.to(dtype).reshape(1))
                for c in z.to(DEVICE)]
-    _close(h, oracle.encode(x64, W64, b64, "softplus"), RTOL[dtype])
-    _close(slope, torch.sigmoid(z), RTOL[dtype])
-    _close(penalty, oracle.contractive_penalty(x64, W64, b64, "softplus"), RTOL[dtype])
-    _close(torch.stack([loss for loss, _ in bce]), torch.nn.functional.softplus(z), RTOL[dtype])
-    _close(torch.cat([grads[2] for _, grads in bce]), torch.sigmoid(z), RTOL[dtype])
+    assert_close(h, oracle.encode(x64, W64, b64, "softplus"), dtype, policy=RELATIVE, what="softplus")
+    assert_close(slope, torch.sigmoid(z), dtype, policy=RELATIVE, what="softplus'")
+    assert_close(penalty, oracle.contractive_penalty(x64, W64, b64, "softplus"), dtype, policy=RELATIVE,
+                 what="softplus penalty")
+    assert_close(torch.stack([loss for loss, _ in bce]), torch.nn.functional.softplus(z), dtype,
+                 policy=RELATIVE, what="bce at x = 0")
+    assert_close(torch.cat([grads[2] for _, grads in bce]), torch.sigmoid(z), dtype, policy=RELATIVE,
+                 what="d bce/dc at x = 0")
 
 
 # ----------------------------------------------------------------------------------------
@@ -132,7 +124,7 @@ def test_half_precision_inputs_with_float32_parameters(backend, x_dtype):
     x, W, b, c = _extreme_logit_problem()
     c = c / 100  # moderate logits: the point here is the input dtype
     xt = x.to(DEVICE, x_dtype).requires_grad_()
-    (Wt, bt, ct), _ = _leaves(W, b, c, dtype=torch.float32)
+    (Wt, bt, ct), _ = leaf_pairs(W, b, c, dtype=torch.float32)
     loss = sslkern.autoencoder_loss(xt, Wt, bt, ct, corruption="mask", level=0.3, seed=4, contractive=0.1)
     dx, dW = torch.autograd.grad(loss, [xt, Wt])
     assert dx.dtype == x_dtype and dW.dtype == torch.float32
@@ -142,9 +134,9 @@ def test_half_precision_inputs_with_float32_parameters(backend, x_dtype):
     loss64 = oracle.autoencoder_loss(x64, W64, b.float().double(), c.float().double(),
                                      corruption="mask", level=0.3, seed=4, contractive=0.1)
     dx64, dW64 = torch.autograd.grad(loss64, [x64, W64])
-    _close(loss, loss64, 1e-5)
-    _close(dW, dW64, 1e-4, atol=1e-5)
-    _close(dx, dx64, 1e-2, atol=1e-2)  # dx is rounded to the input's dtype
+    assert_close(loss, loss64, torch.float32, policy=HALF_INPUTS, what="loss")
+    assert_close(dW, dW64, torch.float32, policy=HALF_INPUT_WEIGHTS, what="dW")
+    assert_close(dx, dx64, x_dtype, policy=HALF_INPUTS, what="dx")  # dx is rounded to the input's dtype
 
 
 @pytest.mark.parametrize("dtype", HALF, ids=["fp16", "bf16"])
@@ -161,7 +153,7 @@ def test_half_precision_parameters_run_or_refuse_with_reasons(backend, dtype):
     assert loss.dtype == dtype and dW.dtype == dtype
     loss64 = oracle.autoencoder_loss(x.double().cpu(), W.double().cpu(), b.double().cpu(),
                                      c.double().cpu(), corruption="gaussian", level=0.1, seed=2)
-    _close(loss, loss64, 5e-2)
+    assert_close(loss, loss64, dtype, policy=HALF_PARAMS, what="loss")
     assert torch.isfinite(dW).all()
     y = sslkern.corrupt(x, "salt_pepper", 0.5, seed=8)
     assert y.dtype == dtype
@@ -180,10 +172,10 @@ def test_nan_input_propagates_to_its_row_only(backend, act):
     b = torch.randn(3, generator=g, dtype=torch.float64)
     x[2, 1] = float("nan")
     dtype = torch.float64 if _supported(backend, torch.float64) else torch.float32
-    (xt, Wt, bt), _ = _leaves(x, W, b, dtype=dtype)
+    (xt, Wt, bt), _ = leaf_pairs(x, W, b, dtype=dtype)
     h = sslkern.encode(xt, Wt, bt, act)
     assert torch.isnan(h[2]).all(), f"{act}: a NaN input must make its row NaN, got {h[2]}"
-    _close(h, oracle.encode(x, W, b, act), RTOL[dtype], equal_nan=True)
+    assert_close(h, oracle.encode(x, W, b, act), dtype, policy=RELATIVE, what=f"encode {act}", equal_nan=True)
     y = sslkern.decode(h, Wt, bt.new_zeros(5), act)
     assert torch.isnan(y[2]).all() and torch.isfinite(y[[0, 1, 3]]).all()
 
@@ -195,7 +187,7 @@ def test_non_finite_inputs_reach_the_loss(backend, where, bad):
     c = c / 1000
     {"x": x, "W": W, "c": c}[where].view(-1)[3] = bad
     dtype = torch.float64 if _supported(backend, torch.float64) else torch.float32
-    (xt, Wt, bt, ct), exact = _leaves(x, W, b, c, dtype=dtype)
+    (xt, Wt, bt, ct), exact = leaf_pairs(x, W, b, c, dtype=dtype)
     kwargs = dict(corruption="gaussian", level=0.2, contractive=0.5, seed=1)
     loss, grads = _loss_and_grads(sslkern.autoencoder_loss, [xt, Wt, bt, ct], **kwargs)
     loss64 = oracle.autoencoder_loss(*exact, **kwargs)
@@ -209,8 +201,7 @@ def test_corrupt_carries_nan_and_inf_like_the_oracle(backend, kind):
     dtype = torch.float64 if _supported(backend, torch.float64) else torch.float32
     x = torch.tensor([float("nan"), float("inf"), -float("inf"), 1.0] * 8, dtype=dtype)
     out = sslkern.corrupt(x.to(DEVICE), kind, 0.5, seed=11)
-    # atol: normal draws agree across devices within 1e-5 (design.md section 2).
-    _close(out, oracle.corrupt(x, kind, 0.5, 11), RTOL[dtype], atol=1e-5, equal_nan=True)
+    assert_close(out, oracle.corrupt(x, kind, 0.5, 11), dtype, policy=NORMAL_DRAWS, what=kind, equal_nan=True)
 
 
 # ----------------------------------------------------------------------------------------
@@ -223,7 +214,7 @@ def test_same_seed_gives_identical_results(backend):
     dtype = torch.float32
 
     def run(seed):
-        leaves, _ = _leaves(x, W, b, c, dtype=dtype)
+        leaves, _ = leaf_pairs(x, W, b, c, dtype=dtype)
         loss, grads = _loss_and_grads(sslkern.autoencoder_loss, leaves, corruption="salt_pepper",
                                       level=0.5, contractive=0.2, seed=seed, offset=3)
         return [loss, *grads]
@@ -262,9 +253,9 @@ def test_level_one_replaces_every_element(backend, kind):
     x64, W64 = (t.detach().double().cpu().requires_grad_() for t in (x, W))
     loss64 = oracle.autoencoder_loss(x64, W64, b.double().cpu(), c.double().cpu(), corruption=kind,
                                      level=1.0, seed=5, contractive=0.1)
-    _close(loss, loss64, 2e-5)
+    assert_close(loss, loss64, torch.float32, policy=RELATIVE, what="loss")
     # x still enters as the bce target (-x a): dx is the target's gradient alone.
-    _close(dx, torch.autograd.grad(loss64, [x64])[0], 2e-5, atol=1e-6)
+    assert_close(dx, torch.autograd.grad(loss64, [x64])[0], torch.float32, policy=ENTRYWISE, what="dx")
 
 
 def test_training_twice_with_one_seed_is_identical(backend):

@@ -4,27 +4,11 @@ import os
 
 import pytest
 import torch
+from helpers import (ACTIVATIONS, CORRUPTIONS, DEFAULT, DEVICE, DTYPES, LEVELS, NOISY, NORMAL_DRAWS, OBJECTIVES,
+                     SAME_MATH, SHAPES, assert_close, leaves, make_inputs, objective_cases, objective_config)
 
 import sslkern
-from sslkern import kinds
 from sslkern import reference as oracle
-
-ACTIVATIONS = kinds.ACTIVATIONS.names()
-CORRUPTIONS = kinds.CORRUPTIONS.names()
-# On a CUDA machine every backend runs on CUDA tensors (triton needs them there); the oracle
-# always runs in float64 on the CPU.
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-# (B, D, H): a single unit, small primes, sizes that are no multiple of any block.
-SHAPES = [(1, 1, 1), (3, 5, 7), (37, 129, 65)]
-DTYPES = [torch.float32, torch.float64]
-# Max-norm tolerances: |actual - expected|_max <= atol + rtol * |expected|_max.
-TOLERANCES = {torch.float32: (2e-5, 1e-6), torch.float64: (1e-10, 1e-12)}
-# Gaussian noise is only specified to 1e-5 across devices (libm differs): float32-level agreement.
-NOISY_TOLERANCE = (5e-5, 1e-6)
-# (encoder, decoder, loss): bce with its sigmoid decoder, mse with several decoders.
-OBJECTIVES = [("sigmoid", "sigmoid", "bce"), ("tanh", "sigmoid", "mse"), ("relu", "linear", "mse"),
-              ("softplus", "tanh", "mse"), ("linear", "softplus", "mse"), ("sigmoid", "relu", "mse")]
-LEVELS = {"none": 0.0, "mask": 0.3, "gaussian": 0.2, "salt_pepper": 0.3}
 
 
 def skip_if_interpreted(backend, shape=None):
@@ -34,31 +18,6 @@ def skip_if_interpreted(backend, shape=None):
     too_big = shape is None or shape[0] * shape[1] * shape[2] > 1000
     if backend == "triton" and os.environ.get("TRITON_INTERPRET") == "1" and too_big:
         pytest.skip("too slow for the Triton interpreter")
-
-
-def assert_close(actual, expected, dtype, tolerance=None, what="value"):
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    assert actual.dtype == dtype, f"{what}: dtype {actual.dtype} != {dtype}"
-    rtol, atol = tolerance or TOLERANCES[dtype]
-    actual, expected = actual.detach().double().cpu(), expected.detach().double().cpu()
-    err = (actual - expected).abs().max().item() if expected.numel() else 0.0
-    bound = atol + rtol * (expected.abs().max().item() if expected.numel() else 0.0)
-    assert err <= bound, f"{what}: max error {err:.3e} > {bound:.3e}"
-
-
-def make_inputs(batch, visible, hidden, dtype, device=DEVICE, seed=0):
-    """x in [0, 1] (a valid bce target), W scaled so activations are neither linear nor saturated."""
-    gen = torch.Generator().manual_seed(seed + 1000 * batch + visible)
-    x = torch.rand(batch, visible, generator=gen, dtype=torch.float64)
-    W = torch.randn(hidden, visible, generator=gen, dtype=torch.float64) * (1.5 / visible ** 0.5)
-    b = torch.randn(hidden, generator=gen, dtype=torch.float64) * 0.3
-    c = torch.randn(visible, generator=gen, dtype=torch.float64) * 0.3
-    return [t.to(dtype=dtype, device=device) for t in (x, W, b, c)]
-
-
-def leaves(tensors, dtype=None, device=None):
-    return [t.detach().to(dtype=dtype or t.dtype, device=device or t.device).requires_grad_(True)
-            for t in tensors]
 
 
 def run_and_grad(fn, inputs, out_grad_seed=7):
@@ -82,12 +41,12 @@ def oracle_run(oracle_fn, inputs, case=None):
     return _oracle_results[case]
 
 
-def check_against_oracle(fn, oracle_fn, inputs, dtype, names, tolerance=None, case=None):
+def check_against_oracle(fn, oracle_fn, inputs, dtype, names, policy=DEFAULT, case=None):
     actual, actual_grads = run_and_grad(fn, leaves(inputs))
     expected, expected_grads = oracle_run(oracle_fn, inputs, case)
-    assert_close(actual, expected, dtype, tolerance, "value")
+    assert_close(actual, expected, dtype, policy=policy, what="value")
     for name, got, want in zip(names, actual_grads, expected_grads):
-        assert_close(got, want, dtype, tolerance, f"d/d{name}")
+        assert_close(got, want, dtype, policy=policy, what=f"d/d{name}")
 
 
 # --- random streams ------------------------------------------------------------------------
@@ -103,7 +62,7 @@ def test_philox_uniform_matches_oracle_bit_exact(backend, n, seed, offset):
 def test_philox_normal_matches_oracle(backend, n, seed, offset):
     got = sslkern.philox_normal(n, seed, offset, device=DEVICE).cpu()
     assert got.dtype == torch.float32 and got.shape == (n,)
-    torch.testing.assert_close(got, oracle.philox_normal(n, seed, offset), rtol=0, atol=1e-5)
+    assert_close(got, oracle.philox_normal(n, seed, offset), torch.float32, policy=NORMAL_DRAWS, what="normal")
 
 
 # --- corruption ----------------------------------------------------------------------------
@@ -115,10 +74,10 @@ def test_corrupt(backend, kind, dtype, shape):
     skip_if_interpreted(backend, shape)
     x = make_inputs(*shape, dtype)[0]
     level, seed, offset = LEVELS[kind], 11, 3
-    tolerance = NOISY_TOLERANCE if kind == "gaussian" else None
+    policy = NOISY if kind == "gaussian" else DEFAULT
     check_against_oracle(lambda v: sslkern.corrupt(v, kind, level, seed, offset),
                          lambda v: oracle.corrupt(v, kind, level, seed, offset),
-                         [x], dtype, ["x"], tolerance)
+                         [x], dtype, ["x"], policy)
 
 
 # --- encode / decode / contractive penalty -------------------------------------------------
@@ -162,46 +121,22 @@ def test_analytic_penalty_equals_jacobian_penalty(activation):
     x, W, b = leaves(make_inputs(4, 6, 5, torch.float64, "cpu")[:3])
     analytic = oracle.contractive_penalty(x, W, b, activation)
     brute_force = oracle.contractive_penalty_jacobian(x, W, b, activation)
-    torch.testing.assert_close(analytic, brute_force, rtol=1e-12, atol=1e-12)
+    assert_close(analytic, brute_force, torch.float64, policy=SAME_MATH, what="penalty")
     assert analytic > 0
 
 
 # --- the whole objective -------------------------------------------------------------------
 
-def objective_config(objective, corruption, contractive, seed=2**40 + 3, offset=29):
-    """autoencoder_loss's keywords for one of _objective_cases()."""
-    encoder, decoder, loss = objective
-    return dict(encoder=encoder, decoder=decoder, loss=loss, corruption=corruption,
-                level=LEVELS[corruption], contractive=contractive, seed=seed, offset=offset)
-
-
-def objective_tolerance(corruption, dtype):
-    """Looser (rtol, atol) where gaussian noise enters; None (the dtype's) otherwise."""
-    if corruption != "gaussian":
-        return None
-    return NOISY_TOLERANCE if dtype == torch.float32 else (1e-6, 1e-7)  # float32 level * n
-
-
-def _objective_cases():
-    """bce with every corruption, with and without the penalty; each mse decoder with two
-    corruption kinds, so every kind meets every objective family and both penalty settings."""
-    bce, *mse = OBJECTIVES
-    cases = [(bce, kind, lam) for kind in CORRUPTIONS for lam in (0.0, 0.5)]
-    for i, objective in enumerate(mse):
-        cases += [(objective, CORRUPTIONS[i % len(CORRUPTIONS)], 0.0), (objective, CORRUPTIONS[(i + 1) % len(CORRUPTIONS)], 0.5)]
-    return [pytest.param(*case, id=f"{'-'.join(case[0])}-{case[1]}-{case[2]}") for case in cases]
-
-
-@pytest.mark.parametrize("objective, corruption, contractive", _objective_cases())
+@pytest.mark.parametrize("objective, corruption, contractive", objective_cases())
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_autoencoder_loss(backend, objective, corruption, contractive, dtype, shape):
     skip_if_interpreted(backend, shape)
     config = objective_config(objective, corruption, contractive, seed=2**33 + 5, offset=17)
-    tolerance = NOISY_TOLERANCE if corruption == "gaussian" else None
+    policy = NOISY if corruption == "gaussian" else DEFAULT
     check_against_oracle(lambda *t: sslkern.autoencoder_loss(*t, **config),
                          lambda *t: oracle.autoencoder_loss(*t, **config),
-                         make_inputs(*shape, dtype), dtype, ["x", "W", "b", "c"], tolerance,
+                         make_inputs(*shape, dtype), dtype, ["x", "W", "b", "c"], policy,
                          case=(objective, corruption, contractive, dtype, shape))
 
 
@@ -249,7 +184,7 @@ def test_gradients_of_some_inputs_only(backend):
             grads = torch.autograd.grad(op(*tensors), [tensors[i] for i in wanted], allow_unused=True,
                                         materialize_grads=True)
             for i, grad in zip(wanted, grads):
-                torch.testing.assert_close(grad, full[i], rtol=1e-12, atol=1e-12)
+                assert_close(grad, full[i], torch.float64, policy=SAME_MATH, what=f"gradient {i} of {wanted}")
 
 
 def test_repeated_calls_are_bit_identical(backend):

@@ -5,6 +5,8 @@ import os
 import pytest
 import torch
 
+from helpers import DEVICE, NORMAL_DRAWS, assert_close
+
 import sslkern
 from sslkern import reference as oracle
 from sslkern.kinds import CORRUPTIONS
@@ -12,7 +14,6 @@ from sslkern.kinds import CORRUPTIONS
 MASKING_KINDS = sorted(CORRUPTIONS.where(passes_gradient=False))  # a keep-mask gates the gradient
 
 # On a CUDA machine the backends draw on CUDA (triton needs it); comparisons happen on the CPU.
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 SEED0_WORDS = [0x6627E8D5, 0xF8E4CCA4, 0x04FAA329, 0xC990EF29]
 SEED0_UNIFORMS = [0.798092902, 0.0555175915, 0.0388988405, 0.425264418]
 SEED42_UNIFORM = 0.774080157
@@ -106,7 +107,7 @@ def test_uniform_bit_exact_vs_triton(backend, n, seed, offset):
 def test_normal_vs_triton(backend, n, seed, offset):
     _, expected, _ = triton_draws(n, seed, offset)
     got = sslkern.philox_normal(n, seed, offset, device=DEVICE).cpu()
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert_close(got, expected, torch.float32, policy=NORMAL_DRAWS, what="normal")
 
 
 @needs_triton
@@ -191,7 +192,7 @@ def test_masks_bit_identical_across_backends(kind, dtype):
 def test_gaussian_noise_agrees_across_backends():
     x, results = _corruptions("gaussian", torch.float32)
     for name, out in results.items():
-        torch.testing.assert_close(out, results["reference"], rtol=0, atol=0.4 * 1e-5, msg=name)
+        assert_close(out, results["reference"], torch.float32, policy=NORMAL_DRAWS.scaled(0.4, "level"), what=name)
 
 
 @pytest.mark.parametrize("kind", CORRUPTIONS.names())

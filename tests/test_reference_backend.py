@@ -92,7 +92,8 @@ def _oracle_derivatives(act, z):
 
 @pytest.mark.parametrize("act", ACTIVATIONS.names())
 def test_derivatives_from_h_match_autograd(act):
-    z = torch.cat([torch.linspace(-8, 8, 161, dtype=torch.float64), torch.tensor([0.0, 30.0, -30.0], dtype=torch.float64)])
+    z = torch.cat([torch.linspace(-8, 8, 161, dtype=torch.float64),
+                   torch.tensor([0.0, 30.0, -30.0], dtype=torch.float64)])
     if act == "relu":  # f' jumps at 0: compare away from it
         z = z[z != 0]
     h, d1, d2 = _oracle_derivatives(act, z)
@@ -335,7 +336,8 @@ def test_backend_never_calls_the_oracle(monkeypatch):
     g = torch.Generator().manual_seed(5)
     x = torch.rand(6, 9, generator=g, dtype=torch.float64, requires_grad=True)
     W = torch.randn(4, 9, generator=g, dtype=torch.float64, requires_grad=True)
-    b, c = torch.zeros(4, dtype=torch.float64, requires_grad=True), torch.zeros(9, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    c = torch.zeros(9, dtype=torch.float64, requires_grad=True)
     with sslkern.use_backend("reference"):
         sslkern.philox_uniform(10, 1), sslkern.philox_normal(10, 1)
         for kind in CORRUPTIONS.names():

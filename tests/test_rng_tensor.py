@@ -5,11 +5,12 @@ import pytest
 import torch
 import torch._dynamo.testing
 
+from helpers import DEVICE, REORDERED, assert_close
+
 import sslkern
 from sslkern.kinds import CORRUPTIONS
 from sslkern import _validate
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 # (seed, offset): small; a seed >= 2**63 (a negative int64) with an offset whose counters wrap
 # past 2**32 inside the tensor.
@@ -154,5 +155,5 @@ def test_compiled_step_reads_rng_at_run_time():
             got = value_and_grads(lambda *t: compiled(*t, rng), inputs)
             want = value_and_grads(eager(offset), inputs)
             for i, (g, w) in enumerate(zip(got, want)):
-                torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-14, msg=lambda m, i=i: f"output {i}: {m}")
+                assert_close(g, w, torch.float64, policy=REORDERED, what=f"output {i}")
     assert counter.frame_count == 1

@@ -3,19 +3,17 @@ gradients) and autoencoder_sgd_step (the same with a plain SGD update in place),
 backend, against the float64 oracle and against autoencoder_loss + autograd."""
 import pytest
 import torch
-from conftest import backends_here
-from test_ops import (DEVICE, DTYPES, _objective_cases, assert_close, leaves, make_inputs, objective_config,
-                      objective_tolerance)
+from helpers import (DEVICE, DTYPES, SAME_NUMBERS, SHAPES, assert_close, leaves, make_inputs, objective_cases,
+                     objective_config, objective_policy)
 
 import sslkern
 from sslkern import reference as oracle
 
-SHAPES = [(1, 1, 1), (3, 5, 7), (37, 129, 65)]
 LR = 0.37
 
 
 def fresh(params):
-    """Leaf copies that an in-place step may change (test_ops.leaves aliases same-dtype inputs)."""
+    """Leaf copies that an in-place step may change (helpers.leaves aliases same-dtype inputs)."""
     return [t.clone().requires_grad_() for t in params]
 
 
@@ -26,8 +24,8 @@ def _oracle(x, params, config):
 
 
 # Every backend, and the native CPU backend's second route too (torch.mm between C++ passes)
-ROUTES = [(name, "fused") for name in backends_here()]
-ROUTES += [("native", "passes")] if "native" in backends_here() else []
+ROUTES = [(name, "fused") for name in sslkern.available_backends()]
+ROUTES += [("native", "passes")] if "native" in sslkern.available_backends() else []
 
 
 @pytest.fixture(params=ROUTES, ids=lambda route: route[0] if route[1] == "fused" else "-".join(route))
@@ -39,7 +37,7 @@ def route(request, monkeypatch):
         yield name
 
 
-@pytest.mark.parametrize("objective, corruption, contractive", _objective_cases())
+@pytest.mark.parametrize("objective, corruption, contractive", objective_cases())
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_value_and_grad_matches_oracle(route, objective, corruption, contractive, dtype, shape):
@@ -49,14 +47,14 @@ def test_value_and_grad_matches_oracle(route, objective, corruption, contractive
     x, *params = make_inputs(*shape, dtype)
     value, grads = sslkern.autoencoder_value_and_grad(x, *leaves(params), **config)
     want_value, want_grads = _oracle(x, params, config)
-    tolerance = objective_tolerance(corruption, dtype)
+    policy = objective_policy(corruption)
     assert not value.requires_grad and not any(g.requires_grad for g in grads)
-    assert_close(value, want_value, dtype, tolerance)
+    assert_close(value, want_value, dtype, policy=policy, what="value")
     for name, got, want in zip("Wbc", grads, want_grads):
-        assert_close(got, want, dtype, tolerance, f"d/d{name}")
+        assert_close(got, want, dtype, policy=policy, what=f"d/d{name}")
 
 
-@pytest.mark.parametrize("objective, corruption, contractive", _objective_cases())
+@pytest.mark.parametrize("objective, corruption, contractive", objective_cases())
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sgd_step_matches_oracle_update(route, objective, corruption, contractive, dtype):
     shape = (3, 5, 7) if route == "triton" and DEVICE.type == "cpu" else (37, 129, 65)
@@ -65,10 +63,10 @@ def test_sgd_step_matches_oracle_update(route, objective, corruption, contractiv
     want_value, want_grads = _oracle(x, params, config)
     updated = fresh(params)
     value = sslkern.autoencoder_sgd_step(x, *updated, lr=LR, **config)
-    tolerance = objective_tolerance(corruption, dtype)
-    assert_close(value, want_value, dtype, tolerance)
+    policy = objective_policy(corruption)
+    assert_close(value, want_value, dtype, policy=policy, what="value")
     for name, got, start, grad in zip("Wbc", updated, params, want_grads):
-        assert_close(got, start.double() - LR * grad, dtype, tolerance, f"updated {name}")
+        assert_close(got, start.double() - LR * grad, dtype, policy=policy, what=f"updated {name}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -81,14 +79,13 @@ def test_same_numbers_as_autograd(route, dtype):
     loss = sslkern.autoencoder_loss(x, *tracked, **config)
     want = torch.autograd.grad(loss, tracked)
     value, grads = sslkern.autoencoder_value_and_grad(x, *leaves(params), **config)
-    tight = dict(rtol=1e-6, atol=1e-7) if dtype == torch.float32 else dict(rtol=1e-13, atol=1e-14)
-    torch.testing.assert_close(value, loss.detach(), **tight)
-    for got, expected in zip(grads, want):
-        torch.testing.assert_close(got, expected, **tight)
+    assert_close(value, loss.detach(), dtype, policy=SAME_NUMBERS, what="value")
+    for name, got, expected in zip("Wbc", grads, want):
+        assert_close(got, expected, dtype, policy=SAME_NUMBERS, what=f"d/d{name}")
     updated = fresh(params)
     assert sslkern.autoencoder_sgd_step(x, *updated, lr=LR, **config) == value
     for got, start, grad in zip(updated, params, want):
-        torch.testing.assert_close(got.detach(), start - LR * grad, **tight)
+        assert_close(got.detach(), start - LR * grad, dtype, policy=SAME_NUMBERS, what="updated")
 
 
 def test_sgd_step_keeps_the_parameters_and_advances_their_versions(route):
@@ -155,9 +152,9 @@ def test_sgd_step_with_x_in_another_dtype(route):
     want_value, want_grads = _oracle(x, params, dict(corruption="mask", level=0.3, contractive=0.2))
     updated = fresh(params)
     value = sslkern.autoencoder_sgd_step(x, *updated, lr=LR, corruption="mask", level=0.3, contractive=0.2)
-    assert_close(value, want_value, torch.float32)
-    for got, start, grad in zip(updated, params, want_grads):
-        assert_close(got, start.double() - LR * grad, torch.float32)
+    assert_close(value, want_value, torch.float32, what="value")
+    for name, got, start, grad in zip("Wbc", updated, params, want_grads):
+        assert_close(got, start.double() - LR * grad, torch.float32, what=f"updated {name}")
 
 
 def test_direct_op_calls_take_any_layout(route):

@@ -5,12 +5,17 @@ first of the device's preference list that fits, and otherwise raises one error 
 every backend's reasons. Nothing falls back silently: a backend named by the user either
 runs or fails with its reasons.
 
-The requested name comes from, in order: `use_backend(...)` blocks, `set_backend(...)`, the
-SSLKERN_BACKEND environment variable, "auto".
+The requested name comes from, in order: the innermost `use_backend(...)` block of the
+current thread or asyncio task, `set_backend(...)` (process-wide), the SSLKERN_BACKEND
+environment variable, "auto".
 """
 import contextlib
+import contextvars
 import importlib
 import os
+import threading
+
+import torch
 
 from . import cuda_auto
 
@@ -23,7 +28,22 @@ AUTO_ORDER = {"cpu": ("native", "reference"), "cuda": cuda_auto.DEFAULT_ORDER}
 _MODULES = {"reference": ".reference", "native": ".native", "triton": ".triton"}
 
 _instances = {}
-_requested = os.environ.get("SSLKERN_BACKEND", AUTO) or AUTO
+_requested = os.environ.get("SSLKERN_BACKEND", AUTO) or AUTO  # set_backend: the process-wide choice
+# use_backend: a per-context override (None: none). A ContextVar is local to each thread and
+# asyncio task, so overlapping blocks in two threads or tasks cannot undo each other's choice.
+_override = contextvars.ContextVar("sslkern_use_backend", default=None)
+
+
+class _ThreadChoice(threading.local):
+    """The same override, per thread, for torch.compile: dynamo cannot trace ContextVar.get,
+    but reads (and guards on) a threading.local attribute, so a compiled function recompiles
+    when the thread's choice changes. Kept equal to the ContextVar's value at every block
+    entry and exit; asyncio tasks of one thread that interleave use_backend blocks can leave
+    it out of step, so such tasks should not run compiled sslkern code."""
+    name = None
+
+
+_thread_choice = _ThreadChoice()
 
 
 class BackendError(RuntimeError):
@@ -60,7 +80,9 @@ def available_backends():
 
 
 def requested():
-    return _requested
+    """The backend name the next call asks for: this context's use_backend block, else set_backend's."""
+    override = _thread_choice.name if torch.compiler.is_compiling() else _override.get()
+    return _requested if override is None else override
 
 
 def _check_name(name):
@@ -70,20 +92,26 @@ def _check_name(name):
 
 
 def set_backend(name):
-    """Use backend `name` ("auto", "reference", "native", "triton") from now on."""
+    """Use backend `name` ("auto", "reference", "native", "triton") from now on, process-wide:
+    every thread and task that is not inside a `use_backend` block sees it."""
     global _requested
     _requested = _check_name(name)
 
 
 @contextlib.contextmanager
 def use_backend(name):
-    """Use backend `name` inside a `with` block (process-wide while the block runs)."""
-    global _requested
-    previous, _requested = _requested, _check_name(name)
+    """Use backend `name` inside a `with` block, in this thread or asyncio task only (a
+    contextvars.ContextVar): other threads and tasks keep their own choice, and leaving the
+    block restores the one before it even when blocks in other threads overlap. Overrides
+    set_backend while the block runs. A new thread starts without the override (it sees
+    set_backend's choice); an asyncio task or contextvars.copy_context() inherits it."""
+    token = _override.set(_check_name(name))
+    _thread_choice.name = name
     try:
         yield get(name) if name != AUTO else None
     finally:
-        _requested = previous
+        _override.reset(token)
+        _thread_choice.name = _override.get()
 
 
 def reasons(name, device, dtype):

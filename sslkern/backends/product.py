@@ -69,9 +69,9 @@ class Epilogues(Protocol):
         """z [M, N] <- f(z + bias) in place (bias [N], or None for none).
 
         With r [N] (the penalty's ||W_j||^2) it also returns the 0-d tensor
-        sum_ij f'(z_ij)^2 r_j (z before f: the contractive penalty's sum) and, when s2col [N]
-        is given, writes s2col_j = sum_i f'(z_ij)^2. Without r it returns None and ignores
-        s2col."""
+        sum_ij f'(z_ij)^2 r_j, f' taken at z + bias (the contractive penalty's sum), and, when
+        s2col [N] is given, writes s2col_j = sum_i f'(z_ij)^2. Without r it returns None and
+        ignores s2col."""
         ...
 
     def loss_grad(self, a: torch.Tensor, x: torch.Tensor, c: torch.Tensor, loss: str, decoder: str,
@@ -231,10 +231,10 @@ class ProductBackend(Backend):
         dx = torch.mm(d_z, W)
         if not CORRUPTIONS[cfg.corruption].passes_gradient:
             self.ep.corrupt_grad(dx, dx, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
-        loss = LOSSES[cfg.loss].name
-        if loss == "bce":  # d/dx of softplus(a) - x a: -a
+        loss = LOSSES[cfg.loss].name  # target = -d(summed loss)/dx at the clean x
+        if loss == "bce":  # softplus(a) - x a
             target = torch.addmm(c, h, W)
-        elif loss == "mse":  # d/dx of (g(a) - x)^2 / 2: x - g(a)
+        elif loss == "mse":  # (g(a) - x)^2 / 2
             target = torch.mm(h, W)
             self.ep.bias_act(target, c, cfg.decoder)
             target.sub_(x)

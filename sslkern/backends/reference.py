@@ -26,37 +26,20 @@ _ROUNDS = 10
 _UNIFORM_SCALE = 4.6566127342e-10  # the fp32 multiplier of tl.rand (rounded to float32 by torch)
 
 
-# A word of the state is a Python int (the same for every element: the zero words of the
-# counter, in the first rounds), a "clean" int64 tensor holding uint32 values, or a "product":
-# the wrapped int64 result of clean * multiplier, whose low 32 bits are the next round's c1 or
-# c3 and whose high 32 bits (shifted down, then masked) enter c0 or c2. Products are never
-# masked: only their low 32 bits reach another word, through an xor whose result is masked
-# before it is multiplied again. Every pass writes into a buffer whose words are spent, so a
-# draw allocates a handful of tensors whatever the number of rounds.
+# The state words are int64 tensors. c0 and c2 are kept "clean" (uint32 values), as a
+# multiplication needs; c1 and c3 are kept as the full wrapped int64 products they are the low
+# words of, never masked: only their low 32 bits reach another word, through an xor whose result
+# is masked before it is multiplied. The first two rounds see the zero words of the counter as
+# Python ints. Every pass writes into a buffer whose words are spent: a draw allocates six
+# tensors [n] whatever the number of rounds.
 
-def _times(word, multiplier, free):
-    """word * multiplier: the full 64-bit product (wrapped int64 for a tensor)."""
-    if isinstance(word, int):
-        return word * multiplier
-    return torch.mul(word, multiplier, out=free.pop()) if free else torch.mul(word, multiplier)
-
-
-def _high_xor(product, word, key, free, new, clean=True):
-    """(product >> 32) ^ word ^ key, masked to 32 bits when `clean` (a word that is multiplied
-    next must be); written into a spent buffer from `free` when there is one."""
-    if isinstance(product, int) and isinstance(word, int):
-        return ((product >> 32) ^ word ^ key) & _MASK32
-    out = free.pop() if free else new()
-    if isinstance(product, int):
-        torch.bitwise_xor(word, ((product >> 32) ^ key) & _MASK32, out=out)
-    else:
-        torch.bitwise_right_shift(product, 32, out=out)
-        if isinstance(word, int):
-            key ^= word
-        else:
-            out.bitwise_xor_(word)
-        if key:
-            out.bitwise_xor_(key)
+def _hi_xor_(out, product, word, key, clean=True):
+    """out <- (product >> 32) ^ word ^ key, masked to 32 bits when `clean`; returns out."""
+    torch.bitwise_right_shift(product, 32, out=out)
+    if word is not None:
+        out.bitwise_xor_(word)
+    if key:
+        out.bitwise_xor_(key)
     return out.bitwise_and_(_MASK32) if clean else out
 
 
@@ -66,35 +49,50 @@ def philox_words(n, seed, offset, device, count=1):
     low 32 bits are the words; the higher bits are unspecified (take `& 0xFFFFFFFF`, or cast
     to int32, which keeps exactly the low 32 bits)."""
     seed, offset = int(seed), int(offset)
+    keys = []  # (k0, k1) of each round
     k0, k1 = seed & _MASK32, (seed >> 32) & _MASK32
+    for _ in range(_ROUNDS):
+        keys.append((k0, k1))
+        k0, k1 = (k0 + _KEY_STEP0) & _MASK32, (k1 + _KEY_STEP1) & _MASK32
     c0 = torch.arange(offset, offset + n, dtype=torch.int64, device=device)
     if offset < 0 or offset + n > 2**32:
         c0.bitwise_and_(_MASK32)
-    c1 = c2 = c3 = 0
-    free = []  # tensors whose words are spent
 
-    def new():
-        return torch.empty(n, dtype=torch.int64, device=device)
+    # Round 1, with c1 = c2 = c3 = 0: c0 <- k0, c1 <- 0, (c2, c3) <- (hi ^ k1, lo) of c0 * A.
+    k0, k1 = keys[0]
+    c3 = torch.mul(c0, _MUL_A)
+    c2 = _hi_xor_(c0, c3, None, k1)  # the counters are spent
+    first_c0 = k0
 
-    for round_ in range(_ROUNDS):
+    # Round 2, with c0 = first_c0 and c1 = 0: c0 * A is a number.
+    k0, k1 = keys[1]
+    c1 = torch.mul(c2, _MUL_B)
+    c0 = _hi_xor_(c2, c1, None, k0)
+    product_a = first_c0 * _MUL_A
+    c2 = c3.bitwise_xor_(((product_a >> 32) ^ k1) & _MASK32).bitwise_and_(_MASK32)  # c3 is spent
+    low_a = product_a & _MASK32  # c3, the same for every element
+
+    # Round 3, with c3 = low_a.
+    k0, k1 = keys[2]
+    product_b, product_a = torch.mul(c2, _MUL_B), torch.mul(c0, _MUL_A)
+    _hi_xor_(c0, product_b, c1, k0)
+    _hi_xor_(c2, product_a, None, k1 ^ low_a)
+    spare_b, spare_a = c1, torch.empty_like(c1)
+    c1, c3 = product_b, product_a
+
+    # Rounds 4 .. 10. In round 9, c0 is not computed: it only feeds the last round's c0 * A,
+    # which no output needs; the last round computes c0 alone (and c1 = its product's low word).
+    for round_ in range(3, _ROUNDS):
+        k0, k1 = keys[round_]
         last = round_ == _ROUNDS - 1
-        p_b = _times(c2, _MUL_B, free)
-        p_a = None if last else _times(c0, _MUL_A, free)
-        free += [w for w in (c0, c2) if isinstance(w, torch.Tensor)]
-        if round_ == _ROUNDS - 2:
-            new_c0 = None  # c0 only feeds the last round's p_a, which no output needs
-        else:
-            new_c0 = _high_xor(p_b, c1, k0, free, new, clean=not last)
+        product_b = torch.mul(c2, _MUL_B, out=spare_b)
         if last:
-            return [new_c0, p_b][:count]  # c1 = the low word of p_b
-        new_c2 = _high_xor(p_a, c3, k1, free, new)
-        free += [w for w in (c1, c3) if isinstance(w, torch.Tensor)]
-        c0, c1, c2, c3 = new_c0, _low(p_b), new_c2, _low(p_a)
-        k0, k1 = (k0 + _KEY_STEP0) & _MASK32, (k1 + _KEY_STEP1) & _MASK32
-
-
-def _low(product):
-    return product & _MASK32 if isinstance(product, int) else product
+            return [_hi_xor_(c0, product_b, c1, k0, clean=False), product_b][:count]
+        product_a = torch.mul(c0, _MUL_A, out=spare_a)
+        if round_ != _ROUNDS - 2:
+            _hi_xor_(c0, product_b, c1, k0)
+        _hi_xor_(c2, product_a, c3, k1)
+        spare_b, spare_a, c1, c3 = c1, c3, product_b, product_a
 
 
 def _uniform_from_word(word):

@@ -6,41 +6,57 @@ optionally writes JSON and a PNG plot."""
 import shlex
 import sys
 
+from . import _args
+
 DEFAULT_SHAPES = ["32x784x512", "256x784x512", "1024x784x512"]
 
 
 def add_arguments(parser):
-    parser.add_argument("--shapes", nargs="+", default=DEFAULT_SHAPES, metavar="BxDxH",
+    parser.add_argument("--shapes", nargs="+", type=_args.shape, default=DEFAULT_SHAPES, metavar="BxDxH",
                         help="batch x visible x hidden (default: %(default)s)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--steps", type=int, default=100, help="timed steps per variant (median)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
-    parser.add_argument("--max-seconds", type=float, default=20.0,
+    parser.add_argument("--device", type=_args.device, default=None,
+                        help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--steps", type=_args.positive_int, default=100, help="timed steps per variant (median)")
+    parser.add_argument("--warmup", type=_args.nonnegative_int, default=10, help="untimed steps first")
+    parser.add_argument("--max-seconds", type=_args.finite_positive_float, default=20.0,
                         help="time budget per variant at each shape (each still gets at least 5 steps)")
-    parser.add_argument("--variants", nargs="+", default=None,
+    parser.add_argument("--variants", nargs="+", type=_args.bench_variant, default=None,
                         help="subset: products eager compile jacobian sslkern sslkern[native] value_and_grad sgd_step ...")
     parser.add_argument("--corruption", default="mask", choices=["none", "mask"])
-    parser.add_argument("--level", type=float, default=0.25)
-    parser.add_argument("--contractive", type=float, default=0.1)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    parser.add_argument("--level", type=_args.probability, default=0.25, help="masking probability")
+    parser.add_argument("--contractive", type=_args.finite_nonnegative_float, default=0.1)
+    parser.add_argument("--threads", type=_args.nonnegative_int, default=None,
+                        help="torch.set_num_threads (0 or unset: torch's choice)")
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                         help="wall time, or this process's CPU time (robust on a shared machine "
                              "with --threads 1)")
-    parser.add_argument("--json", default=None, help="write the results here")
-    parser.add_argument("--plot", default=None, help="write a PNG bar chart here")
+    parser.add_argument("--json", type=_args.output_file, default=None,
+                        help="write the results here (checked for writability before the benchmark)")
+    parser.add_argument("--plot", type=_args.output_file, default=None,
+                        help="write a PNG bar chart here (needs matplotlib: pip install 'sslkern[plot]')")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args):
+    if args.plot:  # before the benchmark, not after it
+        _args.require_module("matplotlib", "plot", "--plot")
     import torch
 
     from .. import bench
 
+    device = args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.clock == "cpu" and torch.device(device).type != "cpu":
+        raise _args.UsageError("--clock cpu times the host only: use it with --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     shapes = [bench.Shape.parse(s) for s in args.shapes]
     obj = bench.Objective(args.corruption, args.level, args.contractive)
+    if args.variants is not None:
+        names, _ = bench.variants(shapes[0], device, obj, args.variants)
+        if not names:
+            every, _ = bench.variants(shapes[0], device, obj)
+            raise _args.UsageError(f"--variants {' '.join(args.variants)} selects nothing that runs on {device} "
+                                   f"here; available: {' '.join(every)}")
     results = bench.compare(shapes, device, obj, warmup=args.warmup, steps=args.steps,
                             max_seconds=args.max_seconds, include=args.variants,
                             progress=not args.no_progress, clock=args.clock)

@@ -12,6 +12,7 @@ float32 [N, D] in [0, 1] and y int64 [N] (None for unlabelled files), plus `imag
 import functools
 import gzip
 import hashlib
+import math
 import os
 from importlib import resources
 
@@ -173,7 +174,9 @@ def parse_idx(data, what="IDX data"):
         raise DataError(f"{what}: IDX header truncated")
     shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
-    expected = header + int(np.prod(shape)) * dtype.itemsize
+    # Python integers: numpy's int64 product wraps around for large dimensions (a header of
+    # 2**16 x 2**16 x 2**16 x 2**16 would claim 0 bytes and pass the length check).
+    expected = header + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         raise DataError(f"{what}: IDX header says shape {shape} ({expected} bytes) but the file has {len(data)} bytes")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))

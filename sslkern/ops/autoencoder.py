@@ -15,6 +15,7 @@ import torch
 
 from .. import _compat
 from ..backends.base import AEForward, StepConfig
+from . import _guards as guard
 from ._common import backend_for, cast_like, stream
 
 
@@ -33,6 +34,8 @@ def autoencoder_loss(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch
                      rng: Optional[torch.Tensor] = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, h, ax, r, s2col, dc): see sslkern.backends.base.AEForward."""
+    guard.objective("autoencoder_loss", x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
+                    offset, backend, rng)
     cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
     impl = backend_for(backend, W.device, W.dtype, _shape(x, W))
     return tuple(impl.ae_forward(*(t.contiguous() for t in (x, W, b, c)), cfg))  # see the bodies below
@@ -40,6 +43,8 @@ def autoencoder_loss(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch
 
 @autoencoder_loss.register_fake
 def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None):
+    guard.objective("autoencoder_loss", x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
+                    offset, backend, rng)
     batch, visible = x.shape
     hidden = W.shape[0]
     penalty_rows = hidden if contractive != 0.0 else 0
@@ -56,8 +61,10 @@ def autoencoder_loss_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.Tens
                               rng: Optional[torch.Tensor] = None
                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx or an empty tensor, dW, db, dc), all scaled by grad."""
+    guard.objective_backward(grad, x, W, c, h, ax, r, s2col, dc, encoder, decoder, loss, corruption, level,
+                             contractive, offset, backend, rng)
     cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
-    saved = AEForward(None, h, ax, r, s2col, dc)
+    saved = AEForward(None, *(t.contiguous() for t in (h, ax, r, s2col, dc)))
     impl = backend_for(backend, W.device, W.dtype, _shape(x, W))  # the forward's choice
     return tuple(impl.ae_backward(grad, x.contiguous(), W.contiguous(), c.contiguous(), saved, cfg, need_dx))
 
@@ -65,8 +72,46 @@ def autoencoder_loss_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.Tens
 @autoencoder_loss_backward.register_fake
 def _(grad, x, W, c, h, ax, r, s2col, dc, encoder, decoder, loss, corruption, level, contractive,
       seed, offset, need_dx, backend, rng=None):
+    guard.objective_backward(grad, x, W, c, h, ax, r, s2col, dc, encoder, decoder, loss, corruption, level,
+                             contractive, offset, backend, rng)
     dx = W.new_empty(x.shape) if need_dx else W.new_empty(0)
     return dx, torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
+
+
+DOUBLE_BACKWARD = ("sslkern.autoencoder_loss: double backward (a gradient of its gradients, e.g. after "
+                   "create_graph=True) is not supported: its backward runs fused kernels, not differentiable ops")
+
+
+def _no_double_backward(ctx, *grads):
+    raise RuntimeError(DOUBLE_BACKWARD)
+
+
+autoencoder_loss_backward.register_autograd(_no_double_backward, setup_context=lambda ctx, inputs, output: None)
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity on the gradients a backward returns under create_graph=True, whose own backward
+    raises DOUBLE_BACKWARD: differentiating them again fails with that message, not with one
+    about mm()'s out= arguments, and never silently gives zero."""
+
+    @staticmethod
+    def forward(ctx, anchors, *tensors):
+        return tuple(g.clone() for g in tensors[anchors:])
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError(DOUBLE_BACKWARD)
+
+
+def first_order_only(grads, anchors):
+    """`grads` (some None), marked so that a second backward through them raises; unchanged
+    outside create_graph=True (grad mode is off in a plain backward)."""
+    anchors = [t for t in anchors if t is not None and t.requires_grad]
+    present = [g for g in grads if g is not None]
+    if not anchors or not present:
+        return grads
+    marked = iter(_FirstOrderOnly.apply(len(anchors), *anchors, *present))
+    return tuple(None if g is None else next(marked) for g in grads)
 
 
 # One save-and-backward implementation for both autograd paths: the registered op below and
@@ -171,19 +216,57 @@ def sgd_step_body(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Te
     return total
 
 
-autoencoder_value_and_grad = torch.library.custom_op(
-    "sslkern::autoencoder_value_and_grad", value_and_grad_body, mutates_args=())
-autoencoder_sgd_step = torch.library.custom_op(
-    "sslkern::autoencoder_sgd_step", sgd_step_body, mutates_args=("W", "b", "c"))
+# The registered ops check their arguments (sslkern/ops/_guards.py), then run the bodies; the
+# eager path calls the bodies directly, after the public wrapper has checked the same things.
+
+
+def _value_and_grad_guard(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
+                          backend, rng=None):
+    guard.objective("autoencoder_value_and_grad", x, W, b, c, encoder, decoder, loss, corruption, level,
+                    contractive, offset, backend, rng)
+
+
+def _sgd_step_guard(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
+                    backend, lr, rng=None):
+    op = "autoencoder_sgd_step"
+    guard.objective(op, x, W, b, c, encoder, decoder, loss, corruption, level, contractive, offset, backend, rng)
+    guard.learning_rate(op, lr)
+
+
+@torch.library.custom_op("sslkern::autoencoder_value_and_grad", mutates_args=())
+def autoencoder_value_and_grad(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+                               encoder: str, decoder: str, loss: str, corruption: str, level: float,
+                               contractive: float, seed: int, offset: int, backend: str,
+                               rng: Optional[torch.Tensor] = None
+                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """value_and_grad_body, after the checks."""
+    args = (x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng)
+    _value_and_grad_guard(*args)
+    return value_and_grad_body(*args)
+
+
+@torch.library.custom_op("sslkern::autoencoder_sgd_step", mutates_args=("W", "b", "c"))
+def autoencoder_sgd_step(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
+                         encoder: str, decoder: str, loss: str, corruption: str, level: float,
+                         contractive: float, seed: int, offset: int, backend: str, lr: float,
+                         rng: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """sgd_step_body, after the checks."""
+    args = (x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, lr, rng)
+    _sgd_step_guard(*args)
+    return sgd_step_body(*args)
 
 
 @autoencoder_value_and_grad.register_fake
 def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None):
+    _value_and_grad_guard(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
+                          backend, rng)
     return W.new_empty(()), torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
 
 
 @autoencoder_sgd_step.register_fake
 def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, lr, rng=None):
+    _sgd_step_guard(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
+                    backend, lr, rng)
     return W.new_empty(())
 
 
@@ -229,6 +312,10 @@ class EagerAutoencoderLoss(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        if torch.is_grad_enabled():  # create_graph=True: first-order gradients, marked as such
+            with torch.no_grad():
+                grads = EagerAutoencoderLoss.backward(ctx, grad)
+            return first_order_only(grads, ctx.saved_tensors)
         if ctx.precomputed:
             wanted = ctx.needs_input_grad[1:4]
             grads = ctx.saved_tensors[:3]  # unpacking raises if W was modified in place

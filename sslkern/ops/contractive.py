@@ -2,6 +2,7 @@
 in the analytic O(BH + HD) form sum_j f'(z_j)^2 ||W_j||^2; the B x H x D Jacobian is never built."""
 import torch
 
+from . import _guards as guard
 from ._common import backend_for, cast_like
 
 
@@ -9,11 +10,14 @@ from ._common import backend_for, cast_like
 def contractive_penalty(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, activation: str,
                         backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(penalty, h, r = ||W_j||^2, s2col = sum_i f'(z_ij)^2); the last three feed the backward."""
-    return tuple(backend_for(backend, W.device, W.dtype).contractive(x, W, b, activation))
+    guard.contractive(x, W, b, activation, backend)
+    impl = backend_for(backend, W.device, W.dtype)
+    return tuple(impl.contractive(x.contiguous(), W.contiguous(), b.contiguous(), activation))
 
 
 @contractive_penalty.register_fake
 def _(x, W, b, activation, backend):
+    guard.contractive(x, W, b, activation, backend)
     hidden = W.shape[0]
     return W.new_empty(()), W.new_empty(x.shape[0], hidden), W.new_empty(hidden), W.new_empty(hidden)
 
@@ -23,12 +27,14 @@ def contractive_penalty_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.T
                                  r: torch.Tensor, s2col: torch.Tensor, activation: str, need_dx: bool,
                                  backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx or an empty tensor, dW, db): the dx product only when x needs a gradient."""
+    guard.contractive_backward(grad, x, W, h, r, s2col, activation, backend)
     impl = backend_for(backend, W.device, W.dtype)
-    return impl.contractive_backward(grad, x, W, h, r, s2col, activation, need_dx)
+    return impl.contractive_backward(grad, *(t.contiguous() for t in (x, W, h, r, s2col)), activation, need_dx)
 
 
 @contractive_penalty_backward.register_fake
 def _(grad, x, W, h, r, s2col, activation, need_dx, backend):
+    guard.contractive_backward(grad, x, W, h, r, s2col, activation, backend)
     return W.new_empty(x.shape if need_dx else 0), torch.empty_like(W), W.new_empty(W.shape[0])
 
 

@@ -5,30 +5,35 @@ from typing import Optional
 
 import torch
 
+from . import _guards as guard
 from ._common import backend_for, stream
 
 
 @torch.library.custom_op("sslkern::corrupt", mutates_args=())
 def corrupt(x: torch.Tensor, kind: str, level: float, seed: int, offset: int, backend: str,
             rng: Optional[torch.Tensor] = None) -> torch.Tensor:
-    return backend_for(backend, x.device, x.dtype).corrupt(x, kind, level, *stream(seed, offset, rng))
+    guard.corrupt("corrupt", x, kind, level, offset, backend, rng)
+    return backend_for(backend, x.device, x.dtype).corrupt(x.contiguous(), kind, level, *stream(seed, offset, rng))
 
 
 @corrupt.register_fake
 def _(x, kind, level, seed, offset, backend, rng=None):
-    return torch.empty_like(x)
+    guard.corrupt("corrupt", x, kind, level, offset, backend, rng)
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
 
 
 @torch.library.custom_op("sslkern::corrupt_grad", mutates_args=())
 def corrupt_grad(grad: torch.Tensor, kind: str, level: float, seed: int, offset: int, backend: str,
                  rng: Optional[torch.Tensor] = None) -> torch.Tensor:
-    return backend_for(backend, grad.device, grad.dtype).corrupt_grad(grad, kind, level,
+    guard.corrupt("corrupt_grad", grad, kind, level, offset, backend, rng, name="grad")
+    return backend_for(backend, grad.device, grad.dtype).corrupt_grad(grad.contiguous(), kind, level,
                                                                        *stream(seed, offset, rng))
 
 
 @corrupt_grad.register_fake
 def _(grad, kind, level, seed, offset, backend, rng=None):
-    return torch.empty_like(grad)
+    guard.corrupt("corrupt_grad", grad, kind, level, offset, backend, rng, name="grad")
+    return torch.empty_like(grad, memory_format=torch.contiguous_format)
 
 
 def _setup(ctx, inputs, output):

@@ -60,10 +60,10 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         state, optimizer_state = RunState.from_dict(checkpoint["run"]), checkpoint["optimizer"]
-    run = _Run(model, settings, saved_settings, Batches(X, model.n_visible, settings.batch_size, settings.seed, rank,
-                                                        world_size, device),
-               CheckpointWriter(settings.checkpoint_dir, settings.checkpoint_every, rank, world_size),
-               Progress(settings.progress and rank == 0), device, world_size)
+    batches = Batches(X, model.n_visible, settings.batch_size, settings.seed, rank, world_size, device)
+    writer = CheckpointWriter(settings.checkpoint_dir, settings.checkpoint_every, rank, world_size)
+    run = _Run(model, settings, saved_settings, batches, writer, Progress(settings.progress and rank == 0), device,
+               world_size)
     model.train()
     stages = model.stages()
     for index in range(state.stage, len(stages)):
