@@ -35,6 +35,10 @@ class BuildPy(build_py):
     """Copies the CUDA sources into the built package (wheels; `pip install .`)."""
 
     def run(self):
+        if not getattr(self, "editable_mode", False):
+            # build/lib persists between builds in the checkout: start the package afresh, so a
+            # module deleted from the source (or an old compiled module) never ships again.
+            shutil.rmtree(Path(self.build_lib) / "sslkern", ignore_errors=True)
         super().run()
         if getattr(self, "editable_mode", False):
             return

@@ -22,7 +22,7 @@ from .functional import (  # noqa: E402
 from .info import info  # noqa: E402
 
 # The training layer loads on first use: `sslkern.nn`, `sslkern.train`, `sslkern.data`, ...
-_SUBMODULES = ("nn", "train", "data", "probe", "viz", "reference", "bench")
+_SUBMODULES = ("nn", "train", "step", "kinds", "data", "probe", "viz", "reference", "bench")
 
 
 def __getattr__(name):

@@ -164,6 +164,8 @@ class Shape:
             batch, visible, hidden = (int(v) for v in text.lower().split("x"))
         except ValueError:
             raise ValueError(f"shape must look like BxDxH (e.g. 256x784x512), got {text!r}") from None
+        if min(batch, visible, hidden) < 1:
+            raise ValueError(f"shape needs batch, visible and hidden sizes >= 1, got {text!r}")
         return cls(batch, visible, hidden)
 
     def __str__(self):
