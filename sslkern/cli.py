@@ -48,8 +48,9 @@ def build_parser():
 def user_error(exc):
     """Whether `exc` is the user's mistake (answered in one line) rather than a bug."""
     from .backends import BackendError
+    from .train.checkpoints import CheckpointError  # names the path and the OS error
 
-    if isinstance(exc, (UsageError, FileNotFoundError, BackendError)):
+    if isinstance(exc, (UsageError, FileNotFoundError, BackendError, CheckpointError)):
         return True
     if isinstance(exc, (ValueError, TypeError)):
         return _raised_by_sslkern(exc)

@@ -289,3 +289,82 @@ def test_end_to_end_one_line_and_status_2(argv, tmp_path):
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("sslkern bench: error:")
     assert done.stdout == ""
+
+
+# --- sslkern train ------------------------------------------------------------------------
+
+TRAIN_PROBES = [
+    (["--epochs", "-1"], "--epochs"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--lr", "nan"], "--lr"),
+    (["--hidden", "abc"], "--hidden"),
+    (["--backend", "bogus"], "--backend"),
+    (["--data", "missing.npy"], "--data"),
+    (["--corruption", "bogus"], "--corruption"),
+    (["--seed", "-1"], "--seed"),
+    (["--threads", "-2"], "--threads"),
+    (["--checkpoint-every", "0"], "--checkpoint-every"),
+    (["--resume"], "--resume needs --out"),
+    (["--new-data", "--out", "x"], "--new-data goes with --resume"),
+] + ([(["--device", "cuda"], "--device")] if NO_CUDA else [])
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fails the test if training starts: every probe must be answered before it."""
+    from sslkern import train
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("training started before the error was reported")
+
+    monkeypatch.setattr(train, "fit", refuse)
+
+
+@pytest.mark.parametrize("argv,says", TRAIN_PROBES, ids=[" ".join(p[0]) for p in TRAIN_PROBES])
+def test_train_probe_answers_in_one_line(argv, says, capsys, no_training, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run_cli(["train", *argv], capsys)
+    assert_one_line_usage_error(status, err, says)
+
+
+def test_train_level_out_of_range_and_two_widths(capsys, no_training, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run_cli(["train", "--level", "2", "--out", "r"], capsys)
+    assert_one_line_usage_error(status, err, "level must be in [0, 1]")
+    status, _, err = run_cli(["train", "--model", "ae", "--hidden", "5,6", "--out", "r"], capsys)
+    assert_one_line_usage_error(status, err, "--hidden takes one width")
+
+
+def test_train_out_under_a_file(capsys, no_training, tmp_path):
+    (tmp_path / "f").write_text("x")
+    status, _, err = run_cli(["train", "--out", str(tmp_path / "f")], capsys)
+    assert_one_line_usage_error(status, err, "--out")
+
+
+def _tiny_data(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "tiny.npy"
+    np.save(path, np.random.default_rng(0).random((40, 16), dtype=np.float32))
+    return str(path)
+
+
+def test_train_garbage_data_file(capsys, tmp_path):
+    path = tmp_path / "garbage.npy"
+    path.write_bytes(b"not numpy at all")
+    status, _, err = run_cli(["train", "--data", str(path), "--out", str(tmp_path / "r")], capsys)
+    assert_one_line_usage_error(status, err, "garbage.npy")
+
+
+def test_train_resume_with_another_width_and_another_run(capsys, tmp_path):
+    """Unlabelled data trains (the closing line has no probe); a resume with another --hidden,
+    or a new run into a folder holding one, is refused in one line."""
+    data, out = _tiny_data(tmp_path), str(tmp_path / "run")
+    common = ["train", "--data", data, "--epochs", "1", "--batch-size", "8", "--no-progress", "--out", out]
+    status, printed, err = run_cli([*common, "--hidden", "4"], capsys)
+    assert status == 0, err
+    assert "linear probe" not in printed and printed.startswith(f"wrote {out}")
+    status, _, err = run_cli([*common, "--hidden", "5", "--resume"], capsys)
+    assert_one_line_usage_error(status, err, "different model", "n_hidden")
+    status, _, err = run_cli([*common, "--hidden", "4"], capsys)
+    assert_one_line_usage_error(status, err, "already holds checkpoints")

@@ -35,29 +35,33 @@ LECTURE_RUNS = [  # (label, model, corruption, level, contractive)
 
 
 def add_arguments(parser):
+    from sslkern.kinds import CORRUPTIONS
+
+    from . import _args
+
     parser.add_argument("--model", choices=MODELS, default="dae", help="ae, dae (denoising), cae (contractive), stacked")
-    parser.add_argument("--hidden", default=DEFAULTS["hidden"],
+    parser.add_argument("--hidden", type=_args.hidden_sizes, default=DEFAULTS["hidden"],
                         help="hidden units; for --model stacked a comma list of layer widths, e.g. 500,500")
-    parser.add_argument("--corruption", choices=("none", "mask", "gaussian", "salt_pepper"), default=None,
+    parser.add_argument("--corruption", choices=CORRUPTIONS.names(), default=None,
                         help="corruption kind (default: mask for dae/stacked, none otherwise)")
-    parser.add_argument("--level", type=float, default=None, help="corruption level (default 0.25 for dae)")
-    parser.add_argument("--contractive", type=float, default=None, help="contractive weight λ (default 0.1 for cae)")
-    parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
-    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    parser.add_argument("--level", type=_args.finite_nonnegative_float, default=None, help="corruption level (default 0.25 for dae)")
+    parser.add_argument("--contractive", type=_args.finite_nonnegative_float, default=None, help="contractive weight λ (default 0.1 for cae)")
+    parser.add_argument("--epochs", type=_args.nonnegative_int, default=DEFAULTS["epochs"])
+    parser.add_argument("--batch-size", type=_args.positive_int, default=DEFAULTS["batch_size"])
+    parser.add_argument("--lr", type=_args.finite_positive_float, default=DEFAULTS["lr"])
     parser.add_argument("--optimizer", choices=("sgd", "momentum", "adam"), default=DEFAULTS["optimizer"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--backend", default="auto", help="auto, native, triton or reference")
-    parser.add_argument("--data", default="mnist-10k", help="mnist-10k, digits, or a .npy/.npz/IDX file")
-    parser.add_argument("--out", default=None, help="run folder (default runs/train-<time>)")
+    parser.add_argument("--seed", type=_args.seed, default=0)
+    parser.add_argument("--device", type=_args.device, default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--backend", type=_args.backend_name, default="auto", help="auto, native, triton or reference")
+    parser.add_argument("--data", type=_args.data_source, default="mnist-10k", help="mnist-10k, digits, or a .npy/.npz/IDX file")
+    parser.add_argument("--out", type=_args.output_folder, default=None, help="run folder (default runs/train-<time>)")
     parser.add_argument("--resume", action="store_true", help="continue from the newest good checkpoint in --out")
     parser.add_argument("--new-data", action="store_true",
                         help="with --resume: continue even though --data differs from the checkpoint's "
                              "(its length or fingerprint); without it such a resume is refused")
-    parser.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
+    parser.add_argument("--checkpoint-every", type=_args.positive_int, default=None, help="also checkpoint every N steps")
     parser.add_argument("--cuda-graph", action="store_true", help="capture the step in a CUDA graph (noise-free models)")
-    parser.add_argument("--threads", type=int, default=0,
+    parser.add_argument("--threads", type=_args.nonnegative_int, default=0,
                         help="CPU threads for torch; 0 (the default) keeps torch's choice. On a machine "
                              "shared with other busy processes, 1 avoids threads waiting on each other")
     parser.add_argument("--no-progress", action="store_true",
@@ -69,13 +73,13 @@ def add_arguments(parser):
 def run(args):
     import sslkern
 
+    from ._args import UsageError
+
     if args.resume and args.out is None:
-        raise SystemExit("sslkern train: --resume needs --out (the run folder to continue)")
+        raise UsageError("--resume needs --out (the run folder to continue)")
     if args.new_data and not args.resume:
-        raise SystemExit("sslkern train: --new-data goes with --resume")
+        raise UsageError("--new-data goes with --resume")
     out = args.out or os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
-    if args.threads < 0:
-        raise SystemExit(f"sslkern train: --threads must be >= 0, got {args.threads}")
     if args.threads:
         import torch
 
@@ -84,10 +88,21 @@ def run(args):
         if args.experiment == "lecture":
             return _lecture(args, out)
         metrics, _ = train_one(args, out, model_kind=args.model)
-    print(f"wrote {out}: loss {metrics['final_loss']:.4f}, linear probe {metrics['probe_accuracy']:.4f} "
-          f"(raw pixels {metrics['probe_accuracy_raw']:.4f}), {metrics['samples_per_second']:.0f} samples/s, "
-          f"backend {metrics['backend']} on {metrics['device']}")
+    print(_summary(out, metrics))
     return 0
+
+
+def _summary(out, m):
+    """The closing line; the probe only for data with labels, the loss only after a step."""
+    parts = [f"wrote {out}"]
+    if m["final_loss"] is not None:
+        parts.append(f"loss {m['final_loss']:.4f}")
+    if m.get("probe_accuracy") is not None:
+        parts.append(f"linear probe {m['probe_accuracy']:.4f} (raw pixels {m['probe_accuracy_raw']:.4f})")
+    if m.get("samples_per_second"):
+        parts.append(f"{m['samples_per_second']:.0f} samples/s")
+    parts.append(f"backend {m['backend']} on {m['device']}")
+    return ", ".join(parts)
 
 
 def train_one(args, out, model_kind, corruption=None, level=None, contractive=None, raw_accuracy=None):
@@ -139,14 +154,16 @@ def build_model(args, model_kind, n_visible, corruption=None, level=None, contra
     if corruption == "none":
         level = 0.0
     contractive = _first(contractive, args.contractive, default_contractive)
-    sizes = [int(s) for s in str(args.hidden).split(",") if s.strip()]
+    sizes = list(args.hidden)  # parsed by _args.hidden_sizes
     if model_kind == "stacked":
         if len(sizes) == 1:
             sizes = sizes * 2
         return nn.StackedAutoencoder([n_visible] + sizes, corruption=corruption, level=level,
                                      contractive=contractive, seed=args.seed)
     if len(sizes) != 1:
-        raise SystemExit(f"sslkern train: --hidden takes one width for --model {model_kind}, got {args.hidden!r}")
+        from ._args import UsageError
+
+        raise UsageError(f"--hidden takes one width for --model {model_kind}, got {args.hidden}")
     return nn.TiedAutoencoder(n_visible, sizes[0], corruption=corruption, level=level,
                               contractive=contractive, seed=args.seed)
 
