@@ -43,6 +43,16 @@ def scalar_type(value):
     raise TypeError(f"unexpected kernel argument of type {type(value).__name__}")
 
 
+def divisible_by_16(param, value):
+    """The JIT's alignment specialisation: pointers 16-byte aligned and ints that are multiples
+    of 16 get tt.divisibility 16 (vectorised loads), unless the parameter opts out."""
+    if getattr(param, "do_not_specialize", False) or isinstance(value, bool):
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.data_ptr() % 16 == 0
+    return isinstance(value, int) and value % 16 == 0
+
+
 def spilled_bytes(ptxas_log):
     """Spilled bytes (stores + loads) in a ptxas -v log."""
     import re
@@ -71,22 +81,24 @@ def compiling_run(target, seen, results, phase, spills=False):
         bound = dict(zip(self.arg_names, args))
         bound.update({k: v for k, v in kwargs.items() if k in self.arg_names})
         options = {k: v for k, v in kwargs.items() if k not in self.arg_names}
-        signature, constexprs = {}, {}
-        for param, name in zip(self.params, self.arg_names):
+        signature, constexprs, attrs = {}, {}, {}
+        for index, (param, name) in enumerate(zip(self.params, self.arg_names)):
             value = bound[name]
             if param.is_constexpr:
                 signature[name], constexprs[name] = "constexpr", value
             else:
                 signature[name] = POINTER_TYPES[value.dtype] if isinstance(value, torch.Tensor) else scalar_type(value)
+                if divisible_by_16(param, value):  # as the JIT specialises a launch on the device
+                    attrs[(index,)] = [["tt.divisibility", 16]]
         key = (self.__name__, str(sorted(signature.items())), str(sorted(constexprs.items(), key=str)),
-               str(sorted(options.items())))
+               str(sorted(options.items())), str(sorted(attrs)))
         if key in seen:
             return
         seen.add(key)
         tile = {k: v for k, v in constexprs.items() if k.startswith("BLOCK")}
         what = f"{self.__name__} {tile} {options}"
         try:
-            compiled, log = compile_logged(ASTSource(self, signature, constexprs), target, options, spills)
+            compiled, log = compile_logged(ASTSource(self, signature, constexprs, attrs), target, options, spills)
         except Exception as exc:  # report every failure, not just the first
             results.append(Result(phase[0], what, f"{type(exc).__name__}: {exc}", 0, None))
             return

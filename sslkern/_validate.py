@@ -6,7 +6,7 @@ import torch
 
 from .kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 
-MAX_COUNTERS = 2**32  # Philox counters are 32-bit (design.md section 2)
+MAX_COUNTERS = 2**32  # Philox counters are 32-bit (docs/random.md)
 MAX_SEED = 2**64
 
 

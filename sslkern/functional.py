@@ -46,7 +46,7 @@ def philox_normal(n, seed, offset=0, device=None):
 
 
 def corrupt(x, kind="mask", level=0.25, seed=0, offset=0):
-    """x~ = C(x; seed, offset) (design.md section 2); element i of x in row-major order uses
+    """x~ = C(x; seed, offset) (docs/random.md); element i of x in row-major order uses
     counter offset + i. Differentiable in x: the keep-mask is regenerated in the backward.
 
     `seed` may also be an int64 tensor [2] = (seed, offset) on x's device (a seed >= 2**63 as
@@ -99,7 +99,7 @@ def contractive_penalty(x, W, b, activation="sigmoid"):
 
 def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="bce",
                      corruption="none", level=0.0, contractive=0.0, seed=0, offset=0):
-    """The scalar objective L + λP of design.md section 1.
+    """The scalar objective L + λP of docs/design.md.
 
     L reconstructs the clean x from the corrupted x~ = C(x; seed, offset) (bce from the
     decoder's logit, or mse), P is the contractive penalty at the encoder's input x~, λ =

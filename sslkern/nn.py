@@ -1,6 +1,6 @@
 """Autoencoder modules over the fused op `sslkern.autoencoder_loss`.
 
-`TiedAutoencoder.forward(x)` returns the training objective L + λP of design.md section 1.
+`TiedAutoencoder.forward(x)` returns the training objective L + λP of docs/design.md.
 In training mode every call draws fresh corruption noise: call number `step` uses the Philox
 seed (seed + noise_index · φ) mod 2⁶⁴ with offset 0, where φ = 0x9E3779B97F4A7C15 (odd, so
 distinct noise indices give distinct seeds) and noise_index = step · world_size + rank, so

@@ -1,4 +1,4 @@
-"""The float64 test oracle: design.md section 1 and 2 written as plain PyTorch.
+"""The float64 test oracle: docs/design.md and docs/random.md written as plain PyTorch.
 
 Everything here is differentiable by torch.autograd (twice: the contractive penalty's gradient
 differentiates f') and independent of the backends: the tests compare every backend's values
@@ -124,7 +124,7 @@ def contractive_penalty_jacobian(x, W, b, activation_name="sigmoid"):
 
 def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="bce",
                      corruption="none", level=0.0, contractive=0.0, seed=0, offset=0):
-    """L + lambda P of design.md section 1: reconstruction of the clean x from the corrupted x~."""
+    """L + lambda P of docs/design.md: reconstruction of the clean x from the corrupted x~."""
     batch = max(x.shape[0], 1)
     x_tilde = corrupt(x, corruption, level, seed, offset)
     h = encode(x_tilde, W, b, encoder)

@@ -76,7 +76,7 @@ DEFAULT = Policy("DEFAULT", {F32: (2e-5, 1e-6), F64: (1e-10, 1e-12)},
 # Looser, named, each for a reason.
 NOISY = Policy("NOISY", {F32: (5e-5, 1e-6), F64: (5e-5, 1e-6)},
                "gaussian corruption adds float32 normal draws, which agree across devices only "
-               "within 1e-5 (libm differs; design.md section 2), whatever the tensors' dtype")
+               "within 1e-5 (libm differs; docs/random.md), whatever the tensors' dtype")
 NOISY_OBJECTIVE = Policy("NOISY_OBJECTIVE", {F32: (5e-5, 1e-6), F64: (1e-6, 1e-7)},
                          "the objective's loss and parameter gradients with gaussian corruption: "
                          "the float32 draws' 1e-5 scaled by the level, averaged over the batch")
@@ -117,7 +117,7 @@ ENTRYWISE = Policy("ENTRYWISE", dict(DEFAULT.table),
                    elementwise=True)
 NORMAL_DRAWS = Policy("NORMAL_DRAWS", {F32: (0.0, 1e-5), F64: (0.0, 1e-5)},
                       "philox_normal, and x plus level times it (level <= 1), agree across "
-                      "devices within 1e-5 (libm differs; design.md section 2)", elementwise=True)
+                      "devices within 1e-5 (libm differs; docs/random.md)", elementwise=True)
 TWO_ROUTES = Policy("TWO_ROUTES", {F32: (1e-5, 1e-7), F64: (1e-12, 1e-7)},
                     "the native step's registered two-call route against its fused eager route: "
                     "the same math, reduced in another order", elementwise=True)

@@ -90,9 +90,9 @@ def test_elu_nan_propagates_through_derivatives():
     assert d1[1:].tolist() == [1.0, torch.exp(torch.tensor(-1.0, dtype=F64)).item()]
 
 
-# --- derivatives of every activation against design.md's table --------------------------------------
+# --- derivatives of every activation against docs/design.md's table --------------------------------------
 
-DESIGN_TABLE = {  # (f'(z), f''(z)) from z and h = f(z), design.md section 1 (+ elu)
+DESIGN_TABLE = {  # (f'(z), f''(z)) from z and h = f(z), docs/design.md (+ elu)
     "sigmoid": (lambda z, h: h * (1 - h), lambda z, h: h * (1 - h) * (1 - 2 * h)),
     "tanh": (lambda z, h: 1 - h * h, lambda z, h: -2 * h * (1 - h * h)),
     "relu": (lambda z, h: (z > 0).to(F64), lambda z, h: torch.zeros_like(z)),

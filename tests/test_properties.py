@@ -65,7 +65,7 @@ def run_property(backend, default, prop):
 
 def gaussian_policy(noise):
     """PROPERTY with rtol at least `noise`: gaussian corruption's normal draws agree across
-    devices only within 1e-5 (libm differs; design.md section 2), so a slack that scales
+    devices only within 1e-5 (libm differs; docs/random.md), so a slack that scales
     with the level."""
     return PROPERTY.at_least(noise, "gaussian") if noise else PROPERTY
 

@@ -1,4 +1,4 @@
-"""The shared random stream (design.md section 2): test vectors, bit-exactness against
+"""The shared random stream (docs/random.md): test vectors, bit-exactness against
 Triton's tl.rand/tl.randn, corruption statistics and masks that agree across backends."""
 import os
 

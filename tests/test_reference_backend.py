@@ -17,7 +17,7 @@ from sslkern.backends.base import StepConfig
 from sslkern.kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 
 MASK32 = 0xFFFFFFFF
-SEED0_WORDS = [0x6627E8D5, 0xF8E4CCA4, 0x04FAA329, 0xC990EF29]  # design.md section 2
+SEED0_WORDS = [0x6627E8D5, 0xF8E4CCA4, 0x04FAA329, 0xC990EF29]  # docs/random.md
 SEED0_UNIFORMS = [0.798092902, 0.0555175915, 0.0388988405, 0.425264418]
 SEED42_WORD, SEED42_UNIFORM = 0x9CEAF053, 0.774080157
 # (n, seed, offset): small and 64-bit seeds, counters that wrap around 2**32 inside the draw,

@@ -1,4 +1,4 @@
-// Fused CPU passes that run between torch's matrix products (design.md section 3).
+// Fused CPU passes that run between torch's matrix products (docs/kernels.md).
 // Matrices are row-major with a leading dimension (elements between rows), so views of
 // rows inside larger buffers work without copies. Column sums are deterministic: fixed
 // row blocks, reduced in a fixed order, independent of the thread count.

@@ -12,7 +12,7 @@ import torch
 
 @dataclass(frozen=True)
 class StepConfig:
-    """One training objective (design.md section 1): names, levels and the random stream."""
+    """One training objective (docs/design.md): names, levels and the random stream."""
     encoder: str = "sigmoid"
     decoder: str = "sigmoid"
     loss: str = "bce"

@@ -1,5 +1,5 @@
 """Backends whose matrix products come from torch (MKL/oneDNN, cuBLAS) and whose work
-between the products is a set of fused epilogue passes (design.md section 3).
+between the products is a set of fused epilogue passes (docs/kernels.md).
 
 `reference` plugs in epilogues written in PyTorch, `native` plugs in the compiled ones (C++ on
 CPU tensors, CUDA on GPU tensors); the orchestration below (buffers, products, the order of
@@ -52,7 +52,7 @@ class Epilogues(Protocol):
 
     def corrupt(self, x: torch.Tensor, out: torch.Tensor, kind: str, level: float, seed: int,
                 offset: int) -> None:
-        """out <- C(x; kind, level, seed, offset) (design.md section 2), in place. x and out
+        """out <- C(x; kind, level, seed, offset) (docs/random.md), in place. x and out
         have one shape and dtype and are contiguous; out may alias x."""
         ...
 

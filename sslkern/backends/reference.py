@@ -1,4 +1,4 @@
-"""The `reference` backend: design.md's fused passes written as plain PyTorch.
+"""The `reference` backend: the fused passes of docs/kernels.md written as plain PyTorch.
 
 It runs on every device and dtype torch supports (float64 included). It is also what `auto`
 falls back to wherever no compiled module loads, so it is written for speed: the epilogues
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 from .product import ProductBackend
 
-# --- Philox4x32-10 (design.md section 2) -------------------------------------------------------
+# --- Philox4x32-10 (docs/random.md) -------------------------------------------------------
 
 _MASK32 = 0xFFFFFFFF
 _MUL_A, _MUL_B = 0xD2511F53, 0xCD9E8D57      # c0 -> (c2, c3), c2 -> (c0, c1)

@@ -20,7 +20,7 @@ import torch
 from .. import backends
 from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 
-MAX_COUNTERS = 2**32  # Philox counters are 32-bit (design.md section 2)
+MAX_COUNTERS = 2**32  # Philox counters are 32-bit (docs/random.md)
 
 
 def _value(op, cond, message):

@@ -1,4 +1,4 @@
-"""sslkern::philox — raw draws of the shared random stream (design.md section 2)."""
+"""sslkern::philox — raw draws of the shared random stream (docs/random.md)."""
 import torch
 
 from . import _guards as guard

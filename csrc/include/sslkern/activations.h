@@ -1,4 +1,4 @@
-// Activation and loss math shared by the CPU and CUDA kernels (design.md section 1).
+// Activation and loss math shared by the CPU and CUDA kernels (docs/design.md).
 // Derivatives are written in terms of the output h = f(z), which the kernels keep, so
 // backward passes never need z. The codes are those of kinds.h (generated from
 // sslkern/kinds.py).

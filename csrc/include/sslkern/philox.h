@@ -1,6 +1,6 @@
 // Philox4x32-10 counter-based random numbers, bit-identical to Triton's tl.rand / tl.randn.
 // One definition for every backend: the C++ CPU module, the CUDA module and NVRTC (cupy)
-// all include this header. See design.md section 2 for the specification.
+// all include this header. See docs/random.md for the specification.
 #pragma once
 #include "sslkern/common.h"
 #include "sslkern/kinds.h"
@@ -57,7 +57,7 @@ SSLK_HD float philox_normal(uint64_t seed, uint32_t counter) {
   return sqrtf(-2.0f * logf(u1)) * cosf(6.283185307179586f * u2);
 }
 
-// Corruption kinds (design.md section 2; codes in kinds.h).
+// Corruption kinds (docs/random.md; codes in kinds.h).
 static_assert(kCorruptionCount == 4,
               "a new corruption kind needs a case here and in corrupt_span (csrc/cpu/kernels_rows.h)");
 
