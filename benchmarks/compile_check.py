@@ -6,7 +6,9 @@ The interpreter (TRITON_INTERPRET=1, what the tests use here) accepts code that 
 rejects (non-constexpr globals, tl.dot's out_dtype rules...). This script runs the backend's
 launchers on small CPU tensors with kernel launches replaced by `triton.compile` for a CUDA
 target (frontend, MLIR passes and ptxas; nothing runs), for every dtype and both x~ modes,
-and for every activation, loss and corruption kind in sslkern/kinds.py.
+and for every activation, loss and corruption kind in sslkern/kinds.py. Arguments get the
+JIT's alignment specialisation (16-byte aligned pointers, ints that are multiples of 16), so
+that shared memory and register use match what a launch on the device compiles.
 
 It also compiles the tiles the backend picks first on the device (`_candidates` with sm_90's
 shared memory) at a small and an MNIST-scale step, and checks that each such variant's shared

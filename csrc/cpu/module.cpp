@@ -20,6 +20,7 @@
 #include "kernels.h"
 #include "sslkern/activations.h"
 #include "sslkern/kinds.h"
+#include "sslkern/kinds_py.h"
 #include "step.h"
 
 namespace py = pybind11;
@@ -322,18 +323,9 @@ PYBIND11_MODULE(_native_cpu, m) {
     fail("isa", "must be baseline, avx2 or avx512, got " + name);
   }, py::arg("isa"), "Run the row kernels with a lower instruction set (tests, benchmarks).");
 
-  m.def("kinds", [] {
-    py::dict d;
-    d["activation"] = sslkern::kActivationCount;
-    d["loss"] = sslkern::kLossCount;
-    d["corruption"] = sslkern::kCorruptionCount;
-    py::list piecewise;
-    for (int act = 0; act < sslkern::kActivationCount; ++act)
-      if (sslkern::act_piecewise_linear(act)) piecewise.append(act);
-    d["piecewise_linear"] = piecewise;
-    return d;
-  }, "The kind counts of kinds.h this module was built with, and the activation codes whose "
-     "f'' vanishes (sslkern/_native.py refuses a build that disagrees with sslkern/kinds.py).");
+  m.def("kinds", &sslkern::built_kinds,
+        "The kind counts of kinds.h this module was built with, and the activation codes whose "
+        "f'' vanishes (sslkern/_native.py refuses a build that disagrees with sslkern/kinds.py).");
 
   m.def("build_info", [] {
     py::dict d;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "kernels.cuh"
+#include "sslkern/kinds_py.h"
 
 namespace py = pybind11;
 
@@ -108,18 +109,9 @@ PYBIND11_MODULE(_native_cuda, m) {
     d["kernels"] = kernels().size();
     return d;
   });
-  m.def("kinds", [] {
-    py::dict d;
-    d["activation"] = sslkern::kActivationCount;
-    d["loss"] = sslkern::kLossCount;
-    d["corruption"] = sslkern::kCorruptionCount;
-    py::list piecewise;
-    for (int act = 0; act < sslkern::kActivationCount; ++act)
-      if (sslkern::act_piecewise_linear(act)) piecewise.append(act);
-    d["piecewise_linear"] = piecewise;
-    return d;
-  }, "The kind counts of kinds.h the kernels were built with, and the activation codes whose f'' "
-     "vanishes (sslkern/_native.py refuses a build that disagrees with sslkern/kinds.py).");
+  m.def("kinds", &sslkern::built_kinds,
+        "The kind counts of kinds.h this module was built with, and the activation codes whose "
+        "f'' vanishes (sslkern/_native.py refuses a build that disagrees with sslkern/kinds.py).");
   m.def("device_count", [] {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {

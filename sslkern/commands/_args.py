@@ -45,55 +45,32 @@ def _float(text, what):
 
 
 # ---------------------------------------------------------------------------------------
-# Numbers
+# Numbers: one row each (name, parser, what it must be, the test, what it is for)
 
 
-def positive_int(text):
-    """An integer >= 1 (epochs, batch size, steps, threads)."""
-    value = _int(text, "an integer >= 1")
-    if value < 1:
-        _fail(f"must be an integer >= 1, got {text!r}")
-    return value
+def _number_type(name, parse, what, ok, used_for):
+    def convert(text):
+        value = parse(text, what)
+        if not ok(value):
+            _fail(f"must be {what}, got {text!r}")
+        return value
+
+    convert.__name__ = convert.__qualname__ = name
+    convert.__doc__ = f"{what[0].upper()}{what[1:]} ({used_for})."
+    return convert
 
 
-def nonnegative_int(text):
-    """An integer >= 0 (warm-up steps, seed, a thread count where 0 means "torch's choice")."""
-    value = _int(text, "an integer >= 0")
-    if value < 0:
-        _fail(f"must be an integer >= 0, got {text!r}")
-    return value
-
-
-def seed(text):
-    """An integer in [0, 2**64)."""
-    value = _int(text, "an integer in [0, 2**64)")
-    if not 0 <= value < 2**64:
-        _fail(f"must be an integer in [0, 2**64), got {text!r}")
-    return value
-
-
-def finite_positive_float(text):
-    """A finite number > 0 (learning rate, a time budget)."""
-    value = _float(text, "a finite number > 0")
-    if value <= 0:
-        _fail(f"must be a finite number > 0, got {text!r}")
-    return value
-
-
-def finite_nonnegative_float(text):
-    """A finite number >= 0 (contractive weight, a Gaussian corruption's standard deviation)."""
-    value = _float(text, "a finite number >= 0")
-    if value < 0:
-        _fail(f"must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def probability(text):
-    """A number in [0, 1] (a masking or salt-and-pepper level)."""
-    value = _float(text, "a number in [0, 1]")
-    if not 0.0 <= value <= 1.0:
-        _fail(f"must be a number in [0, 1], got {text!r}")
-    return value
+positive_int = _number_type("positive_int", _int, "an integer >= 1", lambda v: v >= 1,
+                            "epochs, batch size, steps")
+nonnegative_int = _number_type("nonnegative_int", _int, "an integer >= 0", lambda v: v >= 0,
+                               "warm-up steps; a thread count where 0 means torch's choice")
+seed = _number_type("seed", _int, "an integer in [0, 2**64)", lambda v: 0 <= v < 2**64, "a random seed")
+finite_positive_float = _number_type("finite_positive_float", _float, "a finite number > 0", lambda v: v > 0,
+                                     "learning rate, a time budget")
+finite_nonnegative_float = _number_type("finite_nonnegative_float", _float, "a finite number >= 0",
+                                        lambda v: v >= 0, "contractive weight, a Gaussian level")
+probability = _number_type("probability", _float, "a number in [0, 1]", lambda v: 0.0 <= v <= 1.0,
+                           "a masking or salt-and-pepper level")
 
 
 def hidden_sizes(text):
