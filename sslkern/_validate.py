@@ -78,23 +78,37 @@ def seed(value):
     return int(value)
 
 
+def rng_tensor_ok(value, like):
+    """The fast test of rng_tensor: None, or a valid (seed bits, offset) tensor for `like`."""
+    return value is None or (value.dtype == torch.int64 and value.shape == (2,) and value.device == like.device
+                             and value.is_contiguous())
+
+
+def rng_tensor(value, like, name="rng", prefix=""):
+    """The one check of a random-stream tensor: None, or an int64 [2] = (seed bits, offset) on
+    `like`'s device, contiguous (a copy would not see the caller advancing it in place).
+    `prefix` goes before the message (the registered ops name themselves)."""
+    if rng_tensor_ok(value, like):
+        return value
+    if value.dtype != torch.int64:
+        raise TypeError(f"{prefix}{name} must be an int64 tensor (seed bits, offset), got {value.dtype}")
+    if value.shape != (2,):
+        raise ValueError(f"{prefix}{name} must have shape [2] (seed bits, offset), got {tuple(value.shape)}")
+    if value.device != like.device:
+        raise ValueError(f"{prefix}{name} must be on {like.device} with the data, got {value.device}")
+    raise ValueError(f"{prefix}{name} must be contiguous (a captured step advances it in place)")
+
+
 def seed_or_rng(value, offset_value, like):
     """(int seed, int offset, rng): `seed` is an integer, or an int64 tensor [2] = (seed bits,
     offset) on `like`'s device that the kernels read when they run (then offset must stay 0:
     the tensor carries it)."""
     if not isinstance(value, torch.Tensor):
         return seed(value), offset(offset_value), None
-    if value.dtype != torch.int64:
-        raise TypeError(f"seed as a tensor must be int64 (seed bits, offset), got {value.dtype}")
-    if value.shape != (2,):
-        raise ValueError(f"seed as a tensor must have shape [2] (seed bits, offset), got {tuple(value.shape)}")
-    if value.device != like.device:
-        raise ValueError(f"seed as a tensor must be on {like.device} with x, got {value.device}")
+    rng_tensor(value, like, name="seed")
     if isinstance(offset_value, bool) or not isinstance(offset_value, Integral) or offset_value != 0:
         raise ValueError(f"offset must be 0 when seed is a tensor (its second element is the offset), "
                          f"got {offset_value!r}")
-    if not value.is_contiguous():  # a copy would not see the caller advancing the tensor
-        raise ValueError("seed as a tensor must be contiguous (a captured step advances it in place)")
     return 0, 0, value
 
 

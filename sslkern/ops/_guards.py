@@ -18,6 +18,7 @@ import math
 import torch
 
 from .. import backends
+from .._validate import rng_tensor, rng_tensor_ok
 from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 
 MAX_COUNTERS = 2**32  # Philox counters are 32-bit (docs/random.md)
@@ -51,11 +52,6 @@ def _plain(*tensors):
 
 def _kinds_ok(*pairs):
     return all(name in table for name, table in pairs)
-
-
-def _rng_ok(value, like):
-    return value is None or (value.dtype == torch.int64 and value.shape == (2,) and value.device == like.device
-                             and value.is_contiguous())
 
 
 def _backend_ok(name):
@@ -132,13 +128,7 @@ def counters(op, name, numel):
 
 def rng(op, value, like):
     """None, or the int64 [2] tensor (seed bits, offset) on `like`'s device, contiguous."""
-    if value is None:
-        return
-    _type(op, value.dtype == torch.int64, lambda: f"rng must be an int64 tensor (seed bits, offset), got {value.dtype}")
-    _value(op, value.dim() == 1 and value.shape[0] == 2,
-           lambda: f"rng must have shape [2] (seed bits, offset), got {_shape(value)}")
-    _value(op, value.device == like.device, lambda: f"rng must be on {like.device} with the data, got {value.device}")
-    _value(op, value.is_contiguous(), lambda: "rng must be contiguous")
+    rng_tensor(value, like, prefix=f"sslkern::{op}: ")
 
 
 def scalar_grad(op, name, grad):
@@ -164,7 +154,7 @@ def philox(n, offset_, device, backend_):
 def corrupt(op, x, kind_, level, offset_, backend_, rng_, name="x"):
     if (_plain(x, rng_) and _backend_ok(backend_) and x.dtype in _FLOATING and kind_ in CORRUPTIONS
             and _level_ok(kind_, level) and 0 <= offset_ < MAX_COUNTERS and x.numel() <= MAX_COUNTERS
-            and _rng_ok(rng_, x)):
+            and rng_tensor_ok(rng_, x)):
         return
     backend(op, backend_)
     tensor(op, name, x, None)
@@ -270,7 +260,7 @@ def _objective_ok(x, W, b, c, encoder, decoder, loss, corruption_, level, contra
     return ((needs is None or decoder == needs) and _level_ok(corruption_, level)
             and math.isfinite(contractive_) and contractive_ >= 0 and 0 <= offset_ < MAX_COUNTERS
             and _layer_ok(x, W, b, True) and c.shape == (W.shape[1],) and c.dtype == W.dtype and c.device == W.device
-            and (corruption_ == "none" or x.numel() <= MAX_COUNTERS) and _rng_ok(rng_, x))
+            and (corruption_ == "none" or x.numel() <= MAX_COUNTERS) and rng_tensor_ok(rng_, x))
 
 
 def objective(op, x, W, b, c, encoder, decoder, loss, corruption_, level, contractive_, offset_,
