@@ -87,9 +87,8 @@ def test_bad_data_file_is_a_clear_error(tmp_path, capsys):
     assert "not a readable numpy file" in message
 
 
-def test_resume_needs_out():
-    with pytest.raises(SystemExit, match="--out"):
-        train("--resume")
+def test_resume_needs_out(capsys):
+    assert "--resume needs --out" in error_of(capsys, SystemExit, "--resume")
 
 
 def test_progress_to_a_file_is_one_line_per_epoch(small_mnist, tmp_path, capfd):
@@ -161,5 +160,4 @@ def test_resume_on_other_data_needs_new_data(small_mnist, tmp_path, capsys):
     assert "other data" in message and "new-data" in message
     assert train("--data", str(other), "--out", str(out), "--resume", "--new-data", "--epochs", "2") == 0
     assert json.loads((out / "metrics.json").read_text())["history"]["steps"] == 14
-    with pytest.raises(SystemExit, match="--new-data goes with --resume"):
-        train("--new-data", "--out", str(out))
+    assert "--new-data goes with --resume" in error_of(capsys, SystemExit, "--new-data", "--out", str(out))

@@ -86,9 +86,17 @@ def test_candidates_fit_shared_memory(dtype, batch, products):
 
 
 def test_no_spilling_tile_first():
-    """bf16 128x256x64 / 8 warps spilled registers in decoder_loss_kernel and dz_kernel."""
+    """bf16 128x256x64 / 8 warps spilled registers in decoder_loss_kernel and dz_kernel, and
+    128x128x64 / 4 warps everywhere; input_grad_kernel's two accumulators need a smaller tile."""
     assert Tile(128, 256, 64, 8, 8, 3) not in module._HALF_TILES
+    assert Tile(128, 128, 64, 8, 4, 4) not in module._HALF_TILES
     assert module._HALF_TILES[0] == Tile(128, 128, 64, 8, 8, 4)
+    for dtype in (torch.bfloat16, torch.float32, torch.float64):
+        acc = 8 if dtype == torch.float64 else 4
+        for products in (1, 2):
+            options = module._candidates(dtype, 256, 784, products=products, smem_limit=SM90)
+            assert all(module.acc_registers(t, acc, products) <= 64 for t in options), (dtype, products)
+    assert module._candidates(torch.bfloat16, 256, 784, products=2, smem_limit=SM90)[0] == Tile(64, 64, 64, 8, 4, 4)
 
 
 class FakeLaunch:

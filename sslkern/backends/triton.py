@@ -100,14 +100,18 @@ class Tile(NamedTuple):
 _INTERPRETER_TILE = Tile(16, 16, 16, 1, 1, 1)  # small: the interpreter runs each op through numpy
 # Hopper candidates, fastest-first guesses; the first one that fits is used unless autotuning.
 # The small tiles are for MNIST-scale steps, where a 128-wide tile would leave most of the 132
-# SMs idle (and products this small are latency-, not throughput-bound). No half tile spills
-# registers as the first choice: bf16 128x256x64 / 8 warps spilled in decoder_loss_kernel and
-# dz_kernel and is gone; 128x128x64 / 8 warps / 4 stages spills at most 8 B.
-_HALF_TILES = [Tile(128, 128, 64, 8, 8, 4), Tile(128, 128, 64, 8, 4, 4), Tile(64, 128, 64, 8, 4, 4),
-               Tile(64, 64, 64, 8, 4, 4), Tile(32, 64, 64, 8, 4, 3), Tile(16, 64, 64, 8, 4, 3)]
+# SMs idle (and products this small are latency-, not throughput-bound). Register spills
+# (ptxas -v through benchmarks/compile_check.py --all-tiles --spills, triton 3.8, sm_90):
+# bf16 128x256x64 / 8 warps spilled 6 KB in decoder_loss_kernel and 2.4 KB in dz_kernel, and
+# 128x128x64 / 4 warps 2.5-13 KB, so both are gone; 128x128x64 / 8 warps / 4 stages spills 8 B
+# (dz_kernel). _MAX_ACC_REGISTERS keeps the two accumulators of input_grad_kernel's
+# reconstruction term in registers too (64x128 / 4 warps spilled 808 B there, 64x64 none).
+_HALF_TILES = [Tile(128, 128, 64, 8, 8, 4), Tile(64, 128, 64, 8, 4, 4), Tile(64, 64, 64, 8, 4, 4),
+               Tile(32, 64, 64, 8, 4, 3), Tile(16, 64, 64, 8, 4, 3)]
 _FP32_TILES = [Tile(128, 128, 32, 8, 8, 3), Tile(64, 128, 32, 8, 4, 4), Tile(64, 64, 32, 8, 4, 4),
                Tile(32, 64, 32, 8, 4, 3), Tile(16, 64, 64, 8, 4, 3)]
-_FP64_TILES = [Tile(64, 64, 16, 8, 4, 2)]
+_FP64_TILES = [Tile(64, 64, 16, 8, 4, 2), Tile(32, 64, 16, 8, 4, 2)]
+_MAX_ACC_REGISTERS = 64  # 32-bit registers per thread the accumulators may take
 _MAX_TILES = 4096  # more output tiles than this: the small tiles only add overhead
 SM90_SHARED_MEMORY = 232448  # bytes per block (opt-in) on sm_90, when the device cannot be asked
 _chosen = {}  # key -> the tile every later call with that key uses
@@ -121,6 +125,11 @@ def smem_estimate(tile, operand_bytes, products=1):
     return tile.num_stages * products * per_stage * operand_bytes
 
 
+def acc_registers(tile, acc_bytes, products=1):
+    """32-bit registers per thread that the accumulators of `products` tl.dot chains hold."""
+    return products * tile.block_m * tile.block_n * acc_bytes // (4 * 32 * tile.num_warps)
+
+
 @functools.lru_cache(maxsize=None)
 def _smem_limit(device):
     """Shared memory one block may use on `device` (the opt-in maximum), in bytes."""
@@ -132,7 +141,8 @@ def _smem_limit(device):
 
 def _candidates(dtype, M, N, *, products=1, smem_limit=SM90_SHARED_MEMORY):
     """The tiles worth trying for an [M, N] output with `dtype` operands, in order: those no
-    larger than the matrix (smallest first when none is), and that fit in shared memory."""
+    larger than the matrix (smallest first when none is), that fit in shared memory and whose
+    accumulators fit in _MAX_ACC_REGISTERS."""
     tiles = {torch.float64: _FP64_TILES, torch.float32: _FP32_TILES}.get(dtype, _HALF_TILES)
     fit = [t for t in tiles
            if t.block_m <= max(16, triton.next_power_of_2(max(M, 1)))
@@ -140,8 +150,13 @@ def _candidates(dtype, M, N, *, products=1, smem_limit=SM90_SHARED_MEMORY):
            and triton.cdiv(M, t.block_m) * triton.cdiv(N, t.block_n) <= _MAX_TILES]
     fit = fit or sorted(tiles, key=lambda t: t.block_m * t.block_n)
     size = torch.empty((), dtype=dtype).element_size()
-    small = [t for t in fit if smem_estimate(t, size, products) <= smem_limit]
-    return small or [min(fit, key=lambda t: smem_estimate(t, size, products))]
+    acc = 8 if dtype == torch.float64 else 4
+
+    def cost(t):
+        return acc_registers(t, acc, products), smem_estimate(t, size, products)
+    small = [t for t in fit if smem_estimate(t, size, products) <= smem_limit
+             and acc_registers(t, acc, products) <= _MAX_ACC_REGISTERS]
+    return small or [min(fit, key=cost)]
 
 
 def _tiles(device, prec, M, N, products):
