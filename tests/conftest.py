@@ -59,3 +59,12 @@ def backend(request):
 @pytest.fixture
 def device():
     return DEVICE
+
+
+@pytest.fixture(autouse=True)
+def _no_flush_to_zero():
+    """torch < 2.6 builds torch.compile's CPU kernels with -ffast-math, which turns on
+    flush-to-zero for the whole thread once one is loaded; later tests would then lose their
+    subnormals (and hypothesis refuses to draw floats)."""
+    yield
+    torch.set_flush_denormal(False)

@@ -340,5 +340,6 @@ def autoencoder_sgd_step_eager(*args):
     """torch.ops.sslkern.autoencoder_sgd_step (same arguments), without the dispatcher (which
     would advance the parameters' versions itself)."""
     total = sgd_step_body(*args)
-    torch.autograd.graph.increment_version(args[1:4])  # W, b, c: written through raw pointers
+    for param in args[1:4]:  # W, b, c: written through raw pointers (one call each: torch < 2.5 takes one tensor)
+        torch.autograd.graph.increment_version(param)
     return total
