@@ -1,5 +1,5 @@
 """The `triton` backend: the whole objective as four product kernels with fused epilogues
-(design.md section 3), plus elementwise kernels for the random stream and one reduction
+(docs/kernels.md), plus elementwise kernels for the random stream and one reduction
 launch per pass. Kernels: sslkern/kernels/triton/*.
 
 Forward  = [corrupt pre-pass] + encoder + decoder(loss, dA) + finalize      (3-4 launches)

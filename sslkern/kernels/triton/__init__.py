@@ -1,4 +1,4 @@
-"""@triton.jit kernels of the triton backend, one module per op family (design.md section 3):
+"""@triton.jit kernels of the triton backend, one module per op family (docs/kernels.md):
 
 - common:   activations and their derivatives from h, the counter-based random stream,
             grouped tile ordering and the product step shared by every kernel.

@@ -10,7 +10,7 @@ from .common import (BCE, MSE, act_d1, act_d2, activation, keep_values, load_rng
 
 @triton.jit
 def dz_epilogue(dh, h, r_ptr, rn, col_ok, coef, ACT: tl.constexpr, CONTRACTIVE: tl.constexpr):
-    """dZ = dH ⊙ s + coef · s ⊙ f''(z) ⊙ r (design.md section 1)."""
+    """dZ = dH ⊙ s + coef · s ⊙ f''(z) ⊙ r (docs/design.md)."""
     s = act_d1(h, ACT)
     dz = dh * s
     if CONTRACTIVE:

@@ -135,7 +135,7 @@ def load_rng(seed, offset, rng_ptr, RNG_FROM_PTR: tl.constexpr):
 
 @triton.jit
 def counters(offset, flat_index):
-    """Philox counter of element `flat_index`: (offset + i) mod 2^32 (design.md section 2)."""
+    """Philox counter of element `flat_index`: (offset + i) mod 2^32 (docs/random.md)."""
     return ((offset + flat_index) & 0xFFFFFFFF).to(tl.uint32)
 
 
