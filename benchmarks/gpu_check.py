@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_check.py [--json PATH] [--budget-s 480] [--skip-build] [--skip-tests]
                                    [--full-tests] [--skip-compile] [--skip-max-autotune]
-                                   [--no-autotune] [--quick]
+                                   [--autotune] [--quick]
 
 Installs nothing. Builds the native extension in place (CUDA on, sm_90) when it is not built
 for this Python, runs tests/test_triton.py, tests/test_ops.py (and tests/test_native_cuda.py
@@ -78,7 +78,7 @@ def build():
     return {"built": proc.returncode == 0, "returncode": proc.returncode, "log_tail": tail[-800:]}
 
 
-def run_tests(timeout_s, full, autotune=True):
+def run_tests(timeout_s, full, autotune=False):
     """tests/test_triton.py (every triton kernel at awkward sizes, values and gradients) and the
     other backends' op tests; `full` also runs tests/test_ops.py on triton, which compiles a
     few hundred kernel variants (minutes of a fresh machine's time)."""
@@ -88,8 +88,8 @@ def run_tests(timeout_s, full, autotune=True):
     selection = [] if full else ["-k", "not triton or test_triton"]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("TRITON_INTERPRET", None)
-    if not autotune:  # --no-autotune must reach the test process too, or it tunes every variant
-        env["SSLKERN_TRITON_AUTOTUNE"] = "0"
+    # the backend's tile choice must reach the test process too (autotuning compiles every candidate)
+    env["SSLKERN_TRITON_AUTOTUNE"] = "1" if autotune else "0"
     log("tests:", " ".join(files + selection))
     try:
         proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *files,
@@ -339,7 +339,8 @@ def main():
     parser.add_argument("--budget-s", type=float, default=480.0, help="skip sections that would start later")
     parser.add_argument("--test-timeout-s", type=float, default=240.0)
     parser.add_argument("--full-tests", action="store_true", help="also tests/test_ops.py on triton (slow)")
-    parser.add_argument("--no-autotune", action="store_true", help="first fitting tile, no tuning compiles")
+    parser.add_argument("--autotune", action="store_true",
+                        help="time the tile candidates (many more compiles; the default is the backend's fixed tile)")
     parser.add_argument("--skip-build", action="store_true")
     parser.add_argument("--skip-tests", action="store_true")
     parser.add_argument("--skip-compile", action="store_true", help="no torch.compile baselines at all")
@@ -365,12 +366,12 @@ def main():
 
     import sslkern
     from sslkern.backends import triton as triton_backend
-    triton_backend.AUTOTUNE = not args.no_autotune
+    triton_backend.AUTOTUNE = args.autotune
     result.update(autotune=triton_backend.AUTOTUNE, sslkern=sslkern.__version__, triton=triton.__version__,
                   backends=sslkern.available_backends())
     save()
     if not args.skip_tests:
-        result["tests"] = run_tests(args.test_timeout_s, args.full_tests, autotune=not args.no_autotune)
+        result["tests"] = run_tests(args.test_timeout_s, args.full_tests, autotune=args.autotune)
         log("tests:", result["tests"]["summary"])
     try:
         result["graph_rng"] = graph_rng_check()
