@@ -99,7 +99,7 @@ def kernel_source(root=None):
             return []
         seen.add(path)
         lines = [f'#line 1 "{path.name}"']
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if _PRAGMA_ONCE.match(line):
                 lines.append("")
                 continue

@@ -15,7 +15,7 @@ _errors = {}
 def build_record():
     """What setup.py/CMake built, or None for a source tree that was never built."""
     try:
-        return json.loads(_BUILD_FILE.read_text())
+        return json.loads(_BUILD_FILE.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
 

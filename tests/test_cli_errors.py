@@ -127,7 +127,7 @@ def test_bench_runs_and_writes_json(tmp_path, capsys):
     assert "| 2x3x4 | products |" in out
     import json
 
-    saved = json.loads(out_file.read_text())
+    saved = json.loads(out_file.read_text(encoding="utf-8"))
     assert saved["settings"]["shapes"] == ["2x3x4"] and saved["results"]
 
 

@@ -38,7 +38,7 @@ def test_train_writes_the_run_folder(small_mnist, tmp_path, capsys):
     assert "linear probe" in capsys.readouterr().out
     for picture in ("filters.png", "reconstructions.png", "loss.png"):
         assert Image.open(out / picture).format == "PNG"
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["backend"] == "reference" and metrics["device"] == "cpu"
     assert 0.0 < metrics["final_loss"] < 600
     assert 0.1 < metrics["probe_accuracy"] <= 1.0 and 0.1 < metrics["probe_accuracy_raw"] <= 1.0
@@ -51,7 +51,7 @@ def test_train_writes_the_run_folder(small_mnist, tmp_path, capsys):
 
     # --resume continues the same run for one more epoch.
     assert train("--data", str(small_mnist), "--out", str(out), "--resume", "--epochs", "2") == 0
-    resumed = json.loads((out / "metrics.json").read_text())
+    resumed = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert resumed["history"]["loss"][0] == metrics["history"]["loss"][0]
     assert len(resumed["history"]["loss"]) == 2 and resumed["history"]["steps"] == 14
 
@@ -64,7 +64,7 @@ def test_train_writes_the_run_folder(small_mnist, tmp_path, capsys):
 def test_other_models(model, extra, check, small_mnist, tmp_path):
     out = tmp_path / model
     assert train("--data", str(small_mnist), "--out", str(out), "--model", model, *extra) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert check(metrics["config"]["model_config"])
 
 
@@ -159,5 +159,5 @@ def test_resume_on_other_data_needs_new_data(small_mnist, tmp_path, capsys):
                        "--epochs", "2")
     assert "other data" in message and "new-data" in message
     assert train("--data", str(other), "--out", str(out), "--resume", "--new-data", "--epochs", "2") == 0
-    assert json.loads((out / "metrics.json").read_text())["history"]["steps"] == 14
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["history"]["steps"] == 14
     assert "--new-data goes with --resume" in error_of(capsys, SystemExit, "--new-data", "--out", str(out))

@@ -35,7 +35,7 @@ def test_mnist_checksums_are_verified(monkeypatch):
 
 def test_embedded_readme_keeps_the_attribution():
     from importlib import resources
-    readme = resources.files("sslkern.data").joinpath("mnist-10k", "README.md").read_text()
+    readme = resources.files("sslkern.data").joinpath("mnist-10k", "README.md").read_text(encoding="utf-8")
     assert "CC BY-SA 3.0" in readme and "LeCun" in readme
     for filename, sha256 in data.MNIST_FILES.values():
         assert filename in readme and sha256 in readme

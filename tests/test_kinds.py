@@ -16,7 +16,7 @@ REGENERATE = "python -m sslkern.kinds > csrc/include/sslkern/kinds.h"
 
 
 def source(relative):
-    return (ROOT / "csrc" / relative).read_text()
+    return (ROOT / "csrc" / relative).read_text(encoding="utf-8")
 
 
 def built_kinds():
@@ -26,12 +26,12 @@ def built_kinds():
 
 
 def test_committed_header_is_generated_from_the_registry():
-    assert HEADER.read_text() == kinds.cpp_header(), (
+    assert HEADER.read_text(encoding="utf-8") == kinds.cpp_header(), (
         f"{HEADER.relative_to(ROOT)} is stale: regenerate it with `{REGENERATE}`")
 
 
 def test_header_declares_every_kind_and_count():
-    text = HEADER.read_text()
+    text = HEADER.read_text(encoding="utf-8")
     for table in kinds.FAMILIES:
         for row in table:
             assert re.search(rf"\b{cpp_name(row)} = {row.code},", text), row
@@ -43,7 +43,7 @@ def test_no_other_source_defines_the_enums():
     for path in (ROOT / "csrc").rglob("*"):
         if path.suffix in (".h", ".cpp", ".cu", ".cuh") and path != HEADER:
             for table in kinds.FAMILIES:
-                assert f"enum {table.cpp_enum} " not in path.read_text(), path
+                assert f"enum {table.cpp_enum} " not in path.read_text(encoding="utf-8"), path
 
 
 def _cases(text, start, end):

@@ -83,7 +83,7 @@ def test_launch_constants_match_the_kernels():
 
     from sslkern.backends import native_cuda
 
-    text = (ROOT / "csrc" / "cuda" / "kernels.cuh").read_text()
+    text = (ROOT / "csrc" / "cuda" / "kernels.cuh").read_text(encoding="utf-8")
     constants = dict(re.findall(r"constexpr int (k\w+) = (\d+);", text))
     assert {k: int(v) for k, v in constants.items()} == {
         "kTileX": native_cuda.TILE_X, "kTileY": native_cuda.TILE_Y,
@@ -91,7 +91,7 @@ def test_launch_constants_match_the_kernels():
 
 
 def _shipped_patterns():
-    tree = ast.parse((ROOT / "setup.py").read_text())
+    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "SHIPPED_SOURCES":
             return ast.literal_eval(node.value)

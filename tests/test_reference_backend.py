@@ -315,7 +315,7 @@ def _imports_oracle(tree):
 
 @pytest.mark.parametrize("path", BACKEND_SOURCES, ids=lambda p: p.name)
 def test_backend_sources_do_not_import_the_oracle(path):
-    assert not _imports_oracle(ast.parse(path.read_text())), f"{path} imports sslkern.reference (the oracle)"
+    assert not _imports_oracle(ast.parse(path.read_text(encoding="utf-8"))), f"{path} imports sslkern.reference (the oracle)"
 
 
 def test_detector_sees_oracle_imports():

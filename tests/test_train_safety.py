@@ -179,7 +179,7 @@ def test_stale_temporaries_of_killed_writes_are_removed(resume, images, tmp_path
     (tmp_path / "notes.txt").write_text("mine")
     fit(make(), images, epochs=2, checkpoint_dir=tmp_path, resume=resume)
     assert not any(path.exists() for path in stale)
-    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def run(args):
     print(bench.table(results))
     command = " ".join(shlex.quote(a) for a in sys.argv)  # as typed: sslkern bench ... or compare.py ...
     if args.json:
-        with open(args.json, "w") as f:
+        with open(args.json, "w", encoding="utf-8") as f:
             f.write(bench.to_json(results, command=command, settings=vars(args)))
     if args.plot:
         bench.plot(results, args.plot)
