@@ -271,6 +271,9 @@ def test_training_steps_leave_memory_flat():
     assert growth < LEAK_BOUND, f"training step: RSS grew {growth / 2**20:.1f} MiB over 2000 steps"
 
 
+@pytest.mark.skipif(tuple(int(v) for v in torch.__version__.split("+")[0].split(".")[:2]) < (2, 13),
+                    reason="seen failing on torch 2.4.0, 2.6.0 and 2.8.0: there a compiled function keeps "
+                           "set_backend's choice inside use_backend (README); passes on 2.13 and 2.14")
 def test_compiled_code_follows_use_backend():
     """dynamo cannot read a ContextVar: under torch.compile the choice is read per thread and
     guarded on, so a function compiled in one block recompiles in another."""
