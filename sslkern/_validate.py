@@ -78,24 +78,24 @@ def seed(value):
     return int(value)
 
 
-def rng_tensor_ok(value, like):
-    """The fast test of rng_tensor: None, or a valid (seed bits, offset) tensor for `like`."""
-    return value is None or (value.dtype == torch.int64 and value.shape == (2,) and value.device == like.device
+def rng_tensor_ok(value, device):
+    """The fast test of rng_tensor: None, or a valid (seed bits, offset) tensor for `device`."""
+    return value is None or (value.dtype == torch.int64 and value.shape == (2,) and value.device == device
                              and value.is_contiguous())
 
 
-def rng_tensor(value, like, name="rng", prefix=""):
+def rng_tensor(value, device, name="rng", prefix=""):
     """The one check of a random-stream tensor: None, or an int64 [2] = (seed bits, offset) on
-    `like`'s device, contiguous (a copy would not see the caller advancing it in place).
+    the data's `device`, contiguous (a copy would not see the caller advancing it in place).
     `prefix` goes before the message (the registered ops name themselves)."""
-    if rng_tensor_ok(value, like):
+    if rng_tensor_ok(value, device):
         return value
     if value.dtype != torch.int64:
         raise TypeError(f"{prefix}{name} must be an int64 tensor (seed bits, offset), got {value.dtype}")
     if value.shape != (2,):
         raise ValueError(f"{prefix}{name} must have shape [2] (seed bits, offset), got {tuple(value.shape)}")
-    if value.device != like.device:
-        raise ValueError(f"{prefix}{name} must be on {like.device} with the data, got {value.device}")
+    if value.device != device:
+        raise ValueError(f"{prefix}{name} must be on {device} with the data, got {value.device}")
     raise ValueError(f"{prefix}{name} must be contiguous (a captured step advances it in place)")
 
 
@@ -105,7 +105,7 @@ def seed_or_rng(value, offset_value, like):
     the tensor carries it)."""
     if not isinstance(value, torch.Tensor):
         return seed(value), offset(offset_value), None
-    rng_tensor(value, like, name="seed")
+    rng_tensor(value, like.device, name="seed")
     if isinstance(offset_value, bool) or not isinstance(offset_value, Integral) or offset_value != 0:
         raise ValueError(f"offset must be 0 when seed is a tensor (its second element is the offset), "
                          f"got {offset_value!r}")

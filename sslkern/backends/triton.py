@@ -37,6 +37,7 @@ import triton  # an ImportError here marks the backend unavailable (backends.get
 import triton.language as tl
 from triton.runtime.errors import OutOfResources
 
+from .. import _validate as check
 from ..kernels.triton import backward as bwd_kernels
 from ..kernels.triton import corrupt as rng_kernels
 from ..kernels.triton.decoder import decoder_loss_kernel
@@ -301,12 +302,7 @@ def _rng(seed, offset, device):
     on `device`, read there when the kernel runs (then `offset` is ignored): a CUDA graph
     replays with whatever the tensor holds by then."""
     if isinstance(seed, torch.Tensor):
-        if seed.dtype != torch.int64 or seed.numel() != 2 or not seed.is_contiguous():
-            raise ValueError(f"rng must be a contiguous int64 tensor of 2 elements (seed, offset), got "
-                             f"{seed.dtype} of shape {tuple(seed.shape)}")
-        device = torch.device(device)
-        if seed.device.type != device.type or (device.index is not None and seed.device.index != device.index):
-            raise ValueError(f"rng must be on {device} with the data, got {seed.device}")
+        check.rng_tensor(seed, torch.device(device))
         return _Rng(0, 0, seed)
     return _Rng(int(seed), int(offset), None)
 

@@ -128,7 +128,7 @@ def counters(op, name, numel):
 
 def rng(op, value, like):
     """None, or the int64 [2] tensor (seed bits, offset) on `like`'s device, contiguous."""
-    rng_tensor(value, like, prefix=f"sslkern::{op}: ")
+    rng_tensor(value, like.device, prefix=f"sslkern::{op}: ")
 
 
 def scalar_grad(op, name, grad):
@@ -154,7 +154,7 @@ def philox(n, offset_, device, backend_):
 def corrupt(op, x, kind_, level, offset_, backend_, rng_, name="x"):
     if (_plain(x, rng_) and _backend_ok(backend_) and x.dtype in _FLOATING and kind_ in CORRUPTIONS
             and _level_ok(kind_, level) and 0 <= offset_ < MAX_COUNTERS and x.numel() <= MAX_COUNTERS
-            and rng_tensor_ok(rng_, x)):
+            and rng_tensor_ok(rng_, x.device)):
         return
     backend(op, backend_)
     tensor(op, name, x, None)
@@ -260,7 +260,7 @@ def _objective_ok(x, W, b, c, encoder, decoder, loss, corruption_, level, contra
     return ((needs is None or decoder == needs) and _level_ok(corruption_, level)
             and math.isfinite(contractive_) and contractive_ >= 0 and 0 <= offset_ < MAX_COUNTERS
             and _layer_ok(x, W, b, True) and c.shape == (W.shape[1],) and c.dtype == W.dtype and c.device == W.device
-            and (corruption_ == "none" or x.numel() <= MAX_COUNTERS) and rng_tensor_ok(rng_, x))
+            and (corruption_ == "none" or x.numel() <= MAX_COUNTERS) and rng_tensor_ok(rng_, x.device))
 
 
 def objective(op, x, W, b, c, encoder, decoder, loss, corruption_, level, contractive_, offset_,
