@@ -49,6 +49,8 @@ class TiedAutoencoder(nn.Module):
         self.seed = check.seed(seed)
         self.step = 0  # training calls so far: the noise counter (saved as extra state)
         self.rank, self.world_size = 0, 1  # set by sslkern.train.fit under torch.distributed
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
         factory = {"dtype": dtype, "device": device}
         self.weight = nn.Parameter(torch.empty(self.n_hidden, self.n_visible, **factory))
         self.hidden_bias = nn.Parameter(torch.zeros(self.n_hidden, **factory))

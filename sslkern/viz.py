@@ -3,6 +3,7 @@ next to their inputs, and loss curves. PNGs are written atomically (temporary fi
 rename). Filter grids and reconstructions need only PIL; the loss curve uses matplotlib when
 it is installed and a plain PIL drawing otherwise."""
 import math
+import numbers
 
 import numpy as np
 import torch
@@ -34,8 +35,18 @@ def tile_images(images, image_shape, columns=None, value_range=None, padding=1):
     return mosaic
 
 
+def _positive(name, value):
+    """An integer >= 1 (NumPy integers too); the error names the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
 def filters_image(W, image_shape=(28, 28), n_filters=100, columns=None, zoom=2):
     """PIL image of the first `n_filters` rows of W [H, D] (one hidden unit's weights each)."""
+    _positive("n_filters", n_filters)
+    _positive("zoom", zoom)
+    if columns is not None:
+        _positive("columns", columns)
     W = _as_numpy_rows("W", W)[:n_filters]
     return _zoomed(tile_images(W, image_shape, columns), zoom)
 

@@ -121,3 +121,16 @@ def test_reconstructions_of_a_denoising_model_have_three_rows(tmp_path):
     assert np.asarray(Image.open(tmp_path / "r.png")).shape == (8, 8)
     with pytest.raises(ValueError, match="corrupted"):
         viz.reconstructions_grid(clean, recon, torch.zeros(2, 4), image_shape=(2, 2))
+
+
+@pytest.mark.parametrize("bad", [dict(n_filters=-5), dict(n_filters=0), dict(zoom=0), dict(columns=0), dict(zoom=1.5)])
+def test_save_filters_refuses_bad_sizes(tmp_path, bad):
+    name = next(iter(bad))
+    with pytest.raises(ValueError, match=name):
+        viz.save_filters(torch.rand(4, 784), tmp_path / "f.png", **bad)
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_model_refuses_an_integer_dtype():
+    with pytest.raises(TypeError, match="dtype must be a floating-point"):
+        nn.TiedAutoencoder(4, 3, dtype=torch.int64)
