@@ -22,6 +22,7 @@ if [ "$#" -gt 0 ]; then TESTS=("$@"); else
   TESTS=(tests/test_native_fuzz.py tests/test_large_index.py tests/test_numerics.py tests/test_concurrency.py)
   [ -f "$ROOT/tests/test_ops.py" ] && TESTS+=(tests/test_ops.py)
   TESTS+=(tests/test_cpu_step.py tests/test_value_and_grad.py)  # the one-call step and its SGD update
+  TESTS+=(tests/test_op_guards.py)  # the registered ops called directly with bad inputs
 fi
 
 rm -rf "$SRC"

@@ -354,3 +354,59 @@ def test_cuda_launcher_rejects_bad_calls_before_launching():
         with pytest.raises(error):
             module.launch(**kwargs)
     assert isinstance(module.device_count(), int)
+
+
+# --- the registered ops, called directly ---------------------------------------------------
+# torch.ops.sslkern.* is public surface (torch.compile graphs and other libraries call it
+# without the Python wrappers): random, mostly inconsistent shapes, dtypes and kinds must raise
+# ValueError/TypeError naming what is wrong, or succeed; never crash (tests/sanitize.sh runs
+# this under ASan and UBSan).
+
+NAMES = {"act": st.sampled_from(list(ACTIVATIONS.names()) + ["bogus"]),
+         "loss": st.sampled_from(list(LOSSES.names()) + ["bogus"]),
+         "kind": st.sampled_from(list(CORRUPTIONS.names()) + ["bogus"])}
+EXTENT = st.integers(0, 5)
+OP_DTYPE = st.sampled_from([torch.float32, torch.float64, torch.float32, torch.int32])
+
+
+def _tensor(data, *shape):
+    dtype = data.draw(OP_DTYPE)
+    return torch.rand(shape).to(dtype)
+
+
+@pytest.mark.parametrize("op", ["autoencoder_loss", "autoencoder_value_and_grad", "autoencoder_sgd_step",
+                                "linear_act", "contractive_penalty", "corrupt"])
+@pytest.mark.parametrize("backend", ["native", "reference"])
+def test_registered_ops_raise_or_succeed_on_random_calls(op, backend):
+    ops = torch.ops.sslkern
+
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def prop(data):
+        B, D, H = (data.draw(EXTENT) for _ in range(3))
+        # each length is right or off by a little: the guards must catch every mismatch
+        def near(n):
+            return max(0, n + data.draw(st.sampled_from([0, 0, 0, -1, 1])))
+        x, W = _tensor(data, B, near(D)), _tensor(data, H, D)
+        b, c = _tensor(data, near(H)), _tensor(data, near(D))
+        act, loss, kind = data.draw(NAMES["act"]), data.draw(NAMES["loss"]), data.draw(NAMES["kind"])
+        level = data.draw(st.sampled_from([0.0, 0.3, 1.5, -0.1]))
+        try:
+            if op == "linear_act":
+                ops.linear_act(x, W, b, act, data.draw(st.booleans()), backend)
+            elif op == "contractive_penalty":
+                ops.contractive_penalty(x, W, b, act, backend)
+            elif op == "corrupt":
+                ops.corrupt(x, kind, level, 0, 0, backend, None)
+            else:
+                args = (x, W, b, c, act, data.draw(NAMES["act"]), loss, kind, level, 0.1, 0, 0, backend)
+                if op == "autoencoder_sgd_step":
+                    args = (*args, 0.1)
+                getattr(ops, op)(*args)
+        except (ValueError, TypeError) as exc:
+            assert str(exc).strip(), "an error must say what is wrong"
+        except RuntimeError as exc:  # only torch._check's own class, which the fake path raises
+            assert "sslkern::" in str(exc), f"unexpected error from {op}: {exc}"
+
+    prop()
