@@ -20,24 +20,26 @@ def tensor(name, value, ndim):
     return value
 
 
-def same_device(**tensors):
+def same_device(prefix="", **tensors):
+    """The non-None tensors share one device; `prefix` goes before the message (the registered
+    ops name themselves, "sslkern::op: ")."""
     devices = {name: t.device for name, t in tensors.items() if t is not None}
     if len(set(devices.values())) > 1:
         listed = ", ".join(f"{name} on {dev}" for name, dev in devices.items())
-        raise ValueError(f"tensors must be on one device: {listed}")
+        raise ValueError(f"{prefix}tensors must be on one device: {listed}")
 
 
-def same_dtype(**tensors):
+def same_dtype(prefix="", **tensors):
     dtypes = {name: t.dtype for name, t in tensors.items() if t is not None}
     if len(set(dtypes.values())) > 1:
         listed = ", ".join(f"{name} is {dt}" for name, dt in dtypes.items())
-        raise TypeError(f"parameters must share one dtype: {listed}")
+        raise TypeError(f"{prefix}parameters must share one dtype: {listed}")
 
 
-def choice(name, value, table):
+def choice(name, value, table, prefix=""):
     """The row of `table` (a sslkern.kinds.Table) called `value`; the error names the argument."""
     if not isinstance(value, str) or value not in table:
-        raise ValueError(f"{name} must be one of {list(table.names())}, got {value!r}")
+        raise ValueError(f"{prefix}{name} must be one of {list(table.names())}, got {value!r}")
     return table[value]
 
 
@@ -54,16 +56,23 @@ def loss(value, decoder):
     return value
 
 
-def corruption(kind, level, name="kind"):
-    row = choice(name, kind, CORRUPTIONS)
+def corruption(kind, level, name="kind", prefix=""):
+    """The level as a float, in the range the corruption kind's row allows."""
+    row = choice(name, kind, CORRUPTIONS, prefix)
     if isinstance(level, bool) or not isinstance(level, Real) or not math.isfinite(level):
-        raise ValueError(f"level must be a finite number, got {level!r}")
-    low, high = row.level_range
-    if not low <= level <= high:
+        raise ValueError(f"{prefix}level must be a finite number, got {level!r}")
+    if not level_ok(kind, level):
+        low, high = row.level_range
         span = f"[{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
-        raise ValueError(f"level must be {'in ' if math.isfinite(high) else ''}{span} for {kind!r} "
+        raise ValueError(f"{prefix}level must be {'in ' if math.isfinite(high) else ''}{span} for {kind!r} "
                          f"({row.level_meaning}), got {level}")
     return float(level)
+
+
+def level_ok(kind, level):
+    """The fast test: a known kind's finite level inside its row's range."""
+    low, high = CORRUPTIONS[kind].level_range
+    return math.isfinite(level) and low <= level <= high
 
 
 def nonnegative(name, value):

@@ -17,11 +17,11 @@ import math
 
 import torch
 
+from .. import _validate as check
 from .. import backends
-from .._validate import rng_tensor, rng_tensor_ok
 from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
 
-MAX_COUNTERS = 2**32  # Philox counters are 32-bit (docs/random.md)
+MAX_COUNTERS = check.MAX_COUNTERS
 
 
 def _value(op, cond, message):
@@ -83,37 +83,19 @@ def size(op, name, t, dim, expected, why):
 
 
 def same_device(op, **tensors):
-    devices = [(name, t.device) for name, t in tensors.items() if t is not None]
-    first = devices[0][1]
-    if any(device != first for _, device in devices[1:]):
-        listed = ", ".join(f"{name} on {device}" for name, device in devices)
-        raise ValueError(f"sslkern::{op}: tensors must be on one device: {listed}")
+    check.same_device(f"sslkern::{op}: ", **tensors)
 
 
 def same_dtype(op, **tensors):
-    dtypes = [(name, t.dtype) for name, t in tensors.items() if t is not None]
-    first = dtypes[0][1]
-    if any(dtype != first for _, dtype in dtypes[1:]):
-        listed = ", ".join(f"{name} is {dtype}" for name, dtype in dtypes)
-        raise TypeError(f"sslkern::{op}: parameters must share one dtype: {listed}")
+    check.same_dtype(f"sslkern::{op}: ", **tensors)
 
 
 def kind(op, name, value, table):
-    if value not in table:
-        raise ValueError(f"sslkern::{op}: {name} must be one of {list(table.names())}, got {value!r}")
+    check.choice(name, value, table, prefix=f"sslkern::{op}: ")
 
 
 def corruption(op, name, value, level):
-    kind(op, name, value, CORRUPTIONS)
-    low, high = CORRUPTIONS[value].level_range
-    if not (math.isfinite(level) and low <= level <= high):
-        raise ValueError(f"sslkern::{op}: level must be finite and in [{low:g}, {high:g}] for "
-                         f"{value!r} ({CORRUPTIONS[value].level_meaning}), got {level!r}")
-
-
-def _level_ok(kind_, level):
-    low, high = CORRUPTIONS[kind_].level_range
-    return math.isfinite(level) and low <= level <= high
+    check.corruption(value, level, name=name, prefix=f"sslkern::{op}: ")
 
 
 def offset(op, value):
@@ -128,7 +110,7 @@ def counters(op, name, numel):
 
 def rng(op, value, like):
     """None, or the int64 [2] tensor (seed bits, offset) on `like`'s device, contiguous."""
-    rng_tensor(value, like.device, prefix=f"sslkern::{op}: ")
+    check.rng_tensor(value, like.device, prefix=f"sslkern::{op}: ")
 
 
 def scalar_grad(op, name, grad):
@@ -153,8 +135,8 @@ def philox(n, offset_, device, backend_):
 
 def corrupt(op, x, kind_, level, offset_, backend_, rng_, name="x"):
     if (_plain(x, rng_) and _backend_ok(backend_) and x.dtype in _FLOATING and kind_ in CORRUPTIONS
-            and _level_ok(kind_, level) and 0 <= offset_ < MAX_COUNTERS and x.numel() <= MAX_COUNTERS
-            and rng_tensor_ok(rng_, x.device)):
+            and check.level_ok(kind_, level) and 0 <= offset_ < MAX_COUNTERS and x.numel() <= MAX_COUNTERS
+            and check.rng_tensor_ok(rng_, x.device)):
         return
     backend(op, backend_)
     tensor(op, name, x, None)
@@ -257,10 +239,10 @@ def _objective_ok(x, W, b, c, encoder, decoder, loss, corruption_, level, contra
             and _kinds_ok((encoder, ACTIVATIONS), (decoder, ACTIVATIONS), (loss, LOSSES), (corruption_, CORRUPTIONS))):
         return False
     needs = LOSSES[loss].needs_decoder
-    return ((needs is None or decoder == needs) and _level_ok(corruption_, level)
+    return ((needs is None or decoder == needs) and check.level_ok(corruption_, level)
             and math.isfinite(contractive_) and contractive_ >= 0 and 0 <= offset_ < MAX_COUNTERS
             and _layer_ok(x, W, b, True) and c.shape == (W.shape[1],) and c.dtype == W.dtype and c.device == W.device
-            and (corruption_ == "none" or x.numel() <= MAX_COUNTERS) and rng_tensor_ok(rng_, x.device))
+            and (corruption_ == "none" or x.numel() <= MAX_COUNTERS) and check.rng_tensor_ok(rng_, x.device))
 
 
 def objective(op, x, W, b, c, encoder, decoder, loss, corruption_, level, contractive_, offset_,
