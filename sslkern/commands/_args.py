@@ -139,17 +139,13 @@ def data_source(text):
         return text
     if not os.path.exists(text):
         _fail(f"must be one of {', '.join(NAMES)} or an existing .npy/.npz/IDX file; {text!r} does not exist")
-    if not os.path.isfile(text):
-        _fail(f"{text!r} is not a file")
-    if not os.access(text, os.R_OK):
-        _fail(f"{text!r} is not readable")
-    return text
+    return input_file(text)
 
 
 def input_file(text):
     """An existing, readable file."""
     if not os.path.isfile(text):
-        _fail(f"{text!r} does not exist or is not a file")
+        _fail(f"{text!r} is not a file" if os.path.exists(text) else f"{text!r} does not exist or is not a file")
     if not os.access(text, os.R_OK):
         _fail(f"{text!r} is not readable")
     return text

@@ -171,13 +171,17 @@ def _layer(op, x, x_name, W, bias, bias_name, transpose):
     return inner, outer
 
 
-def linear_act(x, W, bias, activation, transpose, backend_):
+def _single_layer(op, x, W, bias, bias_name, activation, transpose, backend_):
+    """f(x Wᵀ + bias) (transpose) or f(x W + bias): the forward of linear_act and the penalty."""
     if _plain(x, W, bias) and _backend_ok(backend_) and activation in ACTIVATIONS and _layer_ok(x, W, bias, transpose):
         return
-    op = "linear_act"
     backend(op, backend_)
     kind(op, "activation", activation, ACTIVATIONS)
-    _layer(op, x, "x", W, bias, "bias", transpose)
+    _layer(op, x, "x", W, bias, bias_name, transpose)
+
+
+def linear_act(x, W, bias, activation, transpose, backend_):
+    _single_layer("linear_act", x, W, bias, "bias", activation, transpose, backend_)
 
 
 def linear_act_backward(grad_y, y, x, W, activation, transpose, backend_):
@@ -200,12 +204,7 @@ def linear_act_backward(grad_y, y, x, W, activation, transpose, backend_):
 
 
 def contractive(x, W, b, activation, backend_):
-    if _plain(x, W, b) and _backend_ok(backend_) and activation in ACTIVATIONS and _layer_ok(x, W, b, True):
-        return
-    op = "contractive_penalty"
-    backend(op, backend_)
-    kind(op, "activation", activation, ACTIVATIONS)
-    _layer(op, x, "x", W, b, "b", True)
+    _single_layer("contractive_penalty", x, W, b, "b", activation, True, backend_)
 
 
 def contractive_backward(grad, x, W, h, r, s2col, activation, backend_):
