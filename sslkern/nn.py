@@ -99,13 +99,18 @@ class TiedAutoencoder(nn.Module):
     def _objective_inputs(self, x):
         return _on_model_device(x, self.weight), self.weight, self.hidden_bias, self.visible_bias
 
+    def take_noise_seed(self):
+        """The seed of the next objective call: in training mode the step's fresh seed (and the
+        step counter advances), in eval mode the model's fixed evaluation seed."""
+        if not self.training:
+            return self.seed
+        seed = self.noise_seed()
+        self.step += 1
+        return seed
+
     def _objective_options(self):
         """The objective's keyword arguments for the next call; training mode takes a step."""
-        if self.training:
-            seed = self.noise_seed()
-            self.step += 1
-        else:
-            seed = self.seed
+        seed = self.take_noise_seed()
         return dict(encoder=self.encoder, decoder=self.decoder, loss=self.loss,
                     corruption=self.corruption, level=self.level, contractive=self.contractive,
                     seed=seed, offset=0)

@@ -125,13 +125,9 @@ class AutoencoderStep:
 
     def _next_seed(self):
         model = self.model
-        if model is None:
-            seed = ssl_nn.step_seed(self.seed, self.step)
-        elif model.training:
-            seed = ssl_nn.step_seed(model.seed, model.step, model.rank, model.world_size)
-            model.step += 1
-        else:
-            return model.seed
+        if model is not None and not model.training:
+            return model.take_noise_seed()  # the fixed evaluation seed; no step taken
+        seed = ssl_nn.step_seed(self.seed, self.step) if model is None else model.take_noise_seed()
         self.step += 1
         return seed
 
