@@ -4,7 +4,7 @@ from numbers import Integral, Real
 
 import torch
 
-from .kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
+from .kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, SPARSITIES, unit_interval
 
 MAX_COUNTERS = 2**32  # Philox counters are 32-bit (docs/random.md)
 MAX_SEED = 2**64
@@ -79,6 +79,43 @@ def nonnegative(name, value):
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
+
+
+def penalties(encoder, sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma,
+              higher_order_samples, prefix=""):
+    """The sparsity and higher-order contractive arguments, checked and normalised (floats,
+    an int sample count); `prefix` goes before each message."""
+    values = {}
+    for name, value in (("sparsity", sparsity), ("higher_order", higher_order),
+                        ("higher_order_sigma", higher_order_sigma)):
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{prefix}{name} must be a finite number >= 0, got {value!r}")
+        values[name] = float(value)
+    row = choice("sparsity_kind", sparsity_kind, SPARSITIES, prefix)
+    if row.needs_unit_interval:
+        if (isinstance(sparsity_target, bool) or not isinstance(sparsity_target, Real)
+                or not 0 < sparsity_target < 1):
+            raise ValueError(f"{prefix}sparsity_target must be in (0, 1) for sparsity_kind="
+                             f"{sparsity_kind!r} (a target mean activation), got {sparsity_target!r}")
+        if values["sparsity"] and not unit_interval(encoder):
+            low, high = ACTIVATIONS[encoder].output_range
+            raise ValueError(f"{prefix}sparsity_kind={sparsity_kind!r} needs an encoder whose outputs lie in "
+                             f"(0, 1) (sigmoid), got encoder={encoder!r} with outputs in ({low:g}, {high:g}); "
+                             f"use sparsity_kind='l1' for it")
+    elif isinstance(sparsity_target, bool) or not isinstance(sparsity_target, Real):
+        raise ValueError(f"{prefix}sparsity_target must be a number, got {sparsity_target!r}")
+    if isinstance(higher_order_samples, bool) or not isinstance(higher_order_samples, Integral) \
+            or higher_order_samples < 1:
+        raise ValueError(f"{prefix}higher_order_samples must be an integer >= 1, got {higher_order_samples!r}")
+    return (values["sparsity"], float(sparsity_target), sparsity_kind, values["higher_order"],
+            values["higher_order_sigma"], int(higher_order_samples))
+
+
+def penalty_counters(name, numel, higher_order, samples, prefix=""):
+    """A higher-order term draws `samples` more B*D counters past the corruption's."""
+    if higher_order and (1 + samples) * numel > MAX_COUNTERS:
+        raise ValueError(f"{prefix}{name} has {numel} elements and higher_order_samples={samples}: "
+                         f"(1 + samples) * {numel} counters exceed the 2**32 of the Philox stream")
 
 
 def seed(value):

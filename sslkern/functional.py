@@ -98,22 +98,35 @@ def contractive_penalty(x, W, b, activation="sigmoid"):
 
 
 def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="bce",
-                     corruption="none", level=0.0, contractive=0.0, seed=0, offset=0):
-    """The scalar objective L + λP of docs/design.md.
+                     corruption="none", level=0.0, contractive=0.0, seed=0, offset=0,
+                     sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl",
+                     higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1):
+    """The scalar objective L + λP + the extra penalties of docs/design.md.
 
     L reconstructs the clean x from the corrupted x~ = C(x; seed, offset) (bce from the
     decoder's logit, or mse), P is the contractive penalty at the encoder's input x~, λ =
     `contractive`. Differentiable in W, b, c and x. `seed` may be an int64 tensor [2] =
     (seed, offset) on x's device, as in `corrupt`.
+
+    Extra penalties, at the encoder's output h = f(x~ Wᵀ + b) (0 switches each off):
+    - `sparsity` = β: β Σ_j KL(ρ ‖ mean_i h_ij) with ρ = `sparsity_target` (sparsity_kind
+      "kl", a sigmoid encoder), or β mean_i Σ_j |h_ij| (sparsity_kind "l1", any encoder);
+    - `higher_order` = γ: γ mean over the batch and `higher_order_samples` perturbations ε of
+      ‖J(x~) − J(x~ + ε)‖²_F, J = ∂h/∂x~, ε ~ N(0, σ²) with σ = `higher_order_sigma`, drawn
+      from the Philox stream past the corruption's counters (docs/random.md).
     """
-    args = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset)
+    args, penalties = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed,
+                                      offset, sparsity, sparsity_target, sparsity_kind, higher_order,
+                                      higher_order_sigma, higher_order_samples)
     if ops.autoencoder.eager_fast_path_ok(*args[:4], args[-1]):  # same kernels, no dispatcher overhead
-        return ops.autoencoder.autoencoder_loss_eager(*args)
-    return _sslkern.autoencoder_loss(*args)[0]
+        return ops.autoencoder.autoencoder_loss_eager(*args, *penalties)
+    return _sslkern.autoencoder_loss(*args, *penalties)[0]
 
 
 def autoencoder_value_and_grad(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="bce",
-                               corruption="none", level=0.0, contractive=0.0, seed=0, offset=0):
+                               corruption="none", level=0.0, contractive=0.0, seed=0, offset=0,
+                               sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl",
+                               higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1):
     """(loss, (dW, db, dc)): `autoencoder_loss` (same arguments) and its gradients in W, b and
     c, computed together without an autograd graph — for a training loop that applies its own
     update. x is data here (no dx). Nothing returned requires grad.
@@ -121,9 +134,11 @@ def autoencoder_value_and_grad(x, W, b, c, *, encoder="sigmoid", decoder="sigmoi
     Same numbers as `autoencoder_loss` followed by `torch.autograd.grad`, for less per-step
     overhead: on the CPU the whole step is one C++ call (benchmarks/RESULTS.md).
     """
-    args = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset)
-    args = (*(t.detach() for t in args[:4]), *args[4:])
-    if ops.autoencoder.eager_fast_path_ok(*args[:4], args[-1]):
+    args, penalties = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed,
+                                      offset, sparsity, sparsity_target, sparsity_kind, higher_order,
+                                      higher_order_sigma, higher_order_samples)
+    args = (*(t.detach() for t in args[:4]), *args[4:], *penalties)
+    if ops.autoencoder.eager_fast_path_ok(*args[:4], args[13]):
         value, *grads = ops.autoencoder.value_and_grad_body(*args)
     else:
         value, *grads = _sslkern.autoencoder_value_and_grad(*args)
@@ -131,7 +146,9 @@ def autoencoder_value_and_grad(x, W, b, c, *, encoder="sigmoid", decoder="sigmoi
 
 
 def autoencoder_sgd_step(x, W, b, c, *, lr, encoder="sigmoid", decoder="sigmoid", loss="bce",
-                         corruption="none", level=0.0, contractive=0.0, seed=0, offset=0):
+                         corruption="none", level=0.0, contractive=0.0, seed=0, offset=0,
+                         sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl",
+                         higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1):
     """One step of plain SGD in place: W, b, c -= lr * their gradients of `autoencoder_loss`
     (same arguments). Returns that loss, from before the update; x is data here.
 
@@ -144,25 +161,31 @@ def autoencoder_sgd_step(x, W, b, c, *, lr, encoder="sigmoid", decoder="sigmoid"
     for name, value in (("W", W), ("b", b), ("c", c)):
         if isinstance(value, torch.Tensor) and not value.is_contiguous():
             raise ValueError(f"{name} must be contiguous: autoencoder_sgd_step updates it in place")
-    args = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset)
+    args, penalties = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed,
+                                      offset, sparsity, sparsity_target, sparsity_kind, higher_order,
+                                      higher_order_sigma, higher_order_samples)
     *named, rng = args[4:]
-    args = (*(t.detach() for t in args[:4]), *named, lr, rng)
+    args = (*(t.detach() for t in args[:4]), *named, lr, rng, *penalties)
     if ops.autoencoder.eager_fast_path_ok(*args[:4], rng):
         return ops.autoencoder.autoencoder_sgd_step_eager(*args)
     return _sslkern.autoencoder_sgd_step(*args)
 
 
-def _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset):
-    """The checked arguments of the objective ops: (x, W, b, c, names..., backend, rng)."""
+def _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
+                    *penalties):
+    """The checked arguments of the objective ops: ((x, W, b, c, names..., backend, rng),
+    the penalties' trailing arguments)."""
     check.activation("encoder", encoder)
     check.activation("decoder", decoder)
     check.loss(loss, decoder)
     level = check.corruption(corruption, level, name="corruption")
     contractive = check.nonnegative("contractive", contractive)
+    penalties = check.penalties(encoder, *(penalties or ops.autoencoder.PENALTY_DEFAULTS.values()))
     check.tensor("x", x, 2)
     seed, offset, rng = check.seed_or_rng(seed, offset, x)
     if corruption != "none":  # before _layer copies x: a zero-stride x may be huge
         check.counters("x", x.numel())
+    check.penalty_counters("x", x.numel(), penalties[3], penalties[5])
     x, W, b = _layer(x, "x", W, b, "b", transpose=True)
     check.tensor("c", c, 1)
     check.same_device(x=x, W=W, c=c)
@@ -170,4 +193,4 @@ def _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contr
     if c.shape[0] != W.shape[1]:
         raise ValueError(f"c has {c.shape[0]} entries but W of shape {tuple(W.shape)} needs {W.shape[1]}")
     return (x, W, b, c.contiguous(), encoder, decoder, loss, corruption, level, contractive,
-            check.signed_seed(seed), offset, backends.requested(), rng)
+            check.signed_seed(seed), offset, backends.requested(), rng), penalties

@@ -1,4 +1,4 @@
-"""The registry of kinds: every activation, loss and corruption sslkern knows, in one table each.
+"""The registry of kinds: every activation, loss, corruption and sparsity kind sslkern knows, one table each.
 
 A kind is declared here and nowhere else. Each row carries its name (what users pass), its
 integer code (what the compiled kernels and the Triton constexprs receive) and the properties
@@ -49,6 +49,16 @@ class Corruption:
     level_meaning: str = "a probability"
     #: the rows of x must be images of a known shape (image_shape=).
     needs_image_shape: bool = False
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Sparsity:
+    name: str
+    code: int
+    #: the encoder's output must lie in (0, 1): the penalty compares mean activations with a
+    #: target probability (the activation's output_range in ACTIVATIONS decides).
+    needs_unit_interval: bool = False
     doc: str = ""
 
 
@@ -128,7 +138,20 @@ CORRUPTIONS: Table[Corruption] = Table(
                doc="x~_i = 0 where u_i < level/2, 1 where level/2 <= u_i < level, else x_i"),
 )
 
-FAMILIES = (ACTIVATIONS, LOSSES, CORRUPTIONS)
+SPARSITIES: Table[Sparsity] = Table(
+    "sparsity kind", "Sparsity",
+    Sparsity("kl", 0, needs_unit_interval=True,
+             doc="beta * sum_j KL(rho || mean_i h_ij): the mean activation pulled toward rho"),
+    Sparsity("l1", 1, doc="beta * mean_i sum_j |h_ij|"),
+)
+
+FAMILIES = (ACTIVATIONS, LOSSES, CORRUPTIONS, SPARSITIES)
+
+
+def unit_interval(activation) -> bool:
+    """Whether the activation called `activation` maps into (0, 1) (a KL sparsity target fits)."""
+    low, high = ACTIVATIONS[activation].output_range
+    return low >= 0.0 and high <= 1.0
 
 
 def cpp_header() -> str:

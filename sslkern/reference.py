@@ -104,11 +104,7 @@ def decode(h, W, c, activation_name="sigmoid"):
 
 def contractive_penalty(x, W, b, activation_name="sigmoid"):
     """Mean over the batch of ||dh/dx||_F^2 in the analytic form sum_j f'(z_j)^2 ||W_j||^2."""
-    with torch.enable_grad():
-        z = x @ W.T + b
-        if not z.requires_grad:  # plain tensors: differentiate z itself
-            z.requires_grad_()
-        (s,) = torch.autograd.grad(activation(activation_name, z).sum(), z, create_graph=True)
+    s = _encoder_slopes(x, W, b, activation_name)
     return (s.pow(2) * W.pow(2).sum(1)).sum() / max(x.shape[0], 1)
 
 
@@ -122,9 +118,62 @@ def contractive_penalty_jacobian(x, W, b, activation_name="sigmoid"):
     return total / max(x.shape[0], 1)
 
 
+def _encoder_slopes(x, W, b, activation_name):
+    """s = f'(x Wᵀ + b) by autograd, differentiable again."""
+    with torch.enable_grad():
+        z = x @ W.T + b
+        if not z.requires_grad:  # plain tensors: differentiate z itself
+            z.requires_grad_()
+        (s,) = torch.autograd.grad(activation(activation_name, z).sum(), z, create_graph=True)
+    return s
+
+
+def higher_order_noise(x, sigma, samples, seed=0, offset=0):
+    """The perturbations eps_k [samples, B, D]: sigma times the normals of counters
+    offset + (1 + k) B D + i, in x's dtype."""
+    batch, visible = x.shape
+    draws = [philox_normal(batch * visible, seed, (offset + (1 + k) * batch * visible) % 2**32, x.device)
+             for k in range(samples)]
+    return torch.stack(draws).view(samples, batch, visible).to(x.dtype) * sigma
+
+
+def higher_order_penalty(x, W, b, eps, activation_name="sigmoid"):
+    """Mean over the batch and the samples of ||J(x) - J(x + eps_k)||_F^2, J = dh/dx, in the
+    analytic form sum_j (f'(z_j) - f'(z'_j))^2 ||W_j||^2."""
+    s = _encoder_slopes(x, W, b, activation_name)
+    norms = W.pow(2).sum(1)
+    total = sum(((s - _encoder_slopes(x + e, W, b, activation_name)).pow(2) * norms).sum() for e in eps)
+    return total / (max(x.shape[0], 1) * len(eps))
+
+
+def higher_order_penalty_jacobian(x, W, b, eps, activation_name="sigmoid"):
+    """The same from full autograd Jacobians (B x H x D): the slow, obvious way."""
+    def jacobian(row):
+        return torch.autograd.functional.jacobian(lambda v: encode(v, W, b, activation_name), row,
+                                                  create_graph=True)
+    total = x.new_zeros(())
+    for e in eps:
+        for row, noise in zip(x, e):
+            total = total + (jacobian(row) - jacobian(row + noise)).pow(2).sum()
+    return total / (max(x.shape[0], 1) * len(eps))
+
+
+def sparsity_penalty(h, kind="kl", target=0.05):
+    """kl: sum_j KL(target || mean_i h_ij) (Bernoulli); l1: mean over the batch of sum_j |h_ij|."""
+    if kind == "kl":
+        rho, rho_hat = target, h.mean(0)
+        return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+    if kind == "l1":
+        return h.abs().sum() / max(h.shape[0], 1)
+    raise ValueError(f"oracle: unknown sparsity kind {kind!r}; known: kl, l1")
+
+
 def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="bce",
-                     corruption="none", level=0.0, contractive=0.0, seed=0, offset=0):
-    """L + lambda P of docs/design.md: reconstruction of the clean x from the corrupted x~."""
+                     corruption="none", level=0.0, contractive=0.0, seed=0, offset=0,
+                     sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl",
+                     higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1):
+    """L + lambda P + the extra penalties of docs/design.md: reconstruction of the clean x from
+    the corrupted x~, every penalty at the encoder's input x~."""
     batch = max(x.shape[0], 1)
     x_tilde = corrupt(x, corruption, level, seed, offset)
     h = encode(x_tilde, W, b, encoder)
@@ -137,4 +186,9 @@ def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="
         raise ValueError(f"oracle: unknown loss {loss!r}; known: bce, mse")
     if contractive:
         recon = recon + contractive * contractive_penalty(x_tilde, W, b, encoder)
+    if sparsity:
+        recon = recon + sparsity * sparsity_penalty(h, sparsity_kind, sparsity_target)
+    if higher_order:
+        eps = higher_order_noise(x_tilde, higher_order_sigma, higher_order_samples, seed, offset)
+        recon = recon + higher_order * higher_order_penalty(x_tilde, W, b, eps, encoder)
     return recon

@@ -98,6 +98,25 @@ void corrupt_checked(bool grad, int dtype, uintptr_t src, uintptr_t out, int64_t
   });
 }
 
+// The extra penalties of the one-call routes, checked.
+sslkern::cpu::ExtraPenalties extra_penalties(int64_t batch, int64_t visible, double sparsity,
+                                             double sparsity_target, int sparsity_kind, double higher_order,
+                                             double higher_order_sigma, int64_t higher_order_samples) {
+  if (!(sparsity >= 0.0) || !std::isfinite(sparsity)) fail("sparsity", "not finite and >= 0");
+  check_enum(sparsity_kind, sslkern::kSparsityCount, "sparsity", "sparsity_kind");
+  if (sparsity != 0.0 && sparsity_kind == sslkern::kKl && !(sparsity_target > 0.0 && sparsity_target < 1.0))
+    fail("sparsity_target", "not in (0, 1)");
+  if (!(higher_order >= 0.0) || !std::isfinite(higher_order)) fail("higher_order", "not finite and >= 0");
+  if (!(higher_order_sigma >= 0.0) || higher_order_sigma > FLT_MAX)
+    fail("higher_order_sigma", "not a finite float32 >= 0");
+  if (higher_order_samples < 1) fail("higher_order_samples", "must be >= 1");
+  if (higher_order != 0.0) check_counters((1 + higher_order_samples) * batch * visible);
+  sslkern::cpu::ExtraPenalties p;
+  p.sparsity = sparsity, p.sparsity_target = sparsity_target, p.sparsity_kind = sparsity_kind;
+  p.higher_order = higher_order, p.sigma = float(higher_order_sigma), p.samples = higher_order_samples;
+  return p;
+}
+
 // The fused step's arguments, checked. BLAS takes 32-bit sizes, so every extent must fit.
 template <typename T>
 sslkern::cpu::AeStep<T> step_args(uintptr_t gemm, int64_t batch, int64_t visible, int64_t hidden,
@@ -284,29 +303,47 @@ PYBIND11_MODULE(_native_cpu, m) {
       sslkern::cpu::ae_backward<T>(s, T(g), hzp, dwp, dbp);
     });
   }, SSLK_STEP_ARG_NAMES, py::arg("g"), py::arg("hz"), py::arg("dw"), py::arg("db"));
-  m.def("ae_value_and_grad", [](SSLK_STEP_PARAMS, uintptr_t dw, uintptr_t db) {
+#define SSLK_PENALTY_PARAMS                                                                     \
+  double sparsity, double sparsity_target, int sparsity_kind, double higher_order,              \
+      double higher_order_sigma, int64_t higher_order_samples
+#define SSLK_PENALTY_ARG_NAMES                                                                  \
+  py::arg("sparsity") = 0.0, py::arg("sparsity_target") = 0.05, py::arg("sparsity_kind") = 0,   \
+      py::arg("higher_order") = 0.0, py::arg("higher_order_sigma") = 0.1,                       \
+      py::arg("higher_order_samples") = 1
+#define SSLK_PENALTY_ARGS                                                                       \
+  batch, visible, sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma,   \
+      higher_order_samples
+  m.def("ae_value_and_grad", [](SSLK_STEP_PARAMS, uintptr_t dw, uintptr_t db, SSLK_PENALTY_PARAMS) {
     return dispatch(dtype, [&](auto tag) {
       using T = decltype(tag);
-      const auto s = step_args<T>(SSLK_STEP_ARGS, /*scratch_inside=*/true);
+      auto s = step_args<T>(SSLK_STEP_ARGS, /*scratch_inside=*/true);
+      s.extra = extra_penalties(SSLK_PENALTY_ARGS);
       T* dwp = pointer<T>(dw, "dw");
       T* dbp = pointer<T>(db, "db");
       py::gil_scoped_release nogil;
       return sslkern::cpu::ae_value_and_grad<T>(s, dwp, dbp);
     });
-  }, SSLK_STEP_ARG_NAMES, py::arg("dw"), py::arg("db"),
-     "ae_forward then ae_backward with gradient 1; ax, h, r and s2col are not used (pass 0).");
-  m.def("ae_sgd_step", [](SSLK_STEP_PARAMS, double lr) {
+  }, SSLK_STEP_ARG_NAMES, py::arg("dw"), py::arg("db"), SSLK_PENALTY_ARG_NAMES,
+     "ae_forward then ae_backward with gradient 1, with the extra penalties; ax, h, r and s2col "
+     "are not used (pass 0).");
+  m.def("ae_sgd_step", [](SSLK_STEP_PARAMS, double lr, SSLK_PENALTY_PARAMS) {
     return dispatch(dtype, [&](auto tag) {
       using T = decltype(tag);
       if (!std::isfinite(lr)) fail("lr", "not finite");
-      const auto s = step_args<T>(SSLK_STEP_ARGS, /*scratch_inside=*/true, /*dc_inside=*/true);
+      auto s = step_args<T>(SSLK_STEP_ARGS, /*scratch_inside=*/true, /*dc_inside=*/true);
+      s.extra = extra_penalties(SSLK_PENALTY_ARGS);
       T* wp = pointer<T>(w, "w");  // the same addresses, writable: the update is in place
       T* bp = pointer<T>(b, "b");
       T* cp = pointer<T>(c, "c");
       py::gil_scoped_release nogil;
       return sslkern::cpu::ae_sgd_step<T>(s, T(lr), wp, bp, cp);
     });
-  }, SSLK_STEP_ARG_NAMES, py::arg("lr"), "One SGD step in place on w, b, c (lr); returns the loss. ax, h, r, s2col, dc: pass 0.");
+  }, SSLK_STEP_ARG_NAMES, py::arg("lr"), SSLK_PENALTY_ARG_NAMES,
+     "One SGD step in place on w, b, c (lr), with the extra penalties; returns the loss. ax, h, r, "
+     "s2col, dc: pass 0.");
+#undef SSLK_PENALTY_PARAMS
+#undef SSLK_PENALTY_ARG_NAMES
+#undef SSLK_PENALTY_ARGS
 #undef SSLK_STEP_PARAMS
 #undef SSLK_STEP_ARG_NAMES
 #undef SSLK_STEP_ARGS

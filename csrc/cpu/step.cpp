@@ -1,9 +1,11 @@
 #include "step.h"
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
 #include "kernels.h"
+#include "penalties.h"
 #include "sslkern/philox.h"
 
 namespace sslkern::cpu {
@@ -24,15 +26,47 @@ void gemm_rows(BlasGemm<T> gemm, int64_t m, int64_t n, int64_t k, const T* a, in
 // that grows to the largest step seen on this thread: a training step allocates nothing.
 template <typename T>
 T* bind_workspace(AeStep<T>& s, T** hz, size_t extra) {
-  const int64_t B = s.batch, D = s.visible, H = s.hidden;
+  const int64_t B = s.batch, D = s.visible, H = s.hidden, rows = 2 + s.extra.noisy_copies();
+  const int64_t penalty = s.extra.on() ? B * H + H : 0;  // dz_add, qcol
   thread_local std::vector<T> workspace;
-  const size_t need = size_t(2 * B * D + 3 * B * H + 2 * H) + extra;
+  const size_t need = size_t(rows * B * D + (1 + rows) * B * H + 2 * H + penalty) + extra;
   if (workspace.size() < need) workspace.resize(need);
   T* next = workspace.data();
   auto take = [&next](int64_t count) { T* p = next; next += count; return p; };
-  s.ax = take(2 * B * D), s.h = take(B * H), s.r = take(H), s.s2col = take(H);
-  *hz = take(2 * B * H);
+  s.ax = take(rows * B * D), s.h = take(B * H), s.r = take(H), s.s2col = take(H);
+  *hz = take(rows * B * H);
+  if (s.extra.on()) s.h_noisy = *hz + 2 * B * H, s.dz_add = take(B * H), s.qcol = take(H);
   return next;
+}
+
+// The extra penalties' value; fills dz_add, and for a higher-order term the perturbed inputs
+// (ax rows 2B..), f at them and then dP/dz' (h_noisy) and qcol.
+template <typename T>
+double extra_penalties(const AeStep<T>& s) {
+  const int64_t B = s.batch, D = s.visible, H = s.hidden, n = s.extra.noisy_copies();
+  double value = 0.0;
+  if (s.extra.sparsity != 0.0) value += sparsity_terms<T>(s.h, B, H, s.encoder, s.extra, s.dz_add);
+  else std::fill(s.dz_add, s.dz_add + B * H, T(0));
+  if (n == 0) return value;
+  const T* x_tilde = s.ax + B * D;
+  for (int64_t k = 0; k < n; ++k) {  // sample k draws counters offset + (1 + k) B D + i
+    const auto first = uint32_t((uint64_t(s.offset) + uint64_t(1 + k) * uint64_t(B * D)) & 0xFFFFFFFFull);
+    corrupt<T>(x_tilde, s.ax + (2 + k) * B * D, B * D, kGaussian, s.extra.sigma, s.seed, first);
+  }
+  gemm_rows<T>(s.gemm, n * B, H, D, s.ax + 2 * B * D, D, false, s.w, s.ldw, true, s.h_noisy, H);
+  encoder_epilogue<T>(s.h_noisy, H, n * B, H, s.b, s.encoder, nullptr, nullptr);
+  return value + higher_order_terms<T>(s.h, s.h_noisy, B, H, s.encoder, s.r, s.extra, s.dz_add, s.qcol);
+}
+
+// The row scale of W in the weight gradient: coef s2col (contractive) + qcol (higher order),
+// into qcol; or s2col itself when there is no higher-order term. Null when neither.
+template <typename T>
+const T* row_scale(const AeStep<T>& s, T coef) {
+  const bool contractive = s.contractive != 0.0;
+  if (s.extra.noisy_copies() == 0) return contractive ? s.s2col : nullptr;
+  if (contractive)
+    for (int64_t j = 0; j < s.hidden; ++j) s.qcol[j] += coef * s.s2col[j];
+  return s.qcol;
 }
 
 // hz = [g h ; dZ] (the left operand of the weight-gradient product) and db, times g.
@@ -43,6 +77,8 @@ void hidden_grads(const AeStep<T>& s, T g, T coef, T* hz, T* db) {
   gemm_rows<T>(s.gemm, B, H, D, s.ax, D, false, s.w, s.ldw, true, d_z, H);  // dA W^T
   dz_epilogue<T>(d_z, H, s.h, H, B, H, s.encoder, s.contractive != 0.0 ? s.r : nullptr, coef, g,
                  d_z, H, hz, H, db);
+  // The extra penalties exist only in the one-call routes, where g = 1.
+  if (s.extra.on()) add_penalty_grads<T>(d_z, s.dz_add, B, H, s.h_noisy, s.extra.noisy_copies() * B, db);
 }
 
 template <typename T>
@@ -60,16 +96,17 @@ double ae_forward(const AeStep<T>& s) {
   T* x_tilde = s.ax + B * D;
   if (s.corruption == kNone) std::memcpy(x_tilde, s.x, B * D * sizeof(T));
   else corrupt<T>(s.x, x_tilde, B * D, s.corruption, s.level, s.seed, s.offset);
-  if (contractive) row_sq_norms<T>(s.w, s.ldw, H, D, s.r);
+  if (contractive || s.extra.higher_order != 0.0) row_sq_norms<T>(s.w, s.ldw, H, D, s.r);
   gemm_rows<T>(s.gemm, B, H, D, x_tilde, D, false, s.w, s.ldw, true, s.h, H);  // x~ W^T
   const double penalty = encoder_epilogue<T>(s.h, H, B, H, s.b, s.encoder,
                                              contractive ? s.r : nullptr,
                                              contractive ? s.s2col : nullptr);
+  const double extra = s.extra.on() ? extra_penalties<T>(s) : 0.0;
   gemm_rows<T>(s.gemm, B, D, H, s.h, H, false, s.w, s.ldw, false, d_a, D);  // h W
   const double inv_batch = 1.0 / double(B);
   const double recon = loss_epilogue<T>(d_a, D, s.x, D, B, D, s.c, s.loss, s.decoder,
                                         T(inv_batch), s.dc);
-  return recon * inv_batch + (contractive ? s.contractive * inv_batch * penalty : 0.0);
+  return recon * inv_batch + (contractive ? s.contractive * inv_batch * penalty : 0.0) + extra;
 }
 
 template <typename T>
@@ -77,8 +114,11 @@ void ae_backward(const AeStep<T>& s, T g, T* hz, T* dw, T* db) {
   const int64_t B = s.batch, D = s.visible, H = s.hidden;
   const T coef = penalty_coef(s);
   hidden_grads<T>(s, g, coef, hz, db);
-  gemm_rows<T>(s.gemm, H, D, 2 * B, hz, H, true, s.ax, D, false, dw, D);  // [g h; dZ]^T [dA; x~]
-  if (s.contractive != 0.0) row_scale_add<T>(dw, D, s.w, s.ldw, H, D, s.s2col, coef * g);
+  // [g h; dZ; dZ'_k]^T [dA; x~; x~ + eps_k]: every weight-gradient product in one call.
+  const int64_t rows = (2 + s.extra.noisy_copies()) * B;
+  gemm_rows<T>(s.gemm, H, D, rows, hz, H, true, s.ax, D, false, dw, D);
+  if (s.extra.noisy_copies() != 0) row_scale_add<T>(dw, D, s.w, s.ldw, H, D, row_scale(s, coef), g);
+  else if (s.contractive != 0.0) row_scale_add<T>(dw, D, s.w, s.ldw, H, D, s.s2col, coef * g);
 }
 
 template <typename T>
@@ -102,8 +142,10 @@ double ae_sgd_step(AeStep<T> s, T lr, T* w, T* b, T* c) {
   hidden_grads<T>(s, T(1), coef, hz, db);  // the last use of W before it changes
   // W - lr (G + coef s2col_j W_j) = W (1 - lr coef s2col_j) - lr G: scale the rows in place,
   // then accumulate the product into W (beta = 1): dW is never stored.
-  if (s.contractive != 0.0) row_scale_add<T>(w, s.ldw, w, s.ldw, H, D, s.s2col, -lr * coef);
-  gemm_rows<T>(s.gemm, H, D, 2 * B, hz, H, true, s.ax, D, false, w, s.ldw, -lr, T(1));
+  if (s.extra.noisy_copies() != 0) row_scale_add<T>(w, s.ldw, w, s.ldw, H, D, row_scale(s, coef), -lr);
+  else if (s.contractive != 0.0) row_scale_add<T>(w, s.ldw, w, s.ldw, H, D, s.s2col, -lr * coef);
+  const int64_t rows = (2 + s.extra.noisy_copies()) * B;
+  gemm_rows<T>(s.gemm, H, D, rows, hz, H, true, s.ax, D, false, w, s.ldw, -lr, T(1));
   for (int64_t j = 0; j < H; ++j) b[j] -= lr * db[j];
   for (int64_t k = 0; k < D; ++k) c[k] -= lr * s.dc[k];
   return loss;

@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 
+#include "penalties.h"
+
 namespace sslkern::cpu {
 
 // The Fortran gemm (sgemm_ / dgemm_): column-major C = alpha op(A) op(B) + beta C, 32-bit
@@ -31,9 +33,16 @@ struct AeStep {
   T* r;      // [H] squared row norms of W (contractive only)
   T* s2col;  // [H] column sums of f'(z)^2 (contractive only)
   T* dc;     // [D] dL/dc
+  // The sparsity and higher-order terms: only ae_value_and_grad and ae_sgd_step take them
+  // (their workspace holds the buffers below; the split ae_forward / ae_backward do not).
+  ExtraPenalties extra{};
+  T* h_noisy = nullptr;  // [nB, H] f at x~ + eps_k, then dP/dz' (rows 2B.. of hz)
+  T* dz_add = nullptr;   // [B, H] the penalties' dP/dz at x~
+  T* qcol = nullptr;     // [H] the higher-order term's row scale of W
 };
 
-// Returns L + lambda P (mean over the batch) and fills ax, h, r, s2col, dc.
+// Returns L + lambda P (+ the extra penalties) and fills ax, h, r, s2col, dc. With a
+// higher-order term ax has (2 + n) B rows: x~ + eps_k follow x~.
 template <typename T>
 double ae_forward(const AeStep<T>& s);
 

@@ -5,7 +5,7 @@ dtype. Each backend states what it supports (`availability`, `unsupported`) as r
 the dispatcher can explain every refusal in one error.
 """
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -21,18 +21,35 @@ class StepConfig:
     contractive: float = 0.0
     seed: int = 0    # or an int64 tensor [2] (seed bits, offset) on the data's device; offset is then 0
     offset: int = 0
+    # The penalties of sslkern/backends/penalties.py (0 switches each off).
+    sparsity: float = 0.0              # beta
+    sparsity_target: float = 0.05      # rho (the kl kind only)
+    sparsity_kind: str = "kl"          # a row of kinds.SPARSITIES
+    higher_order: float = 0.0          # gamma
+    higher_order_sigma: float = 0.1    # the standard deviation of the input perturbation
+    higher_order_samples: int = 1      # perturbations per example
+
+    @property
+    def extra_penalties(self):
+        """Whether a sparsity or higher-order contractive term is on."""
+        return self.sparsity != 0.0 or self.higher_order != 0.0
 
 
 class AEForward(NamedTuple):
     """What the fused forward returns. Everything but `loss` is saved for the backward:
     h = f(z) [B,H]; ax = [dL/da ; x~] [2B,D] (the weight-gradient operand); r = ||W_j||^2 [H]
-    and s2col = sum_i s_ij^2 [H] (empty without a contractive term); dc = dL/dc [D]."""
+    (empty without a contractive or higher-order term); s2col = sum_i s_ij^2 [H] (empty
+    without a contractive term); dc = dL/dc [D]; hcol = sum_i h_ij [H] (empty without KL
+    sparsity); h_noisy [nB,H] = f at the n perturbed copies of x~ (no rows without a
+    higher-order term)."""
     loss: torch.Tensor
     h: torch.Tensor
     ax: torch.Tensor
     r: torch.Tensor
     s2col: torch.Tensor
     dc: torch.Tensor
+    hcol: Optional[torch.Tensor] = None
+    h_noisy: Optional[torch.Tensor] = None
 
 
 class Backend:

@@ -10,7 +10,7 @@ from typing import NamedTuple
 import torch
 
 from .. import _native
-from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
+from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, SPARSITIES
 from . import blas
 from ._raw import _ld, _ptr
 from .base import AEForward
@@ -73,6 +73,12 @@ def step_signature_mismatch(lib):
             return (f"sslkern._native_cpu.{name} takes ({', '.join(got)}), not StepArgs "
                     f"({', '.join(StepArgs._fields)}): rebuild the package or fix StepArgs")
     return None
+
+
+def _penalty_args(cfg):
+    """The trailing arguments of the one-call exports (SSLK_PENALTY_PARAMS in module.cpp)."""
+    return (cfg.sparsity, cfg.sparsity_target, SPARSITIES.code(cfg.sparsity_kind), cfg.higher_order,
+            cfg.higher_order_sigma, cfg.higher_order_samples)
 
 
 def _scalar(value):
@@ -138,10 +144,12 @@ class NativeCpuBackend(ProductBackend):
     eager path when x needs no gradient), or one for both and the SGD update (ae_sgd_step).
     Shapes BLAS cannot take go pass by pass."""
 
-    def fused_step(self, x, W):
-        """Whether ae_forward/ae_backward take the one-call path for these tensors."""
+    def fused_step(self, x, W, cfg, one_call=False):
+        """Whether the compiled step runs this call. The extra penalties exist in the one-call
+        routes (value_and_grad, sgd_step) only; the split ae_forward/ae_backward then go pass
+        by pass (the penalties' terms in PyTorch, sslkern/backends/penalties.py)."""
         addresses, _ = blas.gemm_addresses()
-        return (addresses is not None and blas.step_mode() == "fused" and x.shape[0] > 0
+        return ((one_call or not cfg.extra_penalties) and addresses is not None and blas.step_mode() == "fused" and x.shape[0] > 0
                 and min(W.shape) > 0 and 2 * x.shape[0] < 2**31 and max(W.shape) < 2**31
                 and W.stride(1) == 1)
 
@@ -156,7 +164,7 @@ class NativeCpuBackend(ProductBackend):
             contractive=cfg.contractive, ax=_ptr(ax), h=_ptr(h), r=_ptr(r), s2col=_ptr(s2col), dc=_ptr(dc))
 
     def ae_forward(self, x, W, b, c, cfg):
-        if not self.fused_step(x, W):
+        if not self.fused_step(x, W, cfg):
             return super().ae_forward(x, W, b, c, cfg)
         x = x.to(W.dtype).contiguous()
         batch, visible = x.shape
@@ -167,23 +175,23 @@ class NativeCpuBackend(ProductBackend):
         return AEForward(torch.tensor(total, dtype=W.dtype), h, ax, r, s2col, dc)
 
     def ae_value_and_grad(self, x, W, b, c, cfg):
-        if not self.fused_step(x, W):
+        if not self.fused_step(x, W, cfg, one_call=True):
             return None
         x = x.to(W.dtype).contiguous()
         dW, db, dc = W.new_empty(W.shape), W.new_empty(W.shape[0]), W.new_empty(x.shape[1])
         args = self._step_args(x, W, b, c, cfg, None, None, None, None, dc)
-        total = self.ep.lib.ae_value_and_grad(*args, _ptr(dW), _ptr(db))
+        total = self.ep.lib.ae_value_and_grad(*args, _ptr(dW), _ptr(db), *_penalty_args(cfg))
         return torch.tensor(total, dtype=W.dtype), dW, db, dc
 
     def ae_sgd_step(self, x, W, b, c, cfg, lr):
-        if not self.fused_step(x, W):
+        if not self.fused_step(x, W, cfg, one_call=True):
             return None
         x = x.to(W.dtype).contiguous()
         args = self._step_args(x, W, b, c, cfg, None, None, None, None, None)
-        return torch.tensor(self.ep.lib.ae_sgd_step(*args, lr), dtype=W.dtype)
+        return torch.tensor(self.ep.lib.ae_sgd_step(*args, lr, *_penalty_args(cfg)), dtype=W.dtype)
 
     def ae_backward(self, grad, x, W, c, saved, cfg, need_dx):
-        if need_dx or not self.fused_step(x, W):  # dx redraws the noise: the pass-by-pass path
+        if need_dx or not self.fused_step(x, W, cfg):  # dx redraws the noise: the pass-by-pass path
             return super().ae_backward(grad, x, W, c, saved, cfg, need_dx)
         x = x.to(W.dtype).contiguous()
         batch, hidden = saved.h.shape

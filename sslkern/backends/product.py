@@ -15,6 +15,7 @@ from typing import Optional, Protocol, Union, runtime_checkable
 import torch
 
 from ..kinds import CORRUPTIONS, LOSSES
+from . import penalties
 from .base import AEForward, Backend
 
 Scalar = Union[float, torch.Tensor]  # a number, or a 0-d tensor (possibly on the device)
@@ -194,18 +195,22 @@ class ProductBackend(Backend):
             x_tilde.copy_(x)
         else:
             self.ep.corrupt(x, x_tilde, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
-        r = self.ep.row_sq_norms(W) if contractive else W.new_empty(0)
+        r = self.ep.row_sq_norms(W) if contractive or cfg.higher_order != 0.0 else W.new_empty(0)
         s2col = W.new_empty(hidden if contractive else 0)
         h = torch.mm(x_tilde, W.t())
         penalty = self.ep.bias_act(h, b, cfg.encoder, r if contractive else None,
                                    s2col if contractive else None)
+        extra, hcol, h_noisy = (penalties.forward(self, x_tilde, h, W, b, r, cfg) if cfg.extra_penalties
+                                else (None, W.new_empty(0), W.new_empty(0, hidden)))
         torch.mm(h, W, out=d_a)
         dc = W.new_empty(x.shape[1])
         recon = self.ep.loss_grad(d_a, x, c, cfg.loss, cfg.decoder, inv_batch, dc)
         loss = recon * inv_batch
         if contractive:
             loss = loss + (cfg.contractive * inv_batch) * penalty
-        return AEForward(loss, h, ax, r, s2col, dc)
+        if extra is not None:
+            loss = loss + extra
+        return AEForward(loss, h, ax, r, s2col, dc, hcol, h_noisy)
 
     def ae_backward(self, grad, x, W, c, saved, cfg, need_dx):
         x = x.to(W.dtype)
@@ -220,9 +225,16 @@ class ProductBackend(Backend):
         db = W.new_empty(hidden)
         self.ep.act_grad(d_z, h, cfg.encoder, d_z, r=saved.r if contractive else None,
                          coef=coef, g=grad, h_copy=hz[:batch], db=db)
+        extra = (penalties.backward(self, ax[batch:], h, W, saved.r, saved.hcol, saved.h_noisy, cfg)
+                 if cfg.extra_penalties else None)
+        if extra is not None:
+            d_z.add_(extra.dz_add * grad)
+            db.add_(extra.dz_add.sum(0) * grad)
         dW = torch.mm(hz.t(), ax)
         if contractive:
             self.ep.row_scale_add(dW, W, saved.s2col, coef * grad)
+        if extra is not None and extra.dW_add is not None:
+            dW.add_(extra.dW_add * grad)
         dx = self._input_grad(grad, x, W, c, h, d_z, cfg) if need_dx else W.new_empty(0)
         return dx, dW, db, saved.dc * grad
 

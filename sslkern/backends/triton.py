@@ -44,6 +44,7 @@ from ..kernels.triton.decoder import decoder_loss_kernel
 from ..kernels.triton.encoder import encoder_kernel
 from ..kernels.triton.reduce import finalize_kernel
 from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
+from . import penalties
 from .base import AEForward, Backend
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -570,6 +571,11 @@ class TritonBackend(Backend):
             self._corrupt_into(x, x_tilde, cfg.corruption, cfg.level, cfg.seed, cfg.offset, grad=False)
             s2_parts, pen_parts = _encode(x_tilde, W, b, h, cfg.encoder, True, prec, r=r,
                                           contractive=contractive)
+        extra, hcol, h_noisy = None, W.new_empty(0), W.new_empty(0, hidden)
+        if cfg.extra_penalties:  # the PyTorch terms around the fused kernels (not fused here)
+            if cfg.higher_order != 0.0 and not contractive:
+                r = penalties.row_sq_norms(W)
+            extra, hcol, h_noisy = penalties.forward(self, x_tilde, h, W, b, r, cfg)
         dc_parts, loss_parts = _decode_loss(h, W, c, x, d_a, cfg, prec)
         dc = W.new_empty(visible)
         loss = W.new_empty(())
@@ -578,7 +584,9 @@ class TritonBackend(Backend):
         _finalize(W.device, prec, sums=sums,
                   loss=(loss_parts, inv_batch, pen_parts if contractive else None,
                         cfg.contractive * inv_batch, loss))
-        return AEForward(loss, h, ax, r, s2col, dc)
+        if extra is not None:
+            loss += extra
+        return AEForward(loss, h, ax, r, s2col, dc, hcol, h_noisy)
 
     def ae_backward(self, grad, x, W, c, saved, cfg, need_dx):
         prec = _precision(W, x)
@@ -590,10 +598,18 @@ class TritonBackend(Backend):
         dz = torch.empty_like(h)
         db_parts = _dz(d_a, W, h, saved.r, dz, cfg.encoder, coef,
                        contractive and not ACTIVATIONS[cfg.encoder].piecewise_linear, prec)
+        extra = (penalties.backward(self, ax[batch:], h, W, saved.r, saved.hcol, saved.h_noisy, cfg)
+                 if cfg.extra_penalties else None)
+        if extra is not None:
+            dz += extra.dz_add  # dz is not yet scaled by grad here: the products below scale it
         dW = _weight_grad(h, dz, ax, torch.empty_like(W), prec, W=W if contractive else None,
                           s2col=saved.s2col if contractive else None, coef=coef, grad=grad)
         db, dc = W.new_empty(hidden), W.new_empty(W.shape[1])
         _finalize(W.device, prec, sums=[(db_parts, db), (saved.dc.view(1, -1), dc)], grad=grad)
+        if extra is not None:
+            db += extra.dz_add.sum(0) * grad
+            if extra.dW_add is not None:
+                dW += extra.dW_add * grad
         dx = W.new_empty(0)
         if need_dx:
             rng = _rng(cfg.seed, cfg.offset, x.device)

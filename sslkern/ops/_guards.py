@@ -245,8 +245,11 @@ def _objective_ok(x, W, b, c, encoder, decoder, loss, corruption_, level, contra
 
 
 def objective(op, x, W, b, c, encoder, decoder, loss, corruption_, level, contractive_, offset_,
-              backend_, rng_):
-    """The arguments every objective op shares (b may be None: the backward has none)."""
+              backend_, rng_, penalties_=None):
+    """The arguments every objective op shares (b may be None: the backward has none);
+    `penalties_` the trailing sparsity and higher-order arguments (None: their defaults)."""
+    if penalties_ is not None:
+        penalties(op, encoder, x, penalties_)
     if _objective_ok(x, W, b, c, encoder, decoder, loss, corruption_, level, contractive_, offset_, backend_, rng_):
         return
     backend(op, backend_)
@@ -270,38 +273,48 @@ def objective(op, x, W, b, c, encoder, decoder, loss, corruption_, level, contra
     rng(op, rng_, x)
 
 
-def objective_backward(grad, x, W, c, h, ax, r, s2col, dc, encoder, decoder, loss, corruption_,
-                       level, contractive_, offset_, backend_, rng_):
-    """The forward's checks, and the saved tensors against the shapes the forward gave them:
-    h [B, H], ax [2B, D], r and s2col [H] (read only with a contractive term), dc [D]."""
+def penalties(op, encoder, x, values):
+    """The sparsity and higher-order arguments (sslkern._validate.penalties), and the counters a
+    higher-order term draws."""
+    if values == _DEFAULT_PENALTIES:
+        return
+    if encoder in ACTIVATIONS:  # an unknown encoder is reported by objective()
+        check.penalties(encoder, *values, prefix=f"sslkern::{op}: ")
+    higher_order, samples = values[3], values[5]
+    if higher_order and isinstance(samples, int) and samples >= 1:
+        counters(op, "x", (1 + samples) * x.numel())
+
+
+_DEFAULT_PENALTIES = (0.0, 0.05, "kl", 0.0, 0.1, 1)
+
+_SAVED = ("h", "ax", "r", "s2col", "dc", "hcol", "h_noisy")
+
+
+def objective_backward(grad, x, W, c, saved, encoder, decoder, loss, corruption_, level, contractive_,
+                       offset_, backend_, rng_, penalties_=None):
+    """The forward's checks, and the saved tensors (h, ax, r, s2col, dc, hcol, h_noisy) against
+    the shapes the forward gave them (sslkern.ops.autoencoder.saved_shapes)."""
+    from .autoencoder import PENALTY_DEFAULTS, saved_shapes
+
     op = "autoencoder_loss_backward"
-    if (_plain(grad, h, ax, r, s2col, dc)
-            and _objective_ok(x, W, None, c, encoder, decoder, loss, corruption_, level, contractive_, offset_,
-                              backend_, rng_)
-            and grad.dim() == 0 and grad.dtype in _FLOATING and grad.device == W.device):
-        batch, hidden, visible = x.shape[0], W.shape[0], W.shape[1]
-        penalty_rows = hidden if contractive_ != 0.0 else r.shape[0]
-        if (r.dim() == 1 and s2col.dim() == 1 and s2col.shape[0] == (hidden if contractive_ != 0.0 else s2col.shape[0])
-                and _saved_ok(W, (h, (batch, hidden)), (ax, (2 * batch, visible)), (r, (penalty_rows,)),
-                              (s2col, tuple(s2col.shape)), (dc, (visible,)))):
-            return
+    values = tuple(PENALTY_DEFAULTS.values()) if penalties_ is None else penalties_
     objective(op, x, W, None, c, encoder, decoder, loss, corruption_, level, contractive_, offset_,
-              backend_, rng_)
+              backend_, rng_, values)
+    sparsity, _, sparsity_kind, higher_order, _, samples = values
+    expected = saved_shapes(x.shape[0], x.shape[1], W.shape[0], contractive_, sparsity, sparsity_kind,
+                            higher_order, samples)
+    if (_plain(grad, *saved) and grad.dim() == 0 and grad.dtype in _FLOATING and grad.device == W.device
+            and _saved_ok(W, *zip(saved, expected))):
+        return
     scalar_grad(op, "grad", grad)
-    batch, hidden, visible = x.shape[0], W.shape[0], W.shape[1]
-    why = f"x of shape {_shape(x)} and W of shape {_shape(W)}"
-    for name, t, rows, cols in (("h", h, batch, hidden), ("ax", ax, 2 * batch, visible)):
-        tensor(op, name, t, 2)
-        size(op, name, t, 0, rows, why)
-        size(op, name, t, 1, cols, why)
-    for name, t in (("r", r), ("s2col", s2col), ("dc", dc)):
-        tensor(op, name, t, 1)
-    if contractive_ != 0.0:
-        size(op, "r", r, 0, hidden, why)
-        size(op, "s2col", s2col, 0, hidden, why)
-    size(op, "dc", dc, 0, visible, why)
-    same_device(op, grad=grad, x=x, W=W, h=h, ax=ax, r=r, s2col=s2col, dc=dc)
-    same_dtype(op, W=W, h=h, ax=ax, r=r, s2col=s2col, dc=dc)
+    why = f"x of shape {_shape(x)}, W of shape {_shape(W)} and these penalties"
+    for name, t, shape in zip(_SAVED, saved, expected):
+        tensor(op, name, t, len(shape))
+        for dim, length in enumerate(shape):
+            if name not in ("r", "s2col") or length:  # r, s2col: read only when the forward made them
+                size(op, name, t, dim, length, why)
+    same_device(op, grad=grad, x=x, W=W, **dict(zip(_SAVED, saved)))
+    same_dtype(op, W=W, **dict(zip(_SAVED, saved)))
 
 
 def learning_rate(op, lr):

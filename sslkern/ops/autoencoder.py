@@ -19,8 +19,15 @@ from . import _guards as guard
 from ._common import backend_for, cast_like, stream
 
 
-def _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng=None):
-    return StepConfig(encoder, decoder, loss, corruption, level, contractive, *stream(seed, offset, rng))
+# The trailing arguments of every objective op (after rng), with their defaults: the penalties
+# of sslkern/backends/penalties.py.
+PENALTY_DEFAULTS = {"sparsity": 0.0, "sparsity_target": 0.05, "sparsity_kind": "kl",
+                    "higher_order": 0.0, "higher_order_sigma": 0.1, "higher_order_samples": 1}
+
+
+def _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng=None, *penalties):
+    return StepConfig(encoder, decoder, loss, corruption, level, contractive, *stream(seed, offset, rng),
+                      *penalties)
 
 
 def _shape(x, W):
@@ -31,49 +38,69 @@ def _shape(x, W):
 def autoencoder_loss(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
                      encoder: str, decoder: str, loss: str, corruption: str, level: float,
                      contractive: float, seed: int, offset: int, backend: str,
-                     rng: Optional[torch.Tensor] = None
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(loss, h, ax, r, s2col, dc): see sslkern.backends.base.AEForward."""
+                     rng: Optional[torch.Tensor] = None, sparsity: float = 0.0, sparsity_target: float = 0.05,
+                     sparsity_kind: str = "kl", higher_order: float = 0.0, higher_order_sigma: float = 0.1,
+                     higher_order_samples: int = 1
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                torch.Tensor, torch.Tensor]:
+    """(loss, h, ax, r, s2col, dc, hcol, h_noisy): see sslkern.backends.base.AEForward."""
+    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
     guard.objective("autoencoder_loss", x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
-                    offset, backend, rng)
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
+                    offset, backend, rng, penalties)
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *penalties)
     impl = backend_for(backend, W.device, W.dtype, _shape(x, W))
     return tuple(impl.ae_forward(*(t.contiguous() for t in (x, W, b, c)), cfg))  # see the bodies below
 
 
+def saved_shapes(batch, visible, hidden, contractive, sparsity, sparsity_kind, higher_order, samples):
+    """The shapes of what the objective's forward saves (AEForward without the loss)."""
+    kl = sparsity != 0.0 and sparsity_kind == "kl"
+    norms = hidden if contractive != 0.0 or higher_order != 0.0 else 0
+    return ((batch, hidden), (2 * batch, visible), (norms,), (hidden if contractive != 0.0 else 0,),
+            (visible,), (hidden if kl else 0,), (samples * batch if higher_order != 0.0 else 0, hidden))
+
+
 @autoencoder_loss.register_fake
-def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None):
+def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None,
+      sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1,
+      higher_order_samples=1):
+    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
     guard.objective("autoencoder_loss", x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
-                    offset, backend, rng)
-    batch, visible = x.shape
-    hidden = W.shape[0]
-    penalty_rows = hidden if contractive != 0.0 else 0
-    return (W.new_empty(()), W.new_empty(batch, hidden), W.new_empty(2 * batch, visible),
-            W.new_empty(penalty_rows), W.new_empty(penalty_rows), W.new_empty(visible))
+                    offset, backend, rng, penalties)
+    shapes = saved_shapes(x.shape[0], x.shape[1], W.shape[0], contractive, sparsity, sparsity_kind,
+                          higher_order, higher_order_samples)
+    return (W.new_empty(()), *(W.new_empty(shape) for shape in shapes))
 
 
 @torch.library.custom_op("sslkern::autoencoder_loss_backward", mutates_args=())
 def autoencoder_loss_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.Tensor, c: torch.Tensor,
                               h: torch.Tensor, ax: torch.Tensor, r: torch.Tensor, s2col: torch.Tensor,
-                              dc: torch.Tensor, encoder: str, decoder: str, loss: str,
-                              corruption: str, level: float, contractive: float, seed: int,
-                              offset: int, need_dx: bool, backend: str,
-                              rng: Optional[torch.Tensor] = None
+                              dc: torch.Tensor, hcol: torch.Tensor, h_noisy: torch.Tensor, encoder: str,
+                              decoder: str, loss: str, corruption: str, level: float, contractive: float,
+                              seed: int, offset: int, need_dx: bool, backend: str,
+                              rng: Optional[torch.Tensor] = None, sparsity: float = 0.0,
+                              sparsity_target: float = 0.05, sparsity_kind: str = "kl",
+                              higher_order: float = 0.0, higher_order_sigma: float = 0.1,
+                              higher_order_samples: int = 1
                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx or an empty tensor, dW, db, dc), all scaled by grad."""
-    guard.objective_backward(grad, x, W, c, h, ax, r, s2col, dc, encoder, decoder, loss, corruption, level,
-                             contractive, offset, backend, rng)
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
-    saved = AEForward(None, *(t.contiguous() for t in (h, ax, r, s2col, dc)))
+    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+    saved = (h, ax, r, s2col, dc, hcol, h_noisy)
+    guard.objective_backward(grad, x, W, c, saved, encoder, decoder, loss, corruption, level,
+                             contractive, offset, backend, rng, penalties)
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *penalties)
+    saved = AEForward(None, *(t.contiguous() for t in saved))
     impl = backend_for(backend, W.device, W.dtype, _shape(x, W))  # the forward's choice
     return tuple(impl.ae_backward(grad, x.contiguous(), W.contiguous(), c.contiguous(), saved, cfg, need_dx))
 
 
 @autoencoder_loss_backward.register_fake
-def _(grad, x, W, c, h, ax, r, s2col, dc, encoder, decoder, loss, corruption, level, contractive,
-      seed, offset, need_dx, backend, rng=None):
-    guard.objective_backward(grad, x, W, c, h, ax, r, s2col, dc, encoder, decoder, loss, corruption, level,
-                             contractive, offset, backend, rng)
+def _(grad, x, W, c, h, ax, r, s2col, dc, hcol, h_noisy, encoder, decoder, loss, corruption, level,
+      contractive, seed, offset, need_dx, backend, rng=None, sparsity=0.0, sparsity_target=0.05,
+      sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1):
+    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+    guard.objective_backward(grad, x, W, c, (h, ax, r, s2col, dc, hcol, h_noisy), encoder, decoder, loss,
+                             corruption, level, contractive, offset, backend, rng, penalties)
     dx = W.new_empty(x.shape) if need_dx else W.new_empty(0)
     return dx, torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
 
@@ -122,24 +149,24 @@ def first_order_only(grads, anchors):
 def save_forward(ctx, x, W, c, out: AEForward, rng):
     """Saves what the backward needs. Only dx redraws the noise: then rng is saved too, so
     advancing it in place before the backward raises."""
-    ctx.save_for_backward(x, W, c, out.h, out.ax, out.r, out.s2col, out.dc,
-                          rng if ctx.needs_input_grad[0] else None)
+    ctx.save_for_backward(x, W, c, *out[1:], rng if ctx.needs_input_grad[0] else None)
 
 
 def saved_gradients(ctx, grad, run_backward):
     """(dx or None, dW, db, dc) from what save_forward saved; run_backward(grad, x, W, c,
     saved, need_dx, rng) returns the backend's (dx, dW, db, dc)."""
-    x, W, c, h, ax, r, s2col, dc, rng = ctx.saved_tensors
+    x, W, c, *saved, rng = ctx.saved_tensors
     if grad is None:  # only auxiliary outputs were used: no gradient flows from the loss
         grad = W.new_zeros(())
     need_dx = ctx.needs_input_grad[0]
-    dx, dW, db, dc = run_backward(grad.to(W.dtype), x, W, c, AEForward(None, h, ax, r, s2col, dc), need_dx, rng)
+    dx, dW, db, dc = run_backward(grad.to(W.dtype), x, W, c, AEForward(None, *saved), need_dx, rng)
     return cast_like(dx, x) if need_dx else None, dW, db, dc
 
 
 def _setup(ctx, inputs, output):
     x, W, _, c = inputs[:4]
-    ctx.config, rng = inputs[4:-1], inputs[-1]  # encoder ... backend; rng
+    ctx.config, rng = inputs[4:13], inputs[13]  # encoder ... backend; rng
+    ctx.penalties = tuple(inputs[14:]) + tuple(PENALTY_DEFAULTS.values())[len(inputs) - 14:]
     save_forward(ctx, x, W, c, AEForward(*output), rng)
     ctx.set_materialize_grads(False)  # the auxiliary outputs' zero gradients cost a [2B, D] fill
 
@@ -148,9 +175,9 @@ def _backward(ctx, grad, *_unused_aux):
     *step, backend = ctx.config
 
     def through_the_op(grad, x, W, c, saved, need_dx, rng):
-        return autoencoder_loss_backward(grad, x, W, c, *saved[1:], *step, need_dx, backend, rng)
+        return autoencoder_loss_backward(grad, x, W, c, *saved[1:], *step, need_dx, backend, rng, *ctx.penalties)
 
-    return saved_gradients(ctx, grad, through_the_op) + (None,) * 10
+    return saved_gradients(ctx, grad, through_the_op) + (None,) * (10 + len(ctx.penalties))
 
 
 autoencoder_loss.register_autograd(_backward, setup_context=_setup)
@@ -178,8 +205,8 @@ def sgd_step(impl, x, W, b, c, cfg, lr):
 
 
 def _backend_and_config(x, W, encoder, decoder, loss, corruption, level, contractive, seed, offset,
-                        backend, rng):
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
+                        backend, rng, penalties):
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *penalties)
     return backend_for(backend, W.device, W.dtype, _shape(x, W)), cfg
 
 
@@ -191,22 +218,23 @@ def _backend_and_config(x, W, encoder, decoder, loss, corruption, level, contrac
 def value_and_grad_body(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
                         encoder: str, decoder: str, loss: str, corruption: str, level: float,
                         contractive: float, seed: int, offset: int, backend: str,
-                        rng: Optional[torch.Tensor] = None
+                        rng: Optional[torch.Tensor] = None, *penalties
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, dW, db, dc): the objective and its parameter gradients, no autograd graph (not
-    differentiable: the public wrapper passes detached tensors)."""
+    differentiable: the public wrapper passes detached tensors). `penalties`: the trailing
+    arguments of PENALTY_DEFAULTS, in order."""
     impl, cfg = _backend_and_config(x, W, encoder, decoder, loss, corruption, level, contractive,
-                                    seed, offset, backend, rng)
+                                    seed, offset, backend, rng, penalties)
     return value_and_grad(impl, x.contiguous(), W.contiguous(), b.contiguous(), c.contiguous(), cfg)
 
 
 def sgd_step_body(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
                   encoder: str, decoder: str, loss: str, corruption: str, level: float,
                   contractive: float, seed: int, offset: int, backend: str, lr: float,
-                  rng: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  rng: Optional[torch.Tensor] = None, *penalties) -> torch.Tensor:
     """The loss; W, b and c take one SGD step of size lr in place (not differentiable)."""
     impl, cfg = _backend_and_config(x, W, encoder, decoder, loss, corruption, level, contractive,
-                                    seed, offset, backend, rng)
+                                    seed, offset, backend, rng, penalties)
     params = (W, b, c)
     work = [p.contiguous() for p in params]  # the update lands in a copy, then is copied back
     total = sgd_step(impl, x.contiguous(), *work, cfg, lr)
@@ -220,53 +248,58 @@ def sgd_step_body(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Te
 # eager path calls the bodies directly, after the public wrapper has checked the same things.
 
 
-def _value_and_grad_guard(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
-                          backend, rng=None):
-    guard.objective("autoencoder_value_and_grad", x, W, b, c, encoder, decoder, loss, corruption, level,
-                    contractive, offset, backend, rng)
-
-
-def _sgd_step_guard(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
-                    backend, lr, rng=None):
-    op = "autoencoder_sgd_step"
-    guard.objective(op, x, W, b, c, encoder, decoder, loss, corruption, level, contractive, offset, backend, rng)
-    guard.learning_rate(op, lr)
-
-
 @torch.library.custom_op("sslkern::autoencoder_value_and_grad", mutates_args=())
 def autoencoder_value_and_grad(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
                                encoder: str, decoder: str, loss: str, corruption: str, level: float,
                                contractive: float, seed: int, offset: int, backend: str,
-                               rng: Optional[torch.Tensor] = None
+                               rng: Optional[torch.Tensor] = None, sparsity: float = 0.0,
+                               sparsity_target: float = 0.05, sparsity_kind: str = "kl",
+                               higher_order: float = 0.0, higher_order_sigma: float = 0.1,
+                               higher_order_samples: int = 1
                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """value_and_grad_body, after the checks."""
-    args = (x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng)
-    _value_and_grad_guard(*args)
-    return value_and_grad_body(*args)
+    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+    guard.objective("autoencoder_value_and_grad", x, W, b, c, encoder, decoder, loss, corruption, level,
+                    contractive, offset, backend, rng, penalties)
+    return value_and_grad_body(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
+                               backend, rng, *penalties)
 
 
 @torch.library.custom_op("sslkern::autoencoder_sgd_step", mutates_args=("W", "b", "c"))
 def autoencoder_sgd_step(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
                          encoder: str, decoder: str, loss: str, corruption: str, level: float,
                          contractive: float, seed: int, offset: int, backend: str, lr: float,
-                         rng: Optional[torch.Tensor] = None) -> torch.Tensor:
+                         rng: Optional[torch.Tensor] = None, sparsity: float = 0.0,
+                         sparsity_target: float = 0.05, sparsity_kind: str = "kl",
+                         higher_order: float = 0.0, higher_order_sigma: float = 0.1,
+                         higher_order_samples: int = 1) -> torch.Tensor:
     """sgd_step_body, after the checks."""
-    args = (x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, lr, rng)
-    _sgd_step_guard(*args)
-    return sgd_step_body(*args)
+    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+    guard.objective("autoencoder_sgd_step", x, W, b, c, encoder, decoder, loss, corruption, level,
+                    contractive, offset, backend, rng, penalties)
+    guard.learning_rate("autoencoder_sgd_step", lr)
+    return sgd_step_body(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
+                         backend, lr, rng, *penalties)
 
 
 @autoencoder_value_and_grad.register_fake
-def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None):
-    _value_and_grad_guard(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
-                          backend, rng)
+def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None,
+      sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1,
+      higher_order_samples=1):
+    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+    guard.objective("autoencoder_value_and_grad", x, W, b, c, encoder, decoder, loss, corruption, level,
+                    contractive, offset, backend, rng, penalties)
     return W.new_empty(()), torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
 
 
 @autoencoder_sgd_step.register_fake
-def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, lr, rng=None):
-    _sgd_step_guard(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
-                    backend, lr, rng)
+def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, lr, rng=None,
+      sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1,
+      higher_order_samples=1):
+    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+    guard.objective("autoencoder_sgd_step", x, W, b, c, encoder, decoder, loss, corruption, level,
+                    contractive, offset, backend, rng, penalties)
+    guard.learning_rate("autoencoder_sgd_step", lr)
     return W.new_empty(())
 
 
@@ -330,9 +363,9 @@ class EagerAutoencoderLoss(torch.autograd.Function):
 
 
 def autoencoder_loss_eager(x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
-                           seed, offset, backend, rng=None):
+                           seed, offset, backend, rng=None, *penalties):
     """The loss of torch.ops.sslkern.autoencoder_loss (same arguments), without the dispatcher."""
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng)
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *penalties)
     return EagerAutoencoderLoss.apply(x, W, b, c, rng, cfg, backend)
 
 

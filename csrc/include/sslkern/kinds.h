@@ -28,4 +28,10 @@ enum Corruption : int {
 };
 constexpr int kCorruptionCount = 4;
 
+enum Sparsity : int {
+  kKl = 0,  // beta * sum_j KL(rho || mean_i h_ij): the mean activation pulled toward rho
+  kL1 = 1,  // beta * mean_i sum_j |h_ij|
+};
+constexpr int kSparsityCount = 2;
+
 }  // namespace sslkern
