@@ -17,6 +17,9 @@ from torch import nn
 from . import _validate as check
 from . import functional as F
 
+from .ops.autoencoder import PENALTY_DEFAULTS
+
+PENALTIES = tuple(PENALTY_DEFAULTS)  # the extra penalties' keyword names, in the ops' order
 GOLDEN = 0x9E3779B97F4A7C15
 SEED_MODULUS = 2**64
 
@@ -29,14 +32,18 @@ def step_seed(seed, step, rank=0, world_size=1):
 class TiedAutoencoder(nn.Module):
     """Tied-weight autoencoder: h = f(x̃ Wᵀ + b), x̂ = g(h W + c), W of shape [n_hidden, n_visible].
 
-    corruption "none" | "mask" | "gaussian" | "salt_pepper" at `level`; `contractive` = λ.
-    Initialisation as in the classic tutorials: W uniform in ±4·√(6/(H+D)) for sigmoid
+    corruption "none" | "mask" | "gaussian" | "salt_pepper" at `level`; `contractive` = λ; the
+    keyword-only `sparsity`, `sparsity_target`, `sparsity_kind`, `higher_order`,
+    `higher_order_sigma`, `higher_order_samples` add the extra penalties of
+    sslkern.autoencoder_loss (all off by default). Initialisation as in the classic tutorials: W uniform in ±4·√(6/(H+D)) for sigmoid
     encoders, ±√(6/(H+D)) otherwise, biases zero; drawn on the CPU from `seed`, so the same
     seed gives the same weights on every device.
     """
 
     def __init__(self, n_visible, n_hidden, encoder="sigmoid", decoder="sigmoid", loss="bce",
-                 corruption="none", level=0.0, contractive=0.0, seed=0, *, dtype=None, device=None):
+                 corruption="none", level=0.0, contractive=0.0, seed=0, *, sparsity=0.0, sparsity_target=0.05,
+                 sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1,
+                 dtype=None, device=None):
         super().__init__()
         self.n_visible = _positive_int("n_visible", n_visible)
         self.n_hidden = _positive_int("n_hidden", n_hidden)
@@ -46,6 +53,9 @@ class TiedAutoencoder(nn.Module):
         self.corruption = corruption
         self.level = check.corruption(corruption, level, name="corruption")
         self.contractive = check.nonnegative("contractive", contractive)
+        self.penalties = dict(zip(PENALTIES, check.penalties(
+            encoder, sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma,
+            higher_order_samples)))
         self.seed = check.seed(seed)
         self.step = 0  # training calls so far: the noise counter (saved as extra state)
         self.rank, self.world_size = 0, 1  # set by sslkern.train.fit under torch.distributed
@@ -73,7 +83,7 @@ class TiedAutoencoder(nn.Module):
         """The constructor arguments (what a checkpoint needs to rebuild this model)."""
         return {"n_visible": self.n_visible, "n_hidden": self.n_hidden, "encoder": self.encoder,
                 "decoder": self.decoder, "loss": self.loss, "corruption": self.corruption,
-                "level": self.level, "contractive": self.contractive, "seed": self.seed}
+                "level": self.level, "contractive": self.contractive, "seed": self.seed, **self.penalties}
 
     def noise_seed(self):
         """The Philox seed the next training call will use."""
@@ -113,7 +123,7 @@ class TiedAutoencoder(nn.Module):
         seed = self.take_noise_seed()
         return dict(encoder=self.encoder, decoder=self.decoder, loss=self.loss,
                     corruption=self.corruption, level=self.level, contractive=self.contractive,
-                    seed=seed, offset=0)
+                    seed=seed, offset=0, **self.penalties)
 
     def encode(self, x):
         """Hidden codes h = f(x Wᵀ + b) of the clean input (no corruption)."""
@@ -141,7 +151,8 @@ class TiedAutoencoder(nn.Module):
     def extra_repr(self):
         return (f"n_visible={self.n_visible}, n_hidden={self.n_hidden}, encoder={self.encoder!r}, "
                 f"decoder={self.decoder!r}, loss={self.loss!r}, corruption={self.corruption!r}, "
-                f"level={self.level}, contractive={self.contractive}, seed={self.seed}")
+                f"level={self.level}, contractive={self.contractive}, seed={self.seed}"
+                + "".join(f", {k}={v!r}" for k, v in self.penalties.items() if v != PENALTY_DEFAULTS[k]))
 
 
 class DenoisingAutoencoder(TiedAutoencoder):
@@ -156,6 +167,27 @@ class ContractiveAutoencoder(TiedAutoencoder):
 
     def __init__(self, n_visible, n_hidden, contractive=0.1, **kwargs):
         super().__init__(n_visible, n_hidden, contractive=contractive, **kwargs)
+
+
+class HigherOrderContractiveAutoencoder(TiedAutoencoder):
+    """The contractive autoencoder with the higher-order term of Rifai et al. (2011):
+    λ‖J(x̃)‖²_F + γ mean_ε ‖J(x̃) − J(x̃ + ε)‖²_F, ε ~ N(0, σ²) (λ = 0.1, γ = 0.1, σ = 0.1,
+    one perturbation per example by default)."""
+
+    def __init__(self, n_visible, n_hidden, contractive=0.1, higher_order=0.1, higher_order_sigma=0.1,
+                 higher_order_samples=1, **kwargs):
+        super().__init__(n_visible, n_hidden, contractive=contractive, higher_order=higher_order,
+                         higher_order_sigma=higher_order_sigma, higher_order_samples=higher_order_samples,
+                         **kwargs)
+
+
+class SparseAutoencoder(TiedAutoencoder):
+    """TiedAutoencoder with the sparsity penalty β Σ_j KL(ρ ‖ ρ̂_j), ρ̂_j the batch mean of unit j
+    (β = 0.1, ρ = 0.05 by default; sparsity_kind="l1" for β mean Σ_j |h_j| instead)."""
+
+    def __init__(self, n_visible, n_hidden, sparsity=0.1, sparsity_target=0.05, sparsity_kind="kl", **kwargs):
+        super().__init__(n_visible, n_hidden, sparsity=sparsity, sparsity_target=sparsity_target,
+                         sparsity_kind=sparsity_kind, **kwargs)
 
 
 class StackedAutoencoder(nn.Module):

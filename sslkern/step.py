@@ -39,6 +39,7 @@ __all__ = ["AutoencoderStep"]
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # as ops.autoencoder's fast path: subclasses get the op
 _OPTIONS = ("encoder", "decoder", "loss", "corruption", "level", "contractive")
+_PENALTIES = tuple(ops_ae.PENALTY_DEFAULTS)  # sparsity ... higher_order_samples
 
 
 class AutoencoderStep:
@@ -50,20 +51,25 @@ class AutoencoderStep:
     """
 
     def __init__(self, model_or_params, *, encoder=None, decoder=None, loss=None, corruption=None,
-                 level=None, contractive=None, seed=None):
+                 level=None, contractive=None, seed=None, **penalties):
+        unknown = set(penalties) - set(_PENALTIES)
+        if unknown:
+            raise TypeError(f"AutoencoderStep got unexpected keyword(s) {sorted(unknown)}")
         given = {k: v for k, v in dict(encoder=encoder, decoder=decoder, loss=loss, corruption=corruption,
-                                       level=level, contractive=contractive, seed=seed).items() if v is not None}
+                                       level=level, contractive=contractive, seed=seed, **penalties).items()
+                 if v is not None}
         if isinstance(model_or_params, ssl_nn.TiedAutoencoder):
             if given:
                 raise TypeError(f"AutoencoderStep(model) takes its settings from the model; got {sorted(given)}")
             model = model_or_params
             options = {name: getattr(model, name) for name in _OPTIONS}
+            options.update(model.penalties)
             params = (model.weight, model.hidden_bias, model.visible_bias)
             self.seed = model.seed
         elif isinstance(model_or_params, (tuple, list)) and len(model_or_params) == 3:
             model = None
             options = dict(encoder="sigmoid", decoder="sigmoid", loss="bce", corruption="none", level=0.0,
-                           contractive=0.0)
+                           contractive=0.0, **ops_ae.PENALTY_DEFAULTS)
             options.update({k: v for k, v in given.items() if k != "seed"})
             params = tuple(model_or_params)
             self.seed = check.seed(given.get("seed", 0))
@@ -73,13 +79,18 @@ class AutoencoderStep:
         W, b, c = params
         check.tensor("W", W, 2)
         # Everything but the batch, checked as the public op checks it (on an empty batch).
-        args = F._objective_args(W.detach().new_empty(0, W.shape[1]), W, b, c, *options.values(), self.seed, 0)
+        args, penalties = F._objective_args(W.detach().new_empty(0, W.shape[1]), W, b, c,
+                                            *(options[name] for name in _OPTIONS), self.seed, 0,
+                                            *(options[name] for name in _PENALTIES))
         self.model, self.params = model, params
         self.names = args[4:10]  # encoder, decoder, loss, corruption, level, contractive (checked)
-        self.options = dict(zip(_OPTIONS, self.names))
+        self.penalties = penalties  # the ops' trailing arguments (checked)
+        self.options = dict(zip(_OPTIONS + _PENALTIES, self.names + penalties))
         self.step = 0  # calls so far (the noise counter when built from (W, b, c))
         self._dtype, self._device, self._n_visible = W.dtype, W.device, W.shape[1]
-        self._corrupts = self.names[3] != "none"
+        # Philox counters a call draws per element of x (the corruption's, then the higher-order term's).
+        higher_order, samples = penalties[3], penalties[5]
+        self._draws_per_element = (1 + samples) if higher_order else int(self.names[3] != "none")
         # Parameter subclasses, meta or non-contiguous tensors: always the public op, which
         # knows what to do with them (or raises, as sgd_step does for non-contiguous ones).
         self._direct = ops_ae.eager_fast_path_ok(*params) and all(p.is_contiguous() for p in params)
@@ -96,7 +107,8 @@ class AutoencoderStep:
         if self._direct and ops_ae.eager_fast_path_ok(x):
             W, b, c = self.params
             return ops_ae.autoencoder_sgd_step_eager(x.detach(), W.detach(), b.detach(), c.detach(), *self.names,
-                                                     check.signed_seed(seed), 0, backends.requested(), lr, None)
+                                                     check.signed_seed(seed), 0, backends.requested(), lr, None,
+                                                     *self.penalties)
         return F.autoencoder_sgd_step(x, *self.params, lr=lr, **self.options, seed=seed, offset=0)
 
     def value_and_grad(self, x):
@@ -106,7 +118,8 @@ class AutoencoderStep:
         if self._direct and ops_ae.eager_fast_path_ok(x):
             W, b, c = self.params
             value, *grads = ops_ae.value_and_grad_body(x.detach(), W.detach(), b.detach(), c.detach(), *self.names,
-                                                       check.signed_seed(seed), 0, backends.requested(), None)
+                                                       check.signed_seed(seed), 0, backends.requested(), None,
+                                                       *self.penalties)
             return value, tuple(grads)
         return F.autoencoder_value_and_grad(x, *self.params, **self.options, seed=seed, offset=0)
 
@@ -116,7 +129,7 @@ class AutoencoderStep:
         seed = self._next_seed()
         if self._direct and ops_ae.eager_fast_path_ok(x):
             return ops_ae.autoencoder_loss_eager(x, *self.params, *self.names, check.signed_seed(seed), 0,
-                                                 backends.requested(), None)
+                                                 backends.requested(), None, *self.penalties)
         return F.autoencoder_loss(x, *self.params, **self.options, seed=seed, offset=0)
 
     __call__ = loss
@@ -144,13 +157,13 @@ class AutoencoderStep:
         batch = self._batch
         if (batch is not None and type(x) in _PLAIN and x.dtype == batch[0] and x.device == batch[1]
                 and x.dim() == 2 and x.shape[1] == self._n_visible
-                and not (self._corrupts and x.numel() > check.MAX_COUNTERS)):
+                and x.numel() * self._draws_per_element <= check.MAX_COUNTERS):
             return x.contiguous()
         return self._check_batch_in_full(x)
 
     def _check_batch_in_full(self, x):
         if self.model is not None:  # the model's methods move the batch to the model's device
             x = ssl_nn._on_model_device(x, self.params[0])
-        x = F._objective_args(x, *self.params, *self.names, self.seed, 0)[0]
+        x = F._objective_args(x, *self.params, *self.names, self.seed, 0, *self.penalties)[0][0]
         self._batch = (x.dtype, x.device)
         return x

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from sslkern.backends import blas
 from sslkern.backends.native import StepArgs, parameter_names, step_signature_mismatch
-from sslkern.kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
+from sslkern.kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, SPARSITIES
 
 native = pytest.importorskip("sslkern._native_cpu")
 
@@ -33,6 +33,9 @@ CAPACITY = 2 * 9 * 9  # elements per fuzz buffer: rows, cols, ld <= 8 fit, and [
 # a dangling data pointer). One bad argument must make the call raise.
 STEP = ["dtype", "gemm", "rows", "cols", "hidden", "ptr", "ptr", "ld", "opt", "opt", "kind", "level",
         "seed", "offset", "act", "act", "loss", "real"]  # ... then ax, h, r, s2col, dc
+# The one-call routes' trailing penalties: sparsity, sparsity_target, sparsity_kind, higher_order,
+# higher_order_sigma, higher_order_samples.
+PENALTIES = ["weight", "target", "sparsity", "weight", "weight", "samples"]
 SIGNATURES = {
     "philox_fill": ["ptr32", "n", "seed", "offset", "bool"],
     "corrupt": ["dtype", "ptr", "ptr", "n", "kind", "level", "seed", "offset"],
@@ -46,8 +49,8 @@ SIGNATURES = {
     "row_scale_add": ["dtype", "ptr", "ld", "ptr", "ld", "rows", "cols", "ptr", "real"],
     "ae_forward": STEP + ["ptr", "ptr", "ptr", "ptr", "ptr"],
     "ae_backward": STEP + ["ptr", "ptr", "ptr", "ptr", "ptr", "real", "ptr", "ptr", "ptr"],
-    "ae_value_and_grad": STEP + ["opt", "opt", "opt", "opt", "ptr", "ptr", "ptr"],
-    "ae_sgd_step": STEP[:8] + ["ptr", "ptr"] + STEP[10:] + ["opt"] * 5 + ["real"],  # updates W, b, c
+    "ae_value_and_grad": STEP + ["opt", "opt", "opt", "opt", "ptr", "ptr", "ptr"] + PENALTIES,
+    "ae_sgd_step": STEP[:8] + ["ptr", "ptr"] + STEP[10:] + ["opt"] * 5 + ["real"] + PENALTIES,  # updates W, b, c
 }
 STEPS = {"ae_forward", "ae_backward", "ae_value_and_grad", "ae_sgd_step"}  # need B, D, H >= 1
 EXPORTED = {name for name in dir(native) if not name.startswith("_")} - {"build_info", "isa", "set_isa", "kinds"}
@@ -90,7 +93,8 @@ def test_keyword_call_succeeds(name):
 
 
 # Argument kinds that carry a kind code, with the family the error names and the table.
-ENUMS = {"act": ("activation", ACTIVATIONS), "loss": ("loss", LOSSES), "kind": ("corruption", CORRUPTIONS)}
+ENUMS = {"act": ("activation", ACTIVATIONS), "loss": ("loss", LOSSES), "kind": ("corruption", CORRUPTIONS),
+         "sparsity": ("sparsity", SPARSITIES)}
 
 
 @pytest.mark.parametrize("name", sorted(n for n in SIGNATURES if set(SIGNATURES[n]) & set(ENUMS)))
@@ -139,7 +143,8 @@ def valid_args(name, buffers, dtype=F64, rows=3, cols=4):
         else:
             args.append({"dtype": dtype, "n": rows * cols, "seed": 5, "offset": 9, "bool": False,
                          "kind": 1, "level": 0.5, "ld": cols + 1, "rows": rows, "cols": cols,
-                         "hidden": rows + 2, "act": 1, "loss": 0, "real": 0.5}[kind])
+                         "hidden": rows + 2, "act": 1, "loss": 0, "real": 0.5, "weight": 0.3,
+                         "target": 0.2, "sparsity": 0, "samples": 2}[kind])
     return args
 
 
@@ -182,6 +187,9 @@ BAD_VALUES = [
     ("seed", -1, TypeError), ("seed", 2**64, TypeError),
     ("offset", -1, TypeError), ("offset", 2**32, TypeError),
     ("real", "x", TypeError), ("bool", "yes", TypeError),
+    ("weight", -0.1, ValueError), ("weight", float("nan"), ValueError), ("weight", float("inf"), ValueError),
+    ("target", 0.0, ValueError), ("target", 1.0, ValueError), ("target", float("nan"), ValueError),
+    ("samples", 0, ValueError), ("samples", -3, ValueError), ("samples", 2**40, ValueError),
 ]
 
 
@@ -291,6 +299,9 @@ POOLS = {
     "real": st.sampled_from([0.0, 1.0, -2.5, float("nan"), float("inf")]),
     "seed": st.sampled_from([0, 1, 2**64 - 1]), "offset": st.sampled_from([0, 7, 2**32 - 1]),
     "bool": st.booleans(),
+    "weight": st.sampled_from([0.0, 0.3, -1.0, float("nan"), float("inf")]),
+    "target": st.sampled_from([0.05, 0.0, 1.0, float("nan")]),
+    "sparsity": st.integers(-2, len(SPARSITIES) + 1), "samples": st.sampled_from([1, 2, 0, -1, 2**40]),
 }
 POINTER_SHIFTS = st.sampled_from([None, 0, 0, 0, 1, 4, 7])  # None: null
 

@@ -37,7 +37,66 @@ constexpr int64_t kFlatBlock = 4096;       // elements per task of the flat (Phi
 
 int64_t num_blocks(int64_t rows) { return (rows + kRowBlock - 1) / kRowBlock; }
 
+// ln u for u in [1e-7, 1]: u = 2^e m with m in [sqrt(1/2), sqrt(2)), then the Cephes
+// polynomial for log(1 + f), f = m - 1 (about 1 ulp). Exponent and mantissa by bit
+// operations, so the loop vectorises.
+inline float log_unit(float u) {
+  uint32_t bits;
+  std::memcpy(&bits, &u, sizeof(bits));
+  float e = static_cast<float>(static_cast<int32_t>(bits >> 23) - 126);
+  bits = (bits & 0x007FFFFFu) | 0x3F000000u;  // m in [1/2, 1)
+  float m;
+  std::memcpy(&m, &bits, sizeof(m));
+  const bool low = m < 0.70710678f;
+  e = low ? e - 1.0f : e;
+  const float f = low ? m + m - 1.0f : m - 1.0f;
+  const float f2 = f * f;
+  float p = 7.0376836292e-2f;
+  p = p * f - 1.1514610310e-1f;
+  p = p * f + 1.1676998740e-1f;
+  p = p * f - 1.2420140846e-1f;
+  p = p * f + 1.4249322787e-1f;
+  p = p * f - 1.6668057665e-1f;
+  p = p * f + 2.0000714765e-1f;
+  p = p * f - 2.4999993993e-1f;
+  p = p * f + 3.3333331174e-1f;
+  const float y = p * f * f2 + e * -2.12194440e-4f - 0.5f * f2;
+  return f + y + e * 0.693359375f;
+}
+
+// cos(2 pi u) for u in [0, 1): fold to a in [0, 1/4] (cos is even, and cos(2 pi t) =
+// -cos(2 pi (1/2 - t))), then the Taylor series of cos to x^14 at x = 2 pi a <= pi / 2
+// (remainder below 7e-11).
+inline float cos_2pi(float u) {
+  float t = u > 0.5f ? 1.0f - u : u;  // cos(2 pi u) = cos(2 pi (1 - u)); t in [0, 1/2]
+  const bool flip = t > 0.25f;
+  t = flip ? 0.5f - t : t;
+  const float x = 6.283185307179586f * t;
+  const float x2 = x * x;
+  float p = -1.1470745597729725e-11f;  // -1/14!
+  p = p * x2 + 2.0876756987868099e-9f;
+  p = p * x2 - 2.7557319223985893e-7f;
+  p = p * x2 + 2.4801587301587302e-5f;
+  p = p * x2 - 1.3888888888888889e-3f;
+  p = p * x2 + 4.1666666666666667e-2f;
+  p = p * x2 - 0.5f;
+  const float c = p * x2 + 1.0f;
+  return flip ? -c : c;
+}
+
 }  // namespace
+
+// Box-Muller on uniform pairs, as philox_normal (philox.h) but with the polynomials above in
+// place of libm's logf and cosf, which do not vectorise: within a few ulp of it, and of
+// tl.randn within 1e-5 (docs/random.md). Compiled once, for the baseline instruction set,
+// so that every copy of the row kernels draws the same normals bit for bit.
+void box_muller(const float* u1, const float* u2, float* n, int64_t count) {
+#pragma omp simd
+  for (int64_t k = 0; k < count; ++k) {
+    const float radius = std::sqrt(-2.0f * log_unit(u1[k] > 1.0e-7f ? u1[k] : 1.0e-7f));
+    n[k] = radius * cos_2pi(u2[k]);
+  }
+}
 
 // The row kernels, once per instruction set (see kernels_rows.h). x86-64 with GCC gets an
 // AVX2 + FMA copy and an AVX-512 copy, chosen at run time by what the CPU has; everything
@@ -174,10 +233,13 @@ bool set_cpu_isa(int isa) {
 }
 
 void philox_fill(float* out, int64_t n, uint64_t seed, uint32_t offset, bool normal) {
+  const int64_t tasks = (n + kFlatBlock - 1) / kFlatBlock;
 #pragma omp parallel for schedule(static) if (n > kParallelWork / 16)
-  for (int64_t i = 0; i < n; ++i) {
-    const uint32_t counter = offset + static_cast<uint32_t>(i);
-    out[i] = normal ? philox_normal(seed, counter) : philox_uniform(seed, counter);
+  for (int64_t t = 0; t < tasks; ++t) {
+    const int64_t begin = t * kFlatBlock, count = std::min(n, begin + kFlatBlock) - begin;
+    const uint32_t counter = offset + static_cast<uint32_t>(begin);
+    if (normal) SSLK_ROWS(philox_normals)(seed, counter, count, out + begin);
+    else SSLK_ROWS(philox_uniforms)(seed, counter, count, out + begin);
   }
 }
 

@@ -234,11 +234,82 @@ SSLK_INLINE void philox_uniforms(uint64_t seed, uint32_t counter0, int64_t count
     vstore_uniform(u + k, philox_word0<V>(counter0 + static_cast<uint32_t>(k), k0, k1));
   for (; k < count; ++k) u[k] = philox_uniform(seed, counter0 + static_cast<uint32_t>(k));
 }
+
+// Words 0 and 1 of Philox4x32-10 (the normal draw's pair) at counters counter0 + lane: the
+// word-0 rounds, with the last round's low half kept as word 1.
+template <typename V>
+SSLK_INLINE void philox_words01(uint32_t counter0, uint32_t k0, uint32_t k1, V& w0, V& w1) {
+  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u, kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
+  const V m0 = vbroadcast<V>(kM0), m1 = vbroadcast<V>(kM1);
+  const V ctr = vadd(vbroadcast<V>(counter0), vlanes(V{}));
+  V c1 = vbroadcast<V>(0), c2, c3;
+  vmulhilo(ctr, m0, c2, c3);
+  c2 = vxor(c2, vbroadcast<V>(k1));
+  const uint64_t p = static_cast<uint64_t>(kM0) * k0;
+  V c0;
+  vmulhilo(c2, m1, c0, c1);
+  c0 = vxor(c0, vbroadcast<V>(k0 + kW0));
+  c2 = vxor(vbroadcast<V>(static_cast<uint32_t>(p >> 32) ^ (k1 + kW1)), c3);
+  c3 = vbroadcast<V>(static_cast<uint32_t>(p));
+  for (uint32_t round = 2; round < 9; ++round) {
+    V hi_b, lo_b, hi_a, lo_a;
+    vmulhilo(c2, m1, hi_b, lo_b);
+    vmulhilo(c0, m0, hi_a, lo_a);
+    c0 = vxor(vxor(hi_b, c1), vbroadcast<V>(k0 + round * kW0));
+    c1 = lo_b;
+    c2 = vxor(vxor(hi_a, c3), vbroadcast<V>(k1 + round * kW1));
+    c3 = lo_a;
+  }
+  V hi_b;
+  vmulhilo(c2, m1, hi_b, w1);
+  w0 = vxor(vxor(hi_b, c1), vbroadcast<V>(k0 + 9 * kW0));
+}
+
+// u1[k], u2[k] = the uniforms of words 0 and 1 at counter0 + k.
+SSLK_INLINE void philox_uniform_pairs(uint64_t seed, uint32_t counter0, int64_t count, float* u1, float* u2) {
+#if SSLK_ROWS_ISA >= 2
+  using V = __m512i;
+#else
+  using V = __m256i;
+#endif
+  constexpr int64_t kWidth = sizeof(V) / 4;
+  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  int64_t k = 0;
+  for (; k + kWidth <= count; k += kWidth) {
+    V w0, w1;
+    philox_words01<V>(counter0 + static_cast<uint32_t>(k), k0, k1, w0, w1);
+    vstore_uniform(u1 + k, w0);
+    vstore_uniform(u2 + k, w1);
+  }
+  for (; k < count; ++k) {
+    const Philox4 r = philox4x32_10(counter0 + static_cast<uint32_t>(k), seed);
+    u1[k] = uint_to_uniform(r.c0), u2[k] = uint_to_uniform(r.c1);
+  }
+}
 #else
 SSLK_INLINE void philox_uniforms(uint64_t seed, uint32_t counter0, int64_t count, float* u) {
   for (int64_t k = 0; k < count; ++k) u[k] = philox_uniform(seed, counter0 + static_cast<uint32_t>(k));
 }
+
+SSLK_INLINE void philox_uniform_pairs(uint64_t seed, uint32_t counter0, int64_t count, float* u1, float* u2) {
+  for (int64_t k = 0; k < count; ++k) {
+    const Philox4 r = philox4x32_10(counter0 + static_cast<uint32_t>(k), seed);
+    u1[k] = uint_to_uniform(r.c0), u2[k] = uint_to_uniform(r.c1);
+  }
+}
 #endif
+
+// n[k] = the normal draw of counter0 + k (philox_normal's Box-Muller, through box_muller:
+// one copy for every instruction set, so the copies draw identical normals).
+SSLK_INLINE void philox_normals(uint64_t seed, uint32_t counter0, int64_t count, float* n) {
+  constexpr int64_t kChunk = 256;
+  alignas(64) float u1[kChunk], u2[kChunk];
+  for (int64_t k0 = 0; k0 < count; k0 += kChunk) {
+    const int64_t m = std::min(kChunk, count - k0);
+    philox_uniform_pairs(seed, counter0 + static_cast<uint32_t>(k0), m, u1, u2);
+    box_muller(u1, u2, n + k0, m);
+  }
+}
 
 // out[i] for begin <= i < end: x~ (grad false) or dx~/dx times x (grad true, x a gradient).
 template <int Kind, typename T>
@@ -265,8 +336,16 @@ SSLK_INLINE void corrupt_span(const T* x, T* out, int64_t begin, int64_t end, fl
     }
   } else if constexpr (Kind == kGaussian) {
     if (!grad) {
-      for (int64_t i = begin; i < end; ++i)
-        out[i] = x[i] + static_cast<T>(level * philox_normal(seed, offset + static_cast<uint32_t>(i)));
+      constexpr int64_t kChunk = 256;
+      alignas(64) float noise[kChunk];
+      for (int64_t i0 = begin; i0 < end; i0 += kChunk) {
+        const int64_t n = std::min(kChunk, end - i0);
+        philox_normals(seed, offset + static_cast<uint32_t>(i0), n, noise);
+        const T* xi = x + i0;
+        T* oi = out + i0;
+#pragma omp simd
+        for (int64_t k = 0; k < n; ++k) oi[k] = xi[k] + static_cast<T>(level * noise[k]);
+      }
     } else {
       for (int64_t i = begin; i < end; ++i) out[i] = x[i];  // additive noise: dx~/dx = 1
     }

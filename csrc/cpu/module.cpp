@@ -109,7 +109,8 @@ sslkern::cpu::ExtraPenalties extra_penalties(int64_t batch, int64_t visible, dou
   if (!(higher_order >= 0.0) || !std::isfinite(higher_order)) fail("higher_order", "not finite and >= 0");
   if (!(higher_order_sigma >= 0.0) || higher_order_sigma > FLT_MAX)
     fail("higher_order_sigma", "not a finite float32 >= 0");
-  if (higher_order_samples < 1) fail("higher_order_samples", "must be >= 1");
+  if (higher_order_samples < 1 || higher_order_samples > (int64_t(1) << 32))
+    fail("higher_order_samples", "must be in [1, 2**32]");
   if (higher_order != 0.0) check_counters((1 + higher_order_samples) * batch * visible);
   sslkern::cpu::ExtraPenalties p;
   p.sparsity = sparsity, p.sparsity_target = sparsity_target, p.sparsity_kind = sparsity_kind;

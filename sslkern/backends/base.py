@@ -5,7 +5,7 @@ dtype. Each backend states what it supports (`availability`, `unsupported`) as r
 the dispatcher can explain every refusal in one error.
 """
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import torch
 
@@ -48,8 +48,8 @@ class AEForward(NamedTuple):
     r: torch.Tensor
     s2col: torch.Tensor
     dc: torch.Tensor
-    hcol: Optional[torch.Tensor] = None
-    h_noisy: Optional[torch.Tensor] = None
+    hcol: torch.Tensor
+    h_noisy: torch.Tensor
 
 
 class Backend:

@@ -172,7 +172,8 @@ class NativeCpuBackend(ProductBackend):
         ax, h = W.new_empty(2 * batch, visible), W.new_empty(batch, W.shape[0])
         r, s2col, dc = W.new_empty(penalty_rows), W.new_empty(penalty_rows), W.new_empty(visible)
         total = self.ep.lib.ae_forward(*self._step_args(x, W, b, c, cfg, ax, h, r, s2col, dc))
-        return AEForward(torch.tensor(total, dtype=W.dtype), h, ax, r, s2col, dc)
+        return AEForward(torch.tensor(total, dtype=W.dtype), h, ax, r, s2col, dc, W.new_empty(0),
+                         W.new_empty(0, W.shape[0]))
 
     def ae_value_and_grad(self, x, W, b, c, cfg):
         if not self.fused_step(x, W, cfg, one_call=True):

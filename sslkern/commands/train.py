@@ -8,15 +8,16 @@ go to OUT/checkpoints; --resume continues from the newest good one, on the same 
 when the output goes to a file.
 
 --experiment lecture reproduces the lecture's comparison instead: linear-probe accuracy of
-raw pixels, a plain, a denoising (25% and 50% masking) and a contractive autoencoder, with
-their filters side by side (OUT/experiment.md, OUT/experiment.json, OUT/filters_masking.png).
+raw pixels, a plain, a denoising (25% and 50% masking), a contractive, a higher-order
+contractive and a sparse autoencoder, with their filters side by side (OUT/experiment.md,
+OUT/experiment.json, OUT/filters_masking.png, OUT/filters_penalties.png).
 """
 import json
 import os
 import platform
 import time
 
-MODELS = ("ae", "dae", "cae", "stacked")
+MODELS = ("ae", "dae", "cae", "hcae", "sparse", "stacked")
 # Sized for a laptop CPU: 20 epochs of 8,000 images at H=500 take 17-25 s of training at
 # 6,600-9,800 samples/s on the shared 2-core dev machine (one thread; benchmarks/EXPERIMENT.md).
 DEFAULTS = {"hidden": "500", "epochs": 20, "batch_size": 64, "lr": 0.1, "optimizer": "sgd"}
@@ -24,28 +25,48 @@ MODEL_NOISE = {  # model -> (corruption, level, contractive) unless given on the
     "ae": ("none", 0.0, 0.0),
     "dae": ("mask", 0.25, 0.0),
     "cae": ("none", 0.0, 0.1),
+    "hcae": ("none", 0.0, 0.1),
+    "sparse": ("none", 0.0, 0.0),
     "stacked": ("mask", 0.25, 0.0),
 }
+# model -> its extra penalties (sslkern.autoencoder_loss's keywords) unless given on the command line
+MODEL_PENALTIES = {"hcae": {"higher_order": 0.1}, "sparse": {"sparsity": 0.1}}
 LECTURE_RUNS = [  # (label, model, corruption, level, contractive)
     ("autoencoder", "ae", "none", 0.0, 0.0),
     ("denoising, 25% masking", "dae", "mask", 0.25, 0.0),
     ("denoising, 50% masking", "dae", "mask", 0.5, 0.0),
     ("contractive, lambda=0.1", "cae", "none", 0.0, 0.1),
+    ("higher-order contractive, lambda=0.1 gamma=0.1", "hcae", "none", 0.0, 0.1),
+    ("sparse, KL beta=0.1 rho=0.05", "sparse", "none", 0.0, 0.0),
 ]
 
 
 def add_arguments(parser):
-    from sslkern.kinds import CORRUPTIONS
+    from sslkern.kinds import CORRUPTIONS, SPARSITIES
 
     from . import _args
 
-    parser.add_argument("--model", choices=MODELS, default="dae", help="ae, dae (denoising), cae (contractive), stacked")
+    parser.add_argument("--model", choices=MODELS, default="dae",
+                        help="ae, dae (denoising), cae (contractive), hcae (higher-order contractive), "
+                             "sparse, stacked")
     parser.add_argument("--hidden", type=_args.hidden_sizes, default=DEFAULTS["hidden"],
                         help="hidden units; for --model stacked a comma list of layer widths, e.g. 500,500")
     parser.add_argument("--corruption", choices=CORRUPTIONS.names(), default=None,
                         help="corruption kind (default: mask for dae/stacked, none otherwise)")
     parser.add_argument("--level", type=_args.finite_nonnegative_float, default=None, help="corruption level (default 0.25 for dae)")
     parser.add_argument("--contractive", type=_args.finite_nonnegative_float, default=None, help="contractive weight λ (default 0.1 for cae)")
+    penalty = parser.add_argument_group("extra penalties (defaults: 0, or the model's: hcae gamma=0.1, sparse beta=0.1)")
+    penalty.add_argument("--sparsity", type=_args.finite_nonnegative_float, default=None, help="sparsity weight beta")
+    penalty.add_argument("--sparsity-target", type=_args.finite_nonnegative_float, default=None,
+                         help="target mean activation rho of the kl sparsity (default 0.05)")
+    penalty.add_argument("--sparsity-kind", choices=SPARSITIES.names(), default=None,
+                         help="kl (mean activation toward rho; sigmoid encoder) or l1 (default kl)")
+    penalty.add_argument("--higher-order", type=_args.finite_nonnegative_float, default=None,
+                         help="higher-order contractive weight gamma")
+    penalty.add_argument("--higher-order-sigma", type=_args.finite_nonnegative_float, default=None,
+                         help="standard deviation of the input perturbations (default 0.1)")
+    penalty.add_argument("--higher-order-samples", type=_args.positive_int, default=None,
+                         help="perturbations per example (default 1)")
     parser.add_argument("--epochs", type=_args.nonnegative_int, default=DEFAULTS["epochs"])
     parser.add_argument("--batch-size", type=_args.positive_int, default=DEFAULTS["batch_size"])
     parser.add_argument("--lr", type=_args.finite_positive_float, default=DEFAULTS["lr"])
@@ -67,7 +88,7 @@ def add_arguments(parser):
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress output (on a terminal a bar per epoch, otherwise one line per epoch)")
     parser.add_argument("--experiment", choices=("lecture",), default=None,
-                        help="run the lecture's comparison (raw pixels, ae, dae 25%%/50%%, cae) instead")
+                        help="run the lecture's comparison (raw pixels, ae, dae 25%%/50%%, cae, hcae, sparse) instead")
 
 
 def run(args):
@@ -154,18 +175,23 @@ def build_model(args, model_kind, n_visible, corruption=None, level=None, contra
     if corruption == "none":
         level = 0.0
     contractive = _first(contractive, args.contractive, default_contractive)
+    penalties = {**MODEL_PENALTIES.get(model_kind, {}),
+                 **{name: getattr(args, name) for name in nn.PENALTIES if getattr(args, name, None) is not None}}
     sizes = list(args.hidden)  # parsed by _args.hidden_sizes
-    if model_kind == "stacked":
-        if len(sizes) == 1:
-            sizes = sizes * 2
-        return nn.StackedAutoencoder([n_visible] + sizes, corruption=corruption, level=level,
-                                     contractive=contractive, seed=args.seed)
-    if len(sizes) != 1:
-        from ._args import UsageError
+    from ._args import UsageError
 
-        raise UsageError(f"--hidden takes one width for --model {model_kind}, got {args.hidden}")
-    return nn.TiedAutoencoder(n_visible, sizes[0], corruption=corruption, level=level,
-                              contractive=contractive, seed=args.seed)
+    try:
+        if model_kind == "stacked":
+            if len(sizes) == 1:
+                sizes = sizes * 2
+            return nn.StackedAutoencoder([n_visible] + sizes, corruption=corruption, level=level,
+                                         contractive=contractive, seed=args.seed, **penalties)
+        if len(sizes) != 1:
+            raise UsageError(f"--hidden takes one width for --model {model_kind}, got {args.hidden}")
+        return nn.TiedAutoencoder(n_visible, sizes[0], corruption=corruption, level=level,
+                                  contractive=contractive, seed=args.seed, **penalties)
+    except ValueError as exc:  # a combination the flags cannot check alone, e.g. kl with a tanh encoder
+        raise UsageError(str(exc)) from None
 
 
 def _write_pictures(model, dataset, history, out, device):
@@ -222,6 +248,9 @@ def _lecture(args, out):
     viz.save_filter_panels([weights["autoencoder"], weights["denoising, 25% masking"], weights["denoising, 50% masking"]],
                            ["0% masking", "25% masking", "50% masking"],
                            os.path.join(out, "filters_masking.png"), image_shape=shape)
+    penalised = [label for label, kind, *_ in LECTURE_RUNS if kind in ("cae", "hcae", "sparse")]
+    viz.save_filter_panels([weights[label] for label in penalised], [label.split(",")[0] for label in penalised],
+                           os.path.join(out, "filters_penalties.png"), image_shape=shape)
     result = {"raw_pixels_probe_accuracy": raw, "runs": rows, "backend": metrics["backend"],
               "device": metrics["device"], "config": metrics["config"]}
     _write_json(result, os.path.join(out, "experiment.json"))
