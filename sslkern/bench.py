@@ -26,7 +26,7 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
@@ -177,6 +177,24 @@ class Objective:
     corruption: str = "mask"
     level: float = 0.25
     contractive: float = 0.1
+    # the extra penalties (sslkern.autoencoder_loss's keywords; 0 switches each off)
+    sparsity: float = 0.0
+    sparsity_target: float = 0.05
+    sparsity_kind: str = "kl"
+    higher_order: float = 0.0
+    higher_order_sigma: float = 0.1
+    higher_order_samples: int = 1
+
+    def penalties(self):
+        return {name: getattr(self, name) for name in sslkern.nn.PENALTIES}
+
+
+# `sslkern bench --penalties`: each extra penalty added to the default DAE + CAE objective.
+PENALTY_CASES = {
+    "hcae": dict(higher_order=0.1, higher_order_sigma=0.1, higher_order_samples=1),
+    "kl": dict(sparsity=0.1, sparsity_target=0.05, sparsity_kind="kl"),
+    "l1": dict(sparsity=0.1, sparsity_kind="l1"),
+}
 
 
 def make_problem(shape, device="cpu", dtype=torch.float32, seed=0):
@@ -189,16 +207,32 @@ def make_problem(shape, device="cpu", dtype=torch.float32, seed=0):
     return x, [p.requires_grad_() for p in (W, b, c)]
 
 
-def torch_objective(x, W, b, c, keep, contractive):
-    """L + lambda P in plain PyTorch, as a PyTorch user writes it (analytic penalty)."""
+def torch_objective(x, W, b, c, keep, contractive, extra=None):
+    """L + lambda P in plain PyTorch, as a PyTorch user writes it (analytic penalty); `extra`
+    = (Objective, eps or None) adds the extra penalties the same way."""
     x_tilde = x * keep
     h = torch.sigmoid(x_tilde @ W.t() + b)
     a = h @ W + c
     batch = x.shape[0]
     loss = torch.nn.functional.binary_cross_entropy_with_logits(a, x, reduction="sum") / batch
     s = h * (1 - h)
-    penalty = (s * s * (W * W).sum(1)).sum() / batch
-    return loss + contractive * penalty
+    norms = (W * W).sum(1)
+    penalty = (s * s * norms).sum() / batch
+    total = loss + contractive * penalty
+    if extra is None:
+        return total
+    obj, eps = extra
+    if obj.sparsity and obj.sparsity_kind == "kl":
+        rho, rho_hat = obj.sparsity_target, h.mean(0)
+        total = total + obj.sparsity * (rho * torch.log(rho / rho_hat)
+                                        + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
+    elif obj.sparsity:
+        total = total + obj.sparsity * h.abs().sum() / batch
+    if obj.higher_order:
+        h_noisy = torch.sigmoid((x_tilde + eps) @ W.t() + b)
+        delta = s - h_noisy * (1 - h_noisy)
+        total = total + obj.higher_order * (delta * delta * norms).sum() / batch
+    return total
 
 
 def jacobian_objective(x, W, b, c, keep, contractive):
@@ -218,12 +252,16 @@ def _sgd(params, grads):
         torch._foreach_add_(params, grads, alpha=-LEARNING_RATE)
 
 
-def _torch_step(objective_fn, x, params, obj):
+def _torch_step(objective_fn, x, params, obj, with_penalties=False):
     level = obj.level if obj.corruption == "mask" else 0.0
 
     def step():
         keep = (torch.rand_like(x) >= level).to(x.dtype)
-        total = objective_fn(x, *params, keep, obj.contractive)
+        if with_penalties:
+            eps = obj.higher_order_sigma * torch.randn_like(x) if obj.higher_order else None
+            total = objective_fn(x, *params, keep, obj.contractive, (obj, eps))
+        else:
+            total = objective_fn(x, *params, keep, obj.contractive)
         _sgd(params, torch.autograd.grad(total, params))
     return step
 
@@ -235,12 +273,12 @@ def sslkern_step(backend, x, params, obj, seed=0, route="sslkern"):
     """One sslkern training step on one of SSLKERN_ROUTES (see the module docstring); every
     call draws fresh counters (offset += B*D)."""
     counter = {"offset": 0}
-    stride = x.numel()
+    stride = x.numel() * (1 + (obj.higher_order_samples if obj.higher_order else 0))
     W, b, c = params
 
     def step():
         options = dict(corruption=obj.corruption, level=obj.level, contractive=obj.contractive,
-                       seed=seed, offset=counter["offset"])
+                       seed=seed, offset=counter["offset"], **obj.penalties())
         with sslkern.use_backend(backend):
             if route == "sgd_step":
                 sslkern.autoencoder_sgd_step(x, W, b, c, lr=LEARNING_RATE, **options)
@@ -303,6 +341,56 @@ def variants(shape, device, obj, include=None):
         route, backend = table[name]
         return sslkern_step(backend, x, params, obj, route=route)
     return names, build
+
+
+def penalty_variants(shape, device, obj, backend="native"):
+    """{name: step function} for `sslkern bench --penalties`: the plain objective on sslkern's
+    fused step, then per PENALTY_CASES entry the same step with it and that objective in plain
+    PyTorch, eager and compiled; the five products as the floor."""
+    def problem():
+        return make_problem(shape, device)
+
+    steps = {"products": products_step(*problem())}
+    steps[f"sgd_step[{backend}]"] = sslkern_step(backend, *problem(), obj, route="sgd_step")
+    for case, penalties in PENALTY_CASES.items():
+        with_case = replace(obj, **penalties)
+        steps[f"sgd_step[{backend}] +{case}"] = sslkern_step(backend, *problem(), with_case, route="sgd_step")
+        steps[f"eager +{case}"] = _torch_step(torch_objective, *problem(), with_case, with_penalties=True)
+        steps[f"compile +{case}"] = _torch_step(torch.compile(torch_objective), *problem(), with_case,
+                                                with_penalties=True)
+    return steps
+
+
+def compare_penalties(shapes, device="cpu", obj=Objective(), backend="native", warmup=10, steps=100,
+                      max_seconds=20.0, clock="wall"):
+    """Results of penalty_variants at every shape, timed interleaved; ratios against the plain
+    step ("x_plain"), the floor, and the same penalty in eager and compiled PyTorch."""
+    results = []
+    for shape in shapes:
+        timings = measure_interleaved(penalty_variants(shape, device, obj, backend), device, warmup=warmup,
+                                      steps=steps, max_seconds=max_seconds, clock=clock)
+        plain = timings[f"sgd_step[{backend}]"].median_ms
+        for name, timing in timings.items():
+            result = Result(str(shape), name, timing)
+            result.ratios["x_plain"] = timing.median_ms / plain
+            result.ratios["x_floor"] = timing.median_ms / timings["products"].median_ms
+            case = name.split("+")[-1] if "+" in name else None
+            if case is not None and name.startswith("sgd_step"):
+                for base in ("eager", "compile"):
+                    result.ratios[f"speedup_vs_{base}"] = timings[f"{base} +{case}"].median_ms / timing.median_ms
+            results.append(result)
+    return results
+
+
+def penalty_table(results):
+    lines = ["| shape BxDxH | variant | median ms | × plain step | × floor | vs eager | vs compile |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    fmt = lambda v: "" if v is None else f"{v:.2f}"  # noqa: E731
+    for r in results:
+        lines.append(f"| {r.shape} | {r.variant} | {r.timing.median_ms:.3f} | {fmt(r.ratios.get('x_plain'))} | "
+                     f"{fmt(r.ratios.get('x_floor'))} | {fmt(r.ratios.get('speedup_vs_eager'))} | "
+                     f"{fmt(r.ratios.get('speedup_vs_compile'))} |")
+    return "\n".join(lines)
 
 
 @dataclass

@@ -54,12 +54,14 @@ def call_sgd_step(backend, x=None, W=None, b=None, c=None, names=NAMES, stream=S
 
 
 def call_loss_backward(backend, grad=None, x=None, W=None, c=None, h=None, ax=None, r=None, s2col=None,
-                       dc=None, names=NAMES, stream=STREAM, rng=None):
+                       dc=None, hcol=None, h_noisy=None, names=NAMES, stream=STREAM, rng=None, penalties=()):
     gx, gW, gb, gc = tensors()
-    _, gh, gax, gr, gs2col, gdc = ops.autoencoder_loss(gx, gW, gb, gc, *NAMES, *STREAM, "reference", None)
+    _, gh, gax, gr, gs2col, gdc, ghcol, gh_noisy = ops.autoencoder_loss(gx, gW, gb, gc, *NAMES, *STREAM, "reference",
+                                                                       None, *penalties)
     return ops.autoencoder_loss_backward(
         _or(grad, torch.tensor(1.0)), _or(x, gx), _or(W, gW), _or(c, gc), _or(h, gh), _or(ax, gax),
-        _or(r, gr), _or(s2col, gs2col), _or(dc, gdc), *names, *stream, False, backend, rng)
+        _or(r, gr), _or(s2col, gs2col), _or(dc, gdc), _or(hcol, ghcol), _or(h_noisy, gh_noisy), *names, *stream,
+        False, backend, rng, *penalties)
 
 
 def call_linear(backend, x=None, W=None, bias=None, activation="sigmoid", transpose=True):
@@ -157,6 +159,12 @@ CASES += [
     ("loss_backward-short-c", call_loss_backward, dict(c=torch.zeros(1)), ValueError, r"\bc has shape"),
     ("loss_backward-grad-1d", call_loss_backward, dict(grad=torch.ones(3)), ValueError, r"\bgrad must have 0 dimension"),
     ("loss_backward-h-f64", call_loss_backward, dict(h=torch.zeros(B, H, dtype=f64)), TypeError, r"\bh is torch.float64"),
+    ("loss_backward-short-hcol", call_loss_backward, dict(hcol=torch.zeros(H - 1), penalties=(0.1,)), ValueError,
+     r"\bhcol has shape"),
+    ("loss_backward-short-h_noisy", call_loss_backward, dict(h_noisy=torch.zeros(B, H), penalties=(0, 0.05, "kl", 0.1, 0.1, 2)),
+     ValueError, r"\bh_noisy has shape"),
+    ("loss_backward-bad-sparsity-kind", call_loss_backward, dict(penalties=(0.1, 0.05, "l3")), ValueError,
+     r"\bsparsity_kind must be one of"),
     ("loss_backward-rng", call_loss_backward, dict(rng=torch.zeros(5, dtype=torch.int64)), ValueError, r"\brng must have shape"),
     ("linear_act-short-bias", call_linear, dict(bias=torch.zeros(1)), ValueError, r"\bbias has shape \(1,\)"),
     ("linear_act-decode-short-bias", call_linear, dict(bias=torch.zeros(2), transpose=False), ValueError, r"\bbias has shape"),

@@ -40,15 +40,17 @@ double sparsity_terms(const T* h, int64_t rows, int64_t cols, int act, const Ext
     case kKl: {
       const double rho = p.sparsity_target;
       by_column_chunks(rows, cols, [&](int64_t j0, int64_t j1) {
+        T sum[kColumnChunk] = {}, slope[kColumnChunk];
+        for (int64_t i = 0; i < rows; ++i)  // row by row: the chunk's columns are contiguous
+          for (int64_t j = j0; j < j1; ++j) sum[j - j0] += h[i * cols + j];
         double part = 0.0;
         for (int64_t j = j0; j < j1; ++j) {
-          T sum = T(0);
-          for (int64_t i = 0; i < rows; ++i) sum += h[i * cols + j];
-          const T rho_hat = T(double(sum) * inv_batch);
-          part += rho * std::log(rho / double(rho_hat)) + (1 - rho) * std::log((1 - rho) / (1 - double(rho_hat)));
-          const T slope = beta_b * (T(1 - rho) / (T(1) - rho_hat) - T(rho) / rho_hat);
-          for (int64_t i = 0; i < rows; ++i) dz_add[i * cols + j] = act_d1(act, h[i * cols + j]) * slope;
+          const double rho_hat = double(sum[j - j0]) * inv_batch;
+          part += rho * std::log(rho / rho_hat) + (1 - rho) * std::log((1 - rho) / (1 - rho_hat));
+          slope[j - j0] = beta_b * T((1 - rho) / (1 - rho_hat) - rho / rho_hat);
         }
+        for (int64_t i = 0; i < rows; ++i)
+          for (int64_t j = j0; j < j1; ++j) dz_add[i * cols + j] = act_d1(act, h[i * cols + j]) * slope[j - j0];
         parts[j0 / kColumnChunk] = part;
       });
       return p.sparsity * ordered_total(parts);

@@ -35,6 +35,10 @@ def add_arguments(parser):
     parser.add_argument("--plot", type=_args.output_file, default=None,
                         help="write a PNG bar chart here (needs matplotlib: pip install 'sslkern[plot]')")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--penalties", action="store_true",
+                        help="instead: the fused step with each extra penalty (higher-order contractive, "
+                             "kl and l1 sparsity) against the plain step and against the same penalty in "
+                             "plain PyTorch, eager and compiled")
 
 
 def run(args):
@@ -51,6 +55,8 @@ def run(args):
         torch.set_num_threads(args.threads)
     shapes = [bench.Shape.parse(s) for s in args.shapes]
     obj = bench.Objective(args.corruption, args.level, args.contractive)
+    if args.penalties:
+        return _penalties(args, bench, shapes, device, obj)
     if args.variants is not None:
         names, _ = bench.variants(shapes[0], device, obj, args.variants)
         if not names:
@@ -73,3 +79,20 @@ def run(args):
             f.write(bench.to_json(results, command=command, settings=vars(args)))
     if args.plot:
         bench.plot(results, args.plot)
+
+
+def _penalties(args, bench, shapes, device, obj):
+    backend = "native" if device == "cpu" else "triton"
+    results = bench.compare_penalties(shapes, device, obj, backend, warmup=args.warmup, steps=args.steps,
+                                      max_seconds=args.max_seconds, clock=args.clock)
+    info = bench.machine()
+    print(f"# {info['cpu']} ({info['cores']} cores, torch threads {info['torch_threads']}); torch "
+          f"{info['torch']}, sslkern {info['sslkern']}; device {device}, fp32; plain step: {obj.corruption} "
+          f"{obj.level} + contractive {obj.contractive}; penalties: {bench.PENALTY_CASES}; {args.clock} clock; "
+          f"load {info['load_average']}")
+    print(bench.penalty_table(results))
+    if args.json:
+        command = " ".join(shlex.quote(a) for a in sys.argv)
+        with open(args.json, "w", encoding="utf-8") as f:
+            f.write(bench.to_json(results, command=command, settings=vars(args)))
+    return 0
