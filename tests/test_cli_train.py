@@ -60,12 +60,23 @@ def test_train_writes_the_run_folder(small_mnist, tmp_path, capsys):
     ("stacked", ["--hidden", "16,8"], lambda c: [l["n_hidden"] for l in c["layers"]] == [16, 8]),
     ("cae", ["--contractive", "0.3"], lambda c: c["contractive"] == 0.3 and c["corruption"] == "none"),
     ("ae", ["--optimizer", "adam", "--lr", "0.001"], lambda c: c["corruption"] == "none" and c["contractive"] == 0),
+    ("hcae", [], lambda c: c["contractive"] == 0.1 and c["higher_order"] == 0.1 and c["higher_order_samples"] == 1),
+    ("sparse", ["--sparsity-kind", "l1", "--sparsity", "0.2"],
+     lambda c: c["sparsity"] == 0.2 and c["sparsity_kind"] == "l1" and c["higher_order"] == 0),
+    ("dae", ["--higher-order", "0.2", "--higher-order-samples", "2", "--higher-order-sigma", "0.3"],
+     lambda c: (c["higher_order"], c["higher_order_samples"], c["higher_order_sigma"], c["corruption"])
+     == (0.2, 2, 0.3, "mask")),
 ])
 def test_other_models(model, extra, check, small_mnist, tmp_path):
     out = tmp_path / model
     assert train("--data", str(small_mnist), "--out", str(out), "--model", model, *extra) == 0
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert check(metrics["config"]["model_config"])
+
+
+def test_a_penalty_combination_the_model_refuses_is_a_user_error(capsys, small_mnist):
+    message = error_of(capsys, SystemExit, "--data", str(small_mnist), "--model", "sparse", "--sparsity-target", "1.5")
+    assert "sparsity_target must be in (0, 1)" in message
 
 
 def error_of(capsys, error, *args):

@@ -4,6 +4,7 @@ import math
 import pytest
 import torch
 
+import sslkern
 from sslkern import nn as ssl_nn
 from sslkern import reference
 
@@ -88,6 +89,22 @@ def test_presets():
     assert (dae.corruption, dae.level, dae.contractive) == ("mask", 0.25, 0.0)
     assert (cae.corruption, cae.level, cae.contractive) == ("none", 0.0, 0.1)
     assert ssl_nn.DenoisingAutoencoder(10, 4, level=0.5).level == 0.5
+    hcae = ssl_nn.HigherOrderContractiveAutoencoder(10, 4)
+    sparse = ssl_nn.SparseAutoencoder(10, 4, sparsity_kind="l1")
+    assert hcae.contractive == 0.1 and hcae.penalties["higher_order"] == 0.1
+    assert sparse.penalties["sparsity"] == 0.1 and sparse.penalties["sparsity_kind"] == "l1"
+    for preset in (hcae, sparse):  # config() rebuilds the same model (what a checkpoint needs)
+        rebuilt = ssl_nn.TiedAutoencoder(**preset.config())
+        assert rebuilt.config() == preset.config()
+
+
+def test_model_penalties_reach_the_objective():
+    x = torch.rand(6, 10)
+    model = ssl_nn.TiedAutoencoder(10, 4, sparsity=0.3, higher_order=0.5, higher_order_samples=2, seed=3).eval()
+    params = (model.weight, model.hidden_bias, model.visible_bias)
+    want = sslkern.autoencoder_loss(x, *params, sparsity=0.3, higher_order=0.5, higher_order_samples=2, seed=3)
+    assert torch.equal(model(x), want)
+    assert not torch.equal(model(x), sslkern.autoencoder_loss(x, *params, seed=3))
 
 
 def test_stacked_encodes_through_every_layer():

@@ -27,7 +27,8 @@ def assert_same_model(a, b):
 
 
 @pytest.mark.parametrize("options", [{}, {"corruption": "gaussian", "level": 0.3, "contractive": 0.0},
-                                     {"encoder": "tanh", "decoder": "linear", "loss": "mse"}])
+                                     {"encoder": "tanh", "decoder": "linear", "loss": "mse"},
+                                     {"sparsity": 0.2, "higher_order": 0.3, "higher_order_samples": 2}])
 def test_sgd_step_matches_the_model_method_bit_for_bit(options):
     old, new = model(**options), model(**options)
     step = AutoencoderStep(new)
