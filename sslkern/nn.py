@@ -59,6 +59,8 @@ class TiedAutoencoder(nn.Module):
         self.seed = check.seed(seed)
         self.step = 0  # training calls so far: the noise counter (saved as extra state)
         self.rank, self.world_size = 0, 1  # set by sslkern.train.fit under torch.distributed
+        self.device_noise = False  # use_device_noise: the seed travels as a device tensor
+        self._rng, self._rng_step = None, None  # that tensor, and the value of `step` it matches
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
         factory = {"dtype": dtype, "device": device}
@@ -109,6 +111,35 @@ class TiedAutoencoder(nn.Module):
     def _objective_inputs(self, x):
         return _on_model_device(x, self.weight), self.weight, self.hidden_bias, self.visible_bias
 
+    def use_device_noise(self, enabled=True):
+        """Training calls pass their noise seed as an int64 [2] tensor (seed bits, offset) on
+        the model's device, advanced in place by each call, instead of a host integer: the
+        same numbers (step_seed of the same step), but a step captured in a CUDA graph then
+        draws fresh noise on every replay (the triton backend reads the tensor on the device).
+        sslkern.train.fit(cuda_graph=True) turns it on. Returns the model."""
+        self.device_noise = bool(enabled)
+        self._rng = None
+        return self
+
+    def advance_replayed_step(self):
+        """A captured step was replayed: its device seed advanced on the device, so the host
+        counter follows (forward() does both when it runs)."""
+        self.step += 1
+        if self._rng_step is not None:
+            self._rng_step += 1
+
+    def _device_noise_seed(self):
+        """The rng tensor of the next training call, advanced in place by one step
+        (world_size · φ in 64-bit wrapping arithmetic: step_seed's recurrence)."""
+        W = self.weight
+        if self._rng is None or self._rng.device != W.device or self._rng_step != self.step:
+            previous = (self.seed + ((self.step - 1) * self.world_size + self.rank) * GOLDEN) % SEED_MODULUS
+            self._rng = torch.tensor([_as_int64(previous), 0], dtype=torch.int64, device=W.device)
+        self._rng[:1].add_(_as_int64(self.world_size * GOLDEN % SEED_MODULUS))
+        self.step += 1
+        self._rng_step = self.step
+        return self._rng
+
     def take_noise_seed(self):
         """The seed of the next objective call: in training mode the step's fresh seed (and the
         step counter advances), in eval mode the model's fixed evaluation seed."""
@@ -120,7 +151,7 @@ class TiedAutoencoder(nn.Module):
 
     def _objective_options(self):
         """The objective's keyword arguments for the next call; training mode takes a step."""
-        seed = self.take_noise_seed()
+        seed = self._device_noise_seed() if self.training and self.device_noise else self.take_noise_seed()
         return dict(encoder=self.encoder, decoder=self.decoder, loss=self.loss,
                     corruption=self.corruption, level=self.level, contractive=self.contractive,
                     seed=seed, offset=0, **self.penalties)
@@ -147,6 +178,7 @@ class TiedAutoencoder(nn.Module):
         if not isinstance(state, dict) or not isinstance(state.get("step"), int) or state["step"] < 0:
             raise ValueError(f"extra state of a TiedAutoencoder must be {{'step': int >= 0}}, got {state!r}")
         self.step = state["step"]
+        self._rng = None
 
     def extra_repr(self):
         return (f"n_visible={self.n_visible}, n_hidden={self.n_hidden}, encoder={self.encoder!r}, "
@@ -244,6 +276,11 @@ class StackedAutoencoder(nn.Module):
     def weight(self):
         """The first layer's filters [H₁, D] (what save_filters draws)."""
         return self.layers[0].weight
+
+
+def _as_int64(value):
+    """An unsigned 64-bit value as the two's-complement int64 a tensor holds."""
+    return value - SEED_MODULUS if value >= 2**63 else value
 
 
 def _positive_int(name, value):

@@ -81,7 +81,7 @@ def add_arguments(parser):
                         help="with --resume: continue even though --data differs from the checkpoint's "
                              "(its length or fingerprint); without it such a resume is refused")
     parser.add_argument("--checkpoint-every", type=_args.positive_int, default=None, help="also checkpoint every N steps")
-    parser.add_argument("--cuda-graph", action="store_true", help="capture the step in a CUDA graph (noise-free models)")
+    parser.add_argument("--cuda-graph", action="store_true", help="capture the step in a CUDA graph (noisy models need --backend triton)")
     parser.add_argument("--threads", type=_args.nonnegative_int, default=0,
                         help="CPU threads for torch; 0 (the default) keeps torch's choice. On a machine "
                              "shared with other busy processes, 1 avoids threads waiting on each other")

@@ -28,8 +28,9 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     checkpoint in checkpoint_dir (a damaged one is skipped with a warning); a checkpoint of
     other data (another length or fingerprint) is refused unless resume="new-data".
     progress: a progress bar on a terminal, one line per epoch when stderr is not one (a
-    log file, CI). cuda_graph: capture the training step in a CUDA graph (CUDA, noise-free
-    models, one process). In one process without a CUDA graph, a TiedAutoencoder stage whose
+    log file, CI). cuda_graph: capture the training step in a CUDA graph (CUDA, one
+    process; a noisy model then draws its noise from a device tensor, use_device_noise, and
+    needs the triton backend). In one process without a CUDA graph, a TiedAutoencoder stage whose
     parameters all train and that has no hooks steps without an autograd graph, through a
     sslkern.step.AutoencoderStep: "sgd" as one fused op, the others from its value_and_grad
     (same weights to rounding); anything else takes forward() and loss.backward(). Under

@@ -105,21 +105,26 @@ def resolve_device(model, device, rank, world_size):
 
 
 def check_cuda_graph(settings, device, world_size, model):
-    """cuda_graph=True runs on CUDA, in one process, for noise-free models."""
+    """cuda_graph=True runs on CUDA, in one process; with noise, on the triton backend."""
     if not settings.cuda_graph:
         return
     if device.type != "cuda":
         raise ValueError(f"cuda_graph=True needs a CUDA device, got {device}")
     if world_size > 1:
         raise ValueError("cuda_graph=True runs in one process only (not under torch.distributed)")
-    for module, _ in model.stages():
-        if module.corruption != "none":
-            # The models pass their noise seed to the op as a host integer (sslkern.nn), so a
-            # captured graph would replay the same noise every step, which the noise contract
-            # forbids. (The ops also take the seed as an int64 device tensor, which the triton
-            # backend reads at replay; the models do not use that route yet.)
-            raise ValueError("cuda_graph=True needs a noise-free model (corruption='none'), "
-                             f"got corruption={module.corruption!r}")
+    noisy = [module for module, _ in model.stages()
+             if module.corruption != "none" or module.penalties["higher_order"] != 0.0]
+    if noisy:
+        # fit draws the noise of a captured step from a device tensor (TiedAutoencoder.
+        # use_device_noise), which only the triton backend reads on the device; the others
+        # copy it to the host, a sync that a capture forbids.
+        from .. import backends
+
+        name = backends.resolve(backends.requested(), device, noisy[0].weight.dtype).name
+        if name != "triton":
+            raise ValueError(f"cuda_graph=True with noise (corruption={noisy[0].corruption!r}, or a higher-order "
+                             f"term) needs the triton backend, which reads the noise seed on the device; the "
+                             f"{name!r} backend reads it to the host, which a captured graph cannot do")
 
 
 def data_identity(X):

@@ -6,8 +6,9 @@
   gradients from its value_and_grad. Same numbers as loss.backward() to rounding.
 - autograd: forward() and loss.backward(), then the optimizer; under torch.distributed the
   module is wrapped in DistributedDataParallel (gradients averaged over the ranks).
-- CUDA graph: the autograd step captured once and replayed (noise-free models, one process;
-  fit checks that before it starts).
+- CUDA graph: the autograd step captured once and replayed (one process; the model draws its
+  noise from a device tensor advanced in place, TiedAutoencoder.use_device_noise, so every
+  replay draws the noise eager steps would; fit checks the backend reads it on the device).
 """
 import torch
 
@@ -31,15 +32,18 @@ def make_step(module, opt, optimizer, cuda_graph, world_size, device):
         return graph_free_step(module, opt, fused_sgd=optimizer == "sgd")
     trainer = data_parallel(module, device) if world_size > 1 else module
     step = autograd_step(trainer, opt, set_to_none=not cuda_graph)
-    return GraphedStep(module, step) if cuda_graph else step
+    if not cuda_graph:
+        return step
+    module.use_device_noise()  # each replay advances the seed tensor: fresh noise, the eager numbers
+    return GraphedStep(module, step)
 
 
 def graph_free_ok(module):
     """Whether skipping autograd and forward() changes nothing: a plain TiedAutoencoder whose
-    parameters all train, with no hooks to call (sslkern._compat.hooks_registered reads
+    parameters all train, that draws its noise from host seeds (not use_device_noise), with no hooks to call (sslkern._compat.hooks_registered reads
     torch's private hook dictionaries)."""
     plain = ssl_nn.TiedAutoencoder
-    if not isinstance(module, plain) or type(module).forward is not plain.forward:
+    if not isinstance(module, plain) or type(module).forward is not plain.forward or module.device_noise:
         return False
     params = (module.weight, module.hidden_bias, module.visible_bias)
     return all(p.requires_grad for p in params) and not _compat.hooks_registered(module, params)
@@ -91,7 +95,7 @@ class GraphedStep:
         if self.graph is not None and xb.shape == self.static_x.shape:
             self.static_x.copy_(xb)
             self.graph.replay()
-            self.module.step += 1  # forward() is not called on replay; keep the counter true
+            self.module.advance_replayed_step()  # forward() is not called on replay
             return self.static_loss.clone()
         if self.graph is not None or self.warmed < self.WARMUP:
             stream = torch.cuda.Stream()
