@@ -37,19 +37,12 @@ constexpr int64_t kFlatBlock = 4096;       // elements per task of the flat (Phi
 
 int64_t num_blocks(int64_t rows) { return (rows + kRowBlock - 1) / kRowBlock; }
 
-// ln u for u in [1e-7, 1]: u = 2^e m with m in [sqrt(1/2), sqrt(2)), then the Cephes
-// polynomial for log(1 + f), f = m - 1 (about 1 ulp). Exponent and mantissa by bit
-// operations, so the loop vectorises.
-inline float log_unit(float u) {
-  uint32_t bits;
-  std::memcpy(&bits, &u, sizeof(bits));
-  float e = static_cast<float>(static_cast<int32_t>(bits >> 23) - 126);
-  bits = (bits & 0x007FFFFFu) | 0x3F000000u;  // m in [1/2, 1)
-  float m;
-  std::memcpy(&m, &bits, sizeof(m));
-  const bool low = m < 0.70710678f;
-  e = low ? e - 1.0f : e;
-  const float f = low ? m + m - 1.0f : m - 1.0f;
+}  // namespace
+
+// log(2^k (1 + f)) for f in [sqrt(1/2) - 1, sqrt(2) - 1]: the Cephes polynomial for
+// log(1 + f) (about 1 ulp), ln 2 split in two so k ln 2 adds exactly. Shared by the row
+// kernels' log1p (every instruction-set copy inlines it) and the Box-Muller below.
+SSLK_INLINE float log_reduced(float k, float f) {
   const float f2 = f * f;
   float p = 7.0376836292e-2f;
   p = p * f - 1.1514610310e-1f;
@@ -60,8 +53,23 @@ inline float log_unit(float u) {
   p = p * f + 2.0000714765e-1f;
   p = p * f - 2.4999993993e-1f;
   p = p * f + 3.3333331174e-1f;
-  const float y = p * f * f2 + e * -2.12194440e-4f - 0.5f * f2;
-  return f + y + e * 0.693359375f;
+  const float y = p * f * f2 + k * -2.12194440e-4f - 0.5f * f2;
+  return f + y + k * 0.693359375f;
+}
+
+namespace {
+
+// ln u for u in [1e-7, 1]: u = 2^e m with m in [sqrt(1/2), sqrt(2)), then log_reduced
+// (about 1 ulp). Exponent and mantissa by bit operations, so the loop vectorises.
+inline float log_unit(float u) {
+  uint32_t bits;
+  std::memcpy(&bits, &u, sizeof(bits));
+  const float e = static_cast<float>(static_cast<int32_t>(bits >> 23) - 126);
+  bits = (bits & 0x007FFFFFu) | 0x3F000000u;  // m in [1/2, 1)
+  float m;
+  std::memcpy(&m, &bits, sizeof(m));
+  const bool low = m < 0.70710678f;
+  return log_reduced(low ? e - 1.0f : e, low ? m + m - 1.0f : m - 1.0f);
 }
 
 // cos(2 pi u) for u in [0, 1): fold to a in [0, 1/4] (cos is even, and cos(2 pi t) =

@@ -39,20 +39,7 @@ SSLK_INLINE float exp_poly(float x) {  // e^x for x <= 0 (underflow clamps at 2^
 // from the rounded 1 + e, so small e keep their precision without a correcting divide.
 SSLK_INLINE float log1p_unit(float e) {
   const bool big = e > 0.41421356f;
-  const float k = big ? 1.0f : 0.0f;
-  const float f = big ? 0.5f * (e - 1.0f) : e;
-  const float f2 = f * f;
-  float p = 7.0376836292e-2f;
-  p = p * f - 1.1514610310e-1f;
-  p = p * f + 1.1676998740e-1f;
-  p = p * f - 1.2420140846e-1f;
-  p = p * f + 1.4249322787e-1f;
-  p = p * f - 1.6668057665e-1f;
-  p = p * f + 2.0000714765e-1f;
-  p = p * f - 2.4999993993e-1f;
-  p = p * f + 3.3333331174e-1f;
-  const float y = p * f * f2 + k * -2.12194440e-4f - 0.5f * f2;
-  return f + y + k * 0.693359375f;
+  return log_reduced(big ? 1.0f : 0.0f, big ? 0.5f * (e - 1.0f) : e);
 }
 
 // e^x - 1 for x <= 0 (NaN passes through). Near 0, where e^x - 1 cancels, the Taylor series
@@ -192,9 +179,9 @@ SSLK_INLINE void vstore_uniform(float* u, __m512i bits) {
 }
 #endif
 
-// Word 0 of Philox4x32-10 at counters counter0 + lane, lane < the vector's width.
+// Words 0 and 1 of Philox4x32-10 at counters counter0 + lane, lane < the vector's width.
 template <typename V>
-SSLK_INLINE V philox_word0(uint32_t counter0, uint32_t k0, uint32_t k1) {
+SSLK_INLINE void philox_words01(uint32_t counter0, uint32_t k0, uint32_t k1, V& w0, V& w1) {
   constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u, kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
   const V m0 = vbroadcast<V>(kM0), m1 = vbroadcast<V>(kM1);
   const V ctr = vadd(vbroadcast<V>(counter0), vlanes(V{}));
@@ -218,7 +205,17 @@ SSLK_INLINE V philox_word0(uint32_t counter0, uint32_t k0, uint32_t k1) {
     c2 = vxor(vxor(hi_a, c3), vbroadcast<V>(k1 + round * kW1));
     c3 = lo_a;
   }
-  return vxor(vxor(vmulhi(c2, m1), c1), vbroadcast<V>(k0 + 9 * kW0));  // round 9: word 0 only
+  V hi_b;  // round 9: words 0 and 1 only
+  vmulhilo(c2, m1, hi_b, w1);
+  w0 = vxor(vxor(hi_b, c1), vbroadcast<V>(k0 + 9 * kW0));
+}
+
+// Word 0 alone (the uniform draw): the inlined copy drops word 1's unused low half.
+template <typename V>
+SSLK_INLINE V philox_word0(uint32_t counter0, uint32_t k0, uint32_t k1) {
+  V w0, w1;
+  philox_words01<V>(counter0, k0, k1, w0, w1);
+  return w0;
 }
 
 SSLK_INLINE void philox_uniforms(uint64_t seed, uint32_t counter0, int64_t count, float* u) {
@@ -233,36 +230,6 @@ SSLK_INLINE void philox_uniforms(uint64_t seed, uint32_t counter0, int64_t count
   for (; k + kWidth <= count; k += kWidth)
     vstore_uniform(u + k, philox_word0<V>(counter0 + static_cast<uint32_t>(k), k0, k1));
   for (; k < count; ++k) u[k] = philox_uniform(seed, counter0 + static_cast<uint32_t>(k));
-}
-
-// Words 0 and 1 of Philox4x32-10 (the normal draw's pair) at counters counter0 + lane: the
-// word-0 rounds, with the last round's low half kept as word 1.
-template <typename V>
-SSLK_INLINE void philox_words01(uint32_t counter0, uint32_t k0, uint32_t k1, V& w0, V& w1) {
-  constexpr uint32_t kM0 = 0xD2511F53u, kM1 = 0xCD9E8D57u, kW0 = 0x9E3779B9u, kW1 = 0xBB67AE85u;
-  const V m0 = vbroadcast<V>(kM0), m1 = vbroadcast<V>(kM1);
-  const V ctr = vadd(vbroadcast<V>(counter0), vlanes(V{}));
-  V c1 = vbroadcast<V>(0), c2, c3;
-  vmulhilo(ctr, m0, c2, c3);
-  c2 = vxor(c2, vbroadcast<V>(k1));
-  const uint64_t p = static_cast<uint64_t>(kM0) * k0;
-  V c0;
-  vmulhilo(c2, m1, c0, c1);
-  c0 = vxor(c0, vbroadcast<V>(k0 + kW0));
-  c2 = vxor(vbroadcast<V>(static_cast<uint32_t>(p >> 32) ^ (k1 + kW1)), c3);
-  c3 = vbroadcast<V>(static_cast<uint32_t>(p));
-  for (uint32_t round = 2; round < 9; ++round) {
-    V hi_b, lo_b, hi_a, lo_a;
-    vmulhilo(c2, m1, hi_b, lo_b);
-    vmulhilo(c0, m0, hi_a, lo_a);
-    c0 = vxor(vxor(hi_b, c1), vbroadcast<V>(k0 + round * kW0));
-    c1 = lo_b;
-    c2 = vxor(vxor(hi_a, c3), vbroadcast<V>(k1 + round * kW1));
-    c3 = lo_a;
-  }
-  V hi_b;
-  vmulhilo(c2, m1, hi_b, w1);
-  w0 = vxor(vxor(hi_b, c1), vbroadcast<V>(k0 + 9 * kW0));
 }
 
 // u1[k], u2[k] = the uniforms of words 0 and 1 at counter0 + k.
