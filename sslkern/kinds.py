@@ -131,6 +131,30 @@ CORRUPTIONS: Table[Corruption] = Table(
 FAMILIES = (ACTIVATIONS, LOSSES, CORRUPTIONS)
 
 
+@dataclass(frozen=True)
+class PretextTask:
+    name: str
+    code: int
+    #: Philox words each batch row draws: row i uses counters offset + draws_per_row * i + j.
+    draws_per_row: int
+    #: how many labels (None: one per permutation of the set the caller gives).
+    classes: "int | None"
+    #: two views per example (centre and neighbour) through one encoder.
+    siamese: bool = False
+    doc: str = ""
+
+
+# The pretext tasks of sslkern.pretext. Not in FAMILIES: no compiled kernel switches on these
+# codes (each task has its own C++ entry and Triton kernel), so no C++ enum is generated.
+PRETEXT_TASKS: Table[PretextTask] = Table(
+    "pretext task", "PretextTask",
+    PretextTask("rotation", 0, draws_per_row=1, classes=4, doc="the image turned by label x 90 degrees"),
+    PretextTask("jigsaw", 1, draws_per_row=1, classes=None, doc="tiles shuffled by permutation `label`"),
+    PretextTask("relative", 2, draws_per_row=3, classes=8, siamese=True,
+                doc="which of the 8 neighbours of a centre patch the second patch is"),
+)
+
+
 def cpp_header() -> str:
     """The text of csrc/include/sslkern/kinds.h: the codes as C++ enums, and their counts."""
     lines = [
