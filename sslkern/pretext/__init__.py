@@ -19,7 +19,6 @@ offset past offset + k*B, or change the seed, as with corruption. Every backend 
 same outputs and labels, bit for bit; on a GPU nothing is read back to the host (except
 that jigsaw checks user-given permutations once per call: see `jigsaw`).
 """
-import functools
 import itertools
 import math
 from numbers import Integral
@@ -100,14 +99,13 @@ def default_permutations(grid=(2, 2), device=None):
     larger grids permutation_set(tiles, DEFAULT_PERMUTATIONS, seed=0)."""
     tiles = _grid(grid, math.inf, math.inf)
     tiles = tiles[0] * tiles[1]
-    return _default_set(tiles).to(device)
+    if tiles not in _DEFAULT_SETS:  # a dict, not lru_cache: torch.compile traces through it quietly
+        _DEFAULT_SETS[tiles] = (torch.tensor(list(itertools.permutations(range(tiles))), dtype=torch.int64)
+                                if tiles <= _EXHAUSTIVE_TILES else permutation_set(tiles, DEFAULT_PERMUTATIONS, seed=0))
+    return _DEFAULT_SETS[tiles].to(device)
 
 
-@functools.lru_cache(maxsize=None)
-def _default_set(tiles):
-    if tiles <= _EXHAUSTIVE_TILES:
-        return torch.tensor(list(itertools.permutations(range(tiles))), dtype=torch.int64)
-    return permutation_set(tiles, DEFAULT_PERMUTATIONS, seed=0)
+_DEFAULT_SETS = {}
 
 
 def permutation_set(tiles, count, seed=0, pool=400_000):

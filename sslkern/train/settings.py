@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from .. import _validate as check
+from .. import nn as ssl_nn
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 NEW_DATA = "new-data"  # resume=NEW_DATA: continue a checkpoint on other data, on purpose
@@ -113,6 +114,10 @@ def check_cuda_graph(settings, device, world_size, model):
     if world_size > 1:
         raise ValueError("cuda_graph=True runs in one process only (not under torch.distributed)")
     for module, _ in model.stages():
+        if isinstance(module, ssl_nn.PretextClassifier):
+            # Its labels are drawn with a host-integer seed per step, which a graph would freeze.
+            raise ValueError("cuda_graph=True is for noise-free autoencoders; a pretext model draws fresh "
+                             "labels every step")
         if module.corruption != "none":
             # The models pass their noise seed to the op as a host integer (sslkern.nn), so a
             # captured graph would replay the same noise every step, which the noise contract
