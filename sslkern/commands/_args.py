@@ -92,6 +92,14 @@ def shape(text):
     return "x".join(str(s) for s in sizes)
 
 
+def grid(text):
+    """Jigsaw tiles as ROWSxCOLS (e.g. 2x2 or 3x3), each >= 1: a (rows, cols) tuple."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if match is None or min(int(g) for g in match.groups()) < 1:
+        _fail(f"must look like ROWSxCOLS with both >= 1 (e.g. 2x2 or 3x3), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
 # ---------------------------------------------------------------------------------------
 # Names
 
