@@ -279,3 +279,31 @@ def test_torch_compile_traces_the_ops():
     compiled = torch.compile(generate, backend="eager", fullgraph=True)
     for got, want in zip(compiled(x), generate(x)):
         assert torch.equal(got, want)
+
+
+def test_every_instruction_set_copies_the_same():
+    """The C++ copies are compiled per instruction set (csrc/cpu/pretext_rows.h); each must give
+    the oracle's bits, on the 4x4-block quarter turns (side 28) and the short tile rows."""
+    lib = sslkern._native.load("cpu")
+    best = lib.isa()
+    x = images(64, 28, 28, torch.float32).cpu()
+    results = {}
+    try:
+        for isa in ("baseline", "avx2", "avx512"):
+            try:
+                lib.set_isa(isa)
+            except ValueError:
+                continue  # this CPU lacks it
+            with sslkern.use_backend("native"):
+                results[isa] = (pretext.rotations(x, (28, 28), seed=3), pretext.jigsaw(x, (28, 28), grid=(3, 5), seed=3),
+                                pretext.relative_patches(x, (28, 28), patch=5, gap=1, seed=3))
+    finally:
+        lib.set_isa(best)
+    with sslkern.use_backend("reference"):
+        want = (pretext.rotations(x, (28, 28), seed=3), pretext.jigsaw(x, (28, 28), grid=(3, 5), seed=3),
+                pretext.relative_patches(x, (28, 28), patch=5, gap=1, seed=3))
+    assert set(want[0][1].tolist()) == {0, 1, 2, 3}  # every quarter turn is exercised
+    assert "baseline" in results
+    for isa, result in results.items():
+        for got, expected in zip(result, want):
+            assert all(torch.equal(a, b) for a, b in zip(got, expected)), isa

@@ -1,64 +1,74 @@
 #include "pretext.h"
 
 #include <cstring>
+#include <vector>
 
+#include "kernels.h"  // cpu_isa: the instruction set the row kernels run with
 #include "sslkern/philox.h"
+
+// Each generator draws every label first (Philox, one word per draw), then copies the images
+// in parallel over rows with the copy of pretext_rows.h for the CPU's instruction set.
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define SSLK_PRETEXT_DISPATCH 1  // as kernels.cpp: GCC on x86-64 builds AVX2 and AVX-512 copies
+#else
+#define SSLK_PRETEXT_DISPATCH 0
+#endif
 
 namespace sslkern::cpu {
 namespace {
 
-constexpr int64_t kParallelElements = 1 << 15;  // below this, threads cost more than they save
-
-// Copies `count` elements; memcpy is the fastest way on every row length.
-template <typename E>
-inline void copy(E* dst, const E* src, int64_t count) {
-  std::memcpy(dst, src, static_cast<size_t>(count) * sizeof(E));
-}
-
-template <typename E>
-void rotate_row(const E* src, E* dst, int64_t n, uint32_t k) {
-  switch (k) {
-    case 0:  // np.rot90(img, 0)
-      copy(dst, src, n * n);
-      return;
-    case 1:  // out[r, c] = img[c, n-1-r]
-      for (int64_t r = 0; r < n; ++r)
-        for (int64_t c = 0; c < n; ++c) dst[r * n + c] = src[c * n + (n - 1 - r)];
-      return;
-    case 2:  // out[r, c] = img[n-1-r, n-1-c]: the flat row reversed
-      for (int64_t p = 0; p < n * n; ++p) dst[p] = src[n * n - 1 - p];
-      return;
-    case 3:  // out[r, c] = img[n-1-c, r]
-      for (int64_t r = 0; r < n; ++r)
-        for (int64_t c = 0; c < n; ++c) dst[r * n + c] = src[(n - 1 - c) * n + r];
-      return;
-  }
-  // Unreachable: pick(..., 4) < 4. Loud all the same, outside any parallel region's reach.
-  __builtin_trap();
-}
-
 struct JigsawGeometry {
-  int64_t height, width, grid_h, grid_w, tile_h, tile_w;
+  int64_t height, width, tiled_h, tiled_w, tile_h, tile_w;
+  std::vector<int64_t> corner;  // element offset of tile t's top-left pixel (no division per image)
 };
 
-template <typename E>
-void jigsaw_row(const E* src, E* dst, const JigsawGeometry& g, const int64_t* perm) {
-  const int64_t tiled_h = g.grid_h * g.tile_h, tiled_w = g.grid_w * g.tile_w;
-  for (int64_t t = 0; t < g.grid_h * g.grid_w; ++t) {
-    const int64_t s = perm[t];
-    const E* from = src + (s / g.grid_w) * g.tile_h * g.width + (s % g.grid_w) * g.tile_w;
-    E* to = dst + (t / g.grid_w) * g.tile_h * g.width + (t % g.grid_w) * g.tile_w;
-    for (int64_t r = 0; r < g.tile_h; ++r) copy(to + r * g.width, from + r * g.width, g.tile_w);
-  }
-  if (tiled_w < g.width)  // the right margin of the tiled rows
-    for (int64_t r = 0; r < tiled_h; ++r)
-      copy(dst + r * g.width + tiled_w, src + r * g.width + tiled_w, g.width - tiled_w);
-  copy(dst + tiled_h * g.width, src + tiled_h * g.width, (g.height - tiled_h) * g.width);
+}  // namespace
+
+#define SSLK_ROWS_ISA 0
+namespace pretext_base {
+#include "pretext_rows.h"  // NOLINT: included once per instruction set
+}  // namespace pretext_base
+#undef SSLK_ROWS_ISA
+#if SSLK_PRETEXT_DISPATCH
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+#define SSLK_ROWS_ISA 1
+namespace pretext_avx2 {
+#include "pretext_rows.h"  // NOLINT: included once per instruction set
+}  // namespace pretext_avx2
+#undef SSLK_ROWS_ISA
+#pragma GCC pop_options
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,prefer-vector-width=512")
+#define SSLK_ROWS_ISA 2
+namespace pretext_avx512 {
+#include "pretext_rows.h"  // NOLINT: included once per instruction set
+}  // namespace pretext_avx512
+#undef SSLK_ROWS_ISA
+#pragma GCC pop_options
+#define SSLK_PRETEXT_ROWS(fn) \
+  (cpu_isa() == kIsaAvx512 ? pretext_avx512::fn : cpu_isa() == kIsaAvx2 ? pretext_avx2::fn : pretext_base::fn)
+#else
+#define SSLK_PRETEXT_ROWS(fn) pretext_base::fn
+#endif
+
+namespace {
+
+constexpr int64_t kParallelElements = 1 << 15;  // below this, threads cost more than they save
+
+JigsawGeometry jigsaw_geometry(int64_t height, int64_t width, int64_t grid_h, int64_t grid_w) {
+  JigsawGeometry g{height, width, 0, 0, height / grid_h, width / grid_w, {}};
+  g.tiled_h = grid_h * g.tile_h;
+  g.tiled_w = grid_w * g.tile_w;
+  for (int64_t t = 0; t < grid_h * grid_w; ++t)
+    g.corner.push_back((t / grid_w) * g.tile_h * width + (t % grid_w) * g.tile_w);
+  return g;
 }
 
-template <typename E>
-void copy_square(const E* src, int64_t width, int64_t top, int64_t left, int64_t patch, E* dst) {
-  for (int64_t r = 0; r < patch; ++r) copy(dst + r * patch, src + (top + r) * width + left, patch);
+// labels[i] = pick(counter offset + draws * i + j, n) for every row i.
+void draw_labels(int64_t* labels, int64_t batch, int draws, int j, uint32_t n, uint64_t seed, uint32_t offset) {
+  for (int64_t i = 0; i < batch; ++i) labels[i] = pick(seed, offset + uint32_t(draws * i + j), n);
 }
 
 }  // namespace
@@ -72,26 +82,22 @@ template <typename E>
 void rotations(const E* x, E* out, int64_t* labels, int64_t batch, int64_t side, uint64_t seed,
                uint32_t offset) {
   const int64_t pixels = side * side;
+  draw_labels(labels, batch, kRotationDraws, 0, 4, seed, offset);
+  const auto rotate = SSLK_PRETEXT_ROWS(rotate_image<E>);
 #pragma omp parallel for schedule(static) if (batch * pixels > kParallelElements)
-  for (int64_t i = 0; i < batch; ++i) {
-    const uint32_t k = pick(seed, offset + uint32_t(kRotationDraws * i), 4);
-    labels[i] = k;
-    rotate_row(x + i * pixels, out + i * pixels, side, k);
-  }
+  for (int64_t i = 0; i < batch; ++i) rotate(x + i * pixels, out + i * pixels, side, uint32_t(labels[i]));
 }
 
 template <typename E>
 void jigsaw(const E* x, E* out, int64_t* labels, int64_t batch, int64_t height, int64_t width,
             int64_t grid_h, int64_t grid_w, const int64_t* perms, int64_t n_perms, uint64_t seed,
             uint32_t offset) {
-  const JigsawGeometry g{height, width, grid_h, grid_w, height / grid_h, width / grid_w};
+  const JigsawGeometry g = jigsaw_geometry(height, width, grid_h, grid_w);
   const int64_t pixels = height * width, tiles = grid_h * grid_w;
+  draw_labels(labels, batch, kJigsawDraws, 0, uint32_t(n_perms), seed, offset);
+  const auto shuffle = SSLK_PRETEXT_ROWS(jigsaw_image<E>);
 #pragma omp parallel for schedule(static) if (batch * pixels > kParallelElements)
-  for (int64_t i = 0; i < batch; ++i) {
-    const uint32_t label = pick(seed, offset + uint32_t(kJigsawDraws * i), uint32_t(n_perms));
-    labels[i] = label;
-    jigsaw_row(x + i * pixels, out + i * pixels, g, perms + label * tiles);
-  }
+  for (int64_t i = 0; i < batch; ++i) shuffle(x + i * pixels, out + i * pixels, g, perms + labels[i] * tiles);
 }
 
 template <typename E>
@@ -99,18 +105,18 @@ void relative_patches(const E* x, E* center, E* neighbour, int64_t* labels, int6
                       int64_t height, int64_t width, int64_t patch, int64_t gap, uint64_t seed,
                       uint32_t offset) {
   const int64_t step = patch + gap, extent = 3 * patch + 2 * gap, area = patch * patch;
+  std::vector<int64_t> tops(batch), lefts(batch);
+  draw_labels(labels, batch, kRelativeDraws, 0, 8, seed, offset);
+  draw_labels(tops.data(), batch, kRelativeDraws, 1, uint32_t(height - extent + 1), seed, offset);
+  draw_labels(lefts.data(), batch, kRelativeDraws, 2, uint32_t(width - extent + 1), seed, offset);
+  const auto square_of = SSLK_PRETEXT_ROWS(copy_square<E>);
 #pragma omp parallel for schedule(static) if (batch * area > kParallelElements / 4)
   for (int64_t i = 0; i < batch; ++i) {
-    const uint32_t first = offset + uint32_t(kRelativeDraws * i);
-    const uint32_t label = pick(seed, first, 8);
-    const int64_t top = pick(seed, first + 1, uint32_t(height - extent + 1));
-    const int64_t left = pick(seed, first + 2, uint32_t(width - extent + 1));
-    const int64_t square = label < 4 ? label : label + 1;  // 0..8 row by row, 4 is the centre
-    labels[i] = label;
+    const int64_t top = tops[i], left = lefts[i];
+    const int64_t square = labels[i] < 4 ? labels[i] : labels[i] + 1;  // 0..8 row by row, 4 the centre
     const E* image = x + i * height * width;
-    copy_square(image, width, top + step, left + step, patch, center + i * area);
-    copy_square(image, width, top + (square / 3) * step, left + (square % 3) * step, patch,
-                neighbour + i * area);
+    square_of(image, width, top + step, left + step, patch, center + i * area);
+    square_of(image, width, top + (square / 3) * step, left + (square % 3) * step, patch, neighbour + i * area);
   }
 }
 

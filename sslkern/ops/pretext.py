@@ -42,6 +42,18 @@ def implementation_for(name, device, dtype):
     return importlib.import_module(IMPLEMENTATIONS[backend.name][1])
 
 
+_chosen = {}
+
+
+def cached_implementation(name, device, dtype):
+    """implementation_for, remembered per (name, device, dtype): what runs there does not change
+    during a process (a refusal is not remembered: it raises every time)."""
+    key = (name, device, dtype)
+    if key not in _chosen:
+        _chosen[key] = implementation_for(name, device, dtype)
+    return _chosen[key]
+
+
 # --- guards: what each op indexes, checked in the real and the fake implementation ---------
 
 def _common(op, x, seed_draws, offset, backend):
@@ -94,7 +106,7 @@ def _labels_like(x):
 @torch.library.custom_op("sslkern::rotations", mutates_args=())
 def rotations(x: torch.Tensor, side: int, seed: int, offset: int, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     _rotation_guard(x, side, offset, backend)
-    impl = implementation_for(backend, x.device, x.dtype)
+    impl = cached_implementation(backend, x.device, x.dtype)
     return impl.rotations(x.contiguous(), side, unsigned(seed), offset)
 
 
@@ -110,7 +122,7 @@ def jigsaw(x: torch.Tensor, height: int, width: int, grid_h: int, grid_w: int, p
     _jigsaw_guard(x, height, width, grid_h, grid_w, permutations, offset, backend)
     if permutations.device.type == "cpu":  # the values are indices: check them where that is free
         check_permutation_rows(permutations, prefix="sslkern::jigsaw: ")
-    impl = implementation_for(backend, x.device, x.dtype)
+    impl = cached_implementation(backend, x.device, x.dtype)
     return impl.jigsaw(x.contiguous(), height, width, grid_h, grid_w, permutations.contiguous(), unsigned(seed),
                        offset)
 
@@ -125,7 +137,7 @@ def _(x, height, width, grid_h, grid_w, permutations, seed, offset, backend):
 def relative_patches(x: torch.Tensor, height: int, width: int, patch: int, gap: int, seed: int, offset: int,
                      backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     _relative_guard(x, height, width, patch, gap, offset, backend)
-    impl = implementation_for(backend, x.device, x.dtype)
+    impl = cached_implementation(backend, x.device, x.dtype)
     return impl.relative_patches(x.contiguous(), height, width, patch, gap, unsigned(seed), offset)
 
 

@@ -113,8 +113,11 @@ def permutation_set(tiles, count, seed=0, pool=400_000):
     Noroozi & Favaro do for the jigsaw task. Start from one drawn permutation; then, again and
     again, add the candidate whose smallest distance to the chosen ones is largest. The
     candidates are all tiles! permutations when there are at most `pool` of them, else `pool`
-    drawn ones; numpy's generator seeded with `seed` draws them and breaks ties."""
+    drawn ones; numpy's generator seeded with `seed` draws them and breaks ties. Tiles up to
+    127 (int8 candidates)."""
     tiles = _integer("tiles", tiles, 1)
+    if tiles > 127:
+        raise ValueError(f"tiles must be at most 127, got {tiles}")
     count = _integer("count", count, 1)
     seed = check.seed(seed)
     rng = np.random.default_rng(seed)
@@ -122,7 +125,7 @@ def permutation_set(tiles, count, seed=0, pool=400_000):
         candidates = np.array(list(itertools.permutations(range(tiles))), dtype=np.int8)
         candidates = candidates[rng.permutation(len(candidates))]  # the seed decides ties
     else:
-        candidates = np.array([rng.permutation(tiles) for _ in range(pool)], dtype=np.int8)
+        candidates = rng.permuted(np.tile(np.arange(tiles, dtype=np.int8), (pool, 1)), axis=1)
         candidates = np.unique(candidates, axis=0)
         candidates = candidates[rng.permutation(len(candidates))]
     if count > len(candidates):
@@ -158,10 +161,15 @@ def check_permutations(permutations, tiles, device):
 # --- argument checks -----------------------------------------------------------------------
 
 def _images(x, image_shape):
-    check.tensor("x", x, 2)
-    if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 2
-            or not all(isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in image_shape)):
-        raise ValueError(f"image_shape must be two positive integers (height, width), got {image_shape!r}")
+    """(height, width), checked against x [B, height*width]. Plain ints take a fast path: the
+    generators run in microseconds, so the checks must too."""
+    if not (type(x) is torch.Tensor and x.dim() == 2 and x.dtype.is_floating_point):
+        check.tensor("x", x, 2)
+    if not (type(image_shape) is tuple and len(image_shape) == 2 and type(image_shape[0]) is int
+            and type(image_shape[1]) is int and image_shape[0] >= 1 and image_shape[1] >= 1):
+        if (not isinstance(image_shape, (tuple, list)) or len(image_shape) != 2
+                or not all(isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in image_shape)):
+            raise ValueError(f"image_shape must be two positive integers (height, width), got {image_shape!r}")
     height, width = int(image_shape[0]), int(image_shape[1])
     if x.shape[1] != height * width:
         raise ValueError(f"image_shape ({height}, {width}) has {height * width} pixels but x has {x.shape[1]} "
@@ -187,10 +195,13 @@ def _integer(name, value, minimum):
 
 def _stream(x, task, seed, offset):
     """(seed, offset), checked, and the batch's draws within the 32-bit counter."""
-    seed, offset = check.seed(seed), check.offset(offset)
-    check.count("x's rows times the draws per row", x.shape[0] * TASKS[task].draws_per_row)
+    if not (type(seed) is int and 0 <= seed < check.MAX_SEED):
+        seed = check.seed(seed)
+    if not (type(offset) is int and 0 <= offset < check.MAX_COUNTERS):
+        offset = check.offset(offset)
+    check.counters("x's rows times the draws per row", x.shape[0] * TASKS[task].draws_per_row)
     return seed, offset
 
 
 def _implementation(x):
-    return _ops.implementation_for(backends.requested(), x.device, x.dtype)
+    return _ops.cached_implementation(backends.requested(), x.device, x.dtype)
