@@ -307,3 +307,17 @@ def test_every_instruction_set_copies_the_same():
     for isa, result in results.items():
         for got, expected in zip(result, want):
             assert all(torch.equal(a, b) for a, b in zip(got, expected)), isa
+
+
+def test_bench_compares_each_generator_with_a_copy():
+    """What `sslkern bench --pretext` reports: every generator, per backend, as a ratio to the
+    copy of the same batch (the numbers themselves are never checked in tests)."""
+    from sslkern import bench
+
+    rows = bench.compare_pretext(3, (7, 7), device="cpu", warmup=1, steps=5, max_seconds=1.0)
+    assert {r["backend"] for r in rows} == set(bench.pretext_backends("cpu"))
+    for name in bench.pretext_backends("cpu"):
+        variants = {r["variant"]: r for r in rows if r["backend"] == name}
+        assert set(variants) == {"copy", "rotations", "jigsaw", "relative_patches"}
+        assert variants["copy"]["x_copy"] == 1.0
+    assert "relative_patches" in bench.pretext_table(rows, 3, (7, 7))

@@ -6,7 +6,7 @@
 #include "kernels.h"  // cpu_isa: the instruction set the row kernels run with
 #include "sslkern/philox.h"
 
-// Each generator draws every label first (Philox, one word per draw), then copies the images
+// Each generator draws every label first (draw_labels, vectorised), then copies the images
 // in parallel over rows with the copy of pretext_rows.h for the CPU's instruction set.
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -66,23 +66,13 @@ JigsawGeometry jigsaw_geometry(int64_t height, int64_t width, int64_t grid_h, in
   return g;
 }
 
-// labels[i] = pick(counter offset + draws * i + j, n) for every row i.
-void draw_labels(int64_t* labels, int64_t batch, int draws, int j, uint32_t n, uint64_t seed, uint32_t offset) {
-  for (int64_t i = 0; i < batch; ++i) labels[i] = pick(seed, offset + uint32_t(draws * i + j), n);
-}
-
 }  // namespace
-
-uint32_t pick(uint64_t seed, uint32_t counter, uint32_t n) {
-  const uint64_t word = philox4x32_10(counter, seed).c0;
-  return static_cast<uint32_t>((word * n) >> 32);
-}
 
 template <typename E>
 void rotations(const E* x, E* out, int64_t* labels, int64_t batch, int64_t side, uint64_t seed,
                uint32_t offset) {
   const int64_t pixels = side * side;
-  draw_labels(labels, batch, kRotationDraws, 0, 4, seed, offset);
+  SSLK_PRETEXT_ROWS(draw_labels)(labels, batch, kRotationDraws, 0, 4, seed, offset);
   const auto rotate = SSLK_PRETEXT_ROWS(rotate_image<E>);
 #pragma omp parallel for schedule(static) if (batch * pixels > kParallelElements)
   for (int64_t i = 0; i < batch; ++i) rotate(x + i * pixels, out + i * pixels, side, uint32_t(labels[i]));
@@ -94,7 +84,7 @@ void jigsaw(const E* x, E* out, int64_t* labels, int64_t batch, int64_t height, 
             uint32_t offset) {
   const JigsawGeometry g = jigsaw_geometry(height, width, grid_h, grid_w);
   const int64_t pixels = height * width, tiles = grid_h * grid_w;
-  draw_labels(labels, batch, kJigsawDraws, 0, uint32_t(n_perms), seed, offset);
+  SSLK_PRETEXT_ROWS(draw_labels)(labels, batch, kJigsawDraws, 0, uint32_t(n_perms), seed, offset);
   const auto shuffle = SSLK_PRETEXT_ROWS(jigsaw_image<E>);
 #pragma omp parallel for schedule(static) if (batch * pixels > kParallelElements)
   for (int64_t i = 0; i < batch; ++i) shuffle(x + i * pixels, out + i * pixels, g, perms + labels[i] * tiles);
@@ -106,9 +96,10 @@ void relative_patches(const E* x, E* center, E* neighbour, int64_t* labels, int6
                       uint32_t offset) {
   const int64_t step = patch + gap, extent = 3 * patch + 2 * gap, area = patch * patch;
   std::vector<int64_t> tops(batch), lefts(batch);
-  draw_labels(labels, batch, kRelativeDraws, 0, 8, seed, offset);
-  draw_labels(tops.data(), batch, kRelativeDraws, 1, uint32_t(height - extent + 1), seed, offset);
-  draw_labels(lefts.data(), batch, kRelativeDraws, 2, uint32_t(width - extent + 1), seed, offset);
+  const auto draw = SSLK_PRETEXT_ROWS(draw_labels);
+  draw(labels, batch, kRelativeDraws, 0, 8, seed, offset);
+  draw(tops.data(), batch, kRelativeDraws, 1, uint32_t(height - extent + 1), seed, offset);
+  draw(lefts.data(), batch, kRelativeDraws, 2, uint32_t(width - extent + 1), seed, offset);
   const auto square_of = SSLK_PRETEXT_ROWS(copy_square<E>);
 #pragma omp parallel for schedule(static) if (batch * area > kParallelElements / 4)
   for (int64_t i = 0; i < batch; ++i) {

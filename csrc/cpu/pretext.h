@@ -12,8 +12,8 @@ constexpr int kRotationDraws = 1;  // j = 0: the label
 constexpr int kJigsawDraws = 1;    // j = 0: the label
 constexpr int kRelativeDraws = 3;  // j = 0: the label, 1: the arrangement's top, 2: its left
 
-// A uniform integer in [0, n) from the word at `counter`: (c0 * n) >> 32.
-uint32_t pick(uint64_t seed, uint32_t counter, uint32_t n);
+// A draw in [0, n) is (c0 * n) >> 32 of the Philox word at its counter (draw_labels in
+// pretext_rows.h; docs/random.md §9).
 
 // x [batch, side*side] -> out: row i rotated by labels[i] * 90 degrees counter-clockwise.
 template <typename E>

@@ -6,6 +6,16 @@
 
 constexpr int64_t kVecBytes = SSLK_ROWS_ISA == 2 ? 64 : SSLK_ROWS_ISA == 1 ? 32 : 16;
 
+// labels[i] = (c0 * n) >> 32 of the word at counter offset + draws * i + j, for every row i
+// (docs/random.md §9). Here, not in pretext.cpp, so the Philox loop vectorises at the ISA's width.
+inline void draw_labels(int64_t* labels, int64_t batch, int draws, int j, uint32_t n, uint64_t seed,
+                        uint32_t offset) {
+  for (int64_t i = 0; i < batch; ++i) {
+    const uint64_t word = philox4x32_10(offset + uint32_t(draws * i + j), seed).c0;
+    labels[i] = static_cast<int64_t>((word * n) >> 32);
+  }
+}
+
 template <int64_t kBytes>
 inline void move(char* dst, const char* src) {
   typedef uint8_t Vec __attribute__((vector_size(kBytes)));

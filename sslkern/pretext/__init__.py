@@ -32,7 +32,8 @@ from ..kinds import PRETEXT_TASKS
 from ..ops import pretext as _ops
 from ..ops.autoencoder import eager_fast_path_ok
 
-__all__ = ["rotations", "jigsaw", "relative_patches", "permutation_set", "default_permutations", "TASKS"]
+__all__ = ["rotations", "jigsaw", "jigsaw_checked", "relative_patches", "permutation_set", "default_permutations",
+           "check_permutations", "TASKS"]
 
 TASKS = PRETEXT_TASKS
 _sslkern = torch.ops.sslkern
