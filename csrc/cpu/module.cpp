@@ -153,11 +153,22 @@ void dispatch_words(int element_size, Fn&& fn) {
 // The draws of a pretext call: `draws` per row must fit the 32-bit counter.
 void check_pretext_batch(int64_t batch, int draws) {
   check_size(batch, "batch");
-  check_counters(batch * draws);
+  if (batch > (int64_t(1) << 32) / draws)
+    fail("batch", std::to_string(batch) + " rows of " + std::to_string(draws) + " draws exceed the 32-bit Philox counter");
 }
 
 void check_positive(int64_t value, const char* name) {
   if (value < 1) fail(name, "must be >= 1, got " + std::to_string(value));
+}
+
+// Images of height x width as the rows of x [batch, height*width]: the sides and the last
+// element's byte offset must fit (as check_matrix's).
+void check_images(int64_t batch, int64_t height, int64_t width, const char* height_name, const char* width_name) {
+  constexpr int64_t kMaxSide = int64_t(1) << 31;
+  check_positive(height, height_name);
+  check_positive(width, width_name);
+  if (height > kMaxSide || width > kMaxSide) fail("shape", "an image side exceeds 2^31");
+  check_matrix("x", batch, height * width, height * width);
 }
 
 }  // namespace
@@ -188,7 +199,7 @@ PYBIND11_MODULE(_native_cpu, m) {
   m.def("rotations", [](int element_size, uintptr_t x, uintptr_t out, uintptr_t labels, int64_t batch,
                         int64_t side, uint64_t seed, uint32_t offset) {
     check_pretext_batch(batch, sslkern::cpu::kRotationDraws);
-    check_positive(side, "side");
+    check_images(batch, side, side, "side", "side");
     dispatch_words(element_size, [&](auto tag) {
       using E = decltype(tag);
       const E* xp = pointer<E>(x, "x", batch == 0);
@@ -203,6 +214,7 @@ PYBIND11_MODULE(_native_cpu, m) {
                      int64_t height, int64_t width, int64_t grid_h, int64_t grid_w, uintptr_t permutations,
                      int64_t n_perms, uint64_t seed, uint32_t offset) {
     check_pretext_batch(batch, sslkern::cpu::kJigsawDraws);
+    check_images(batch, height, width, "height", "width");
     check_positive(grid_h, "grid_h");
     check_positive(grid_w, "grid_w");
     if (height < grid_h || width < grid_w) fail("grid", "more tiles than pixels along a side");
@@ -226,6 +238,7 @@ PYBIND11_MODULE(_native_cpu, m) {
                                uintptr_t labels, int64_t batch, int64_t height, int64_t width, int64_t patch,
                                int64_t gap, uint64_t seed, uint32_t offset) {
     check_pretext_batch(batch, sslkern::cpu::kRelativeDraws);
+    check_images(batch, height, width, "height", "width");
     check_positive(patch, "patch");
     check_size(gap, "gap");
     if (3 * patch + 2 * gap > std::min(height, width)) fail("patch", "the 3x3 arrangement does not fit the image");
