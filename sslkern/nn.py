@@ -273,7 +273,7 @@ class PretextClassifier(nn.Module):
                 permutations = pretext.default_permutations(self.grid)
             else:
                 permutations = pretext.check_permutations(permutations, self.grid[0] * self.grid[1],
-                                                           permutations.device).cpu()
+                                                           permutations.device).cpu().clone()  # ours
             pretext.jigsaw_checked(blank, self.image_shape, self.grid, permutations)
             self.register_buffer("permutations", permutations)
             self.n_inputs, self.n_classes = self.n_visible, permutations.shape[0]

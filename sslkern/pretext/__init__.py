@@ -100,13 +100,19 @@ def default_permutations(grid=(2, 2), device=None):
     larger grids permutation_set(tiles, DEFAULT_PERMUTATIONS, seed=0)."""
     tiles = _grid(grid, math.inf, math.inf)
     tiles = tiles[0] * tiles[1]
-    if tiles not in _DEFAULT_SETS:  # a dict, not lru_cache: torch.compile traces through it quietly
-        _DEFAULT_SETS[tiles] = (torch.tensor(list(itertools.permutations(range(tiles))), dtype=torch.int64)
-                                if tiles <= _EXHAUSTIVE_TILES else permutation_set(tiles, DEFAULT_PERMUTATIONS, seed=0))
-    return _DEFAULT_SETS[tiles].to(device)
+    device = torch.device("cpu" if device is None else device)
+    # Kept per device (a dict, not lru_cache: torch.compile traces through it quietly), so a
+    # GPU call does not copy the set over every time.
+    if (tiles, device) not in _DEFAULT_SETS:
+        if tiles <= _EXHAUSTIVE_TILES:
+            cpu = torch.tensor(list(itertools.permutations(range(tiles))), dtype=torch.int64)
+        else:
+            cpu = permutation_set(tiles, DEFAULT_PERMUTATIONS, seed=0)
+        _DEFAULT_SETS[(tiles, device)] = cpu.to(device)
+    return _DEFAULT_SETS[(tiles, device)].clone()  # a copy: the caller may write to it
 
 
-_DEFAULT_SETS = {}
+_DEFAULT_SETS = {}  # (tiles, device) -> the default set there
 
 
 def permutation_set(tiles, count, seed=0, pool=400_000):
