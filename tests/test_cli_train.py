@@ -179,3 +179,5 @@ def test_pretext_models_train_on_the_embedded_data(model, extra, tmp_path, capsy
 def test_pretext_geometry_that_does_not_fit_is_a_usage_error(capsys):
     assert train("--model", "relative", "--patch", "10", "--data", "mnist-10k") == 2
     assert "--model relative" in capsys.readouterr().err
+    assert train("--model", "rotation", "--grid", "3x3") == 2  # a flag the model would ignore
+    assert "--grid is for --model jigsaw" in capsys.readouterr().err

@@ -47,6 +47,17 @@ def test_same_seed_same_model_and_encoder_starts_as_autoencoders():
     assert torch.equal(a(digits(8)), a(digits(8))) and a.step == 0  # eval: fixed labels, no step
 
 
+def test_ranks_draw_their_own_labels():
+    """Data-parallel ranks (set by fit) use distinct seeds at every step, as the autoencoders."""
+    models = [PretextClassifier("jigsaw", SHAPE, 4, seed=6) for _ in range(2)]
+    for rank, model in enumerate(models):
+        model.rank, model.world_size = rank, 2
+        assert model.noise_seed() == step_seed(6, 0, rank, 2)
+    x = digits(64)
+    labels = [model.generate(x, model.take_noise_seed())[1] for model in models]
+    assert not torch.equal(labels[0], labels[1]) and models[0].step == models[1].step == 1
+
+
 def test_siamese_encode_gives_patch_grid_features():
     model = PretextClassifier("relative", SHAPE, 5, patch=3, gap=0)
     x = digits(4)

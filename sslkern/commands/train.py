@@ -20,6 +20,8 @@ import time
 
 MODELS = ("ae", "dae", "cae", "stacked", "rotation", "jigsaw", "relative")
 PRETEXT_MODELS = ("rotation", "jigsaw", "relative")  # sslkern.nn.PretextClassifier tasks
+PRETEXT_DEFAULTS = {"grid": (2, 2), "patch": 8, "gap": 2}  # --grid for jigsaw, --patch/--gap for relative
+PRETEXT_FLAGS = {"jigsaw": ("grid",), "relative": ("patch", "gap")}
 # Sized for a laptop CPU: 20 epochs of 8,000 images at H=500 take 17-25 s of training at
 # 6,600-9,800 samples/s on the shared 2-core dev machine (one thread; benchmarks/EXPERIMENT.md).
 DEFAULTS = {"hidden": "500", "epochs": 20, "batch_size": 64, "lr": 0.1, "optimizer": "sgd"}
@@ -45,9 +47,9 @@ def add_arguments(parser):
     parser.add_argument("--model", choices=MODELS, default="dae",
                         help="ae, dae (denoising), cae (contractive), stacked; or a pretext classifier: "
                              "rotation, jigsaw, relative (patch position)")
-    parser.add_argument("--grid", type=_args.grid, default=(2, 2), help="jigsaw tiles, rows x columns (default 2x2)")
-    parser.add_argument("--patch", type=_args.positive_int, default=8, help="relative: patch side in pixels (default 8)")
-    parser.add_argument("--gap", type=_args.nonnegative_int, default=2, help="relative: pixels between patches (default 2)")
+    parser.add_argument("--grid", type=_args.grid, default=None, help="jigsaw tiles, rows x columns (default 2x2)")
+    parser.add_argument("--patch", type=_args.positive_int, default=None, help="relative: patch side in pixels (default 8)")
+    parser.add_argument("--gap", type=_args.nonnegative_int, default=None, help="relative: pixels between patches (default 2)")
     parser.add_argument("--hidden", type=_args.hidden_sizes, default=DEFAULTS["hidden"],
                         help="hidden units; for --model stacked a comma list of layer widths, e.g. 500,500")
     parser.add_argument("--corruption", choices=CORRUPTIONS.names(), default=None,
@@ -85,6 +87,10 @@ def run(args):
 
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out (the run folder to continue)")
+    for flag in PRETEXT_DEFAULTS:  # a flag the chosen model ignores is a mistake, not a no-op
+        if getattr(args, flag) is not None and flag not in PRETEXT_FLAGS.get(args.model, ()):
+            raise UsageError(f"--{flag} is for --model {' or '.join(m for m, f in PRETEXT_FLAGS.items() if flag in f)}, "
+                             f"not --model {args.model}")
     if args.new_data and not args.resume:
         raise UsageError("--new-data goes with --resume")
     out = args.out or os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
@@ -191,8 +197,8 @@ def build_pretext_model(args, task, image_shape):
     if len(args.hidden) != 1:
         raise UsageError(f"--hidden takes one width for --model {task}, got {args.hidden}")
     try:
-        return nn.PretextClassifier(task, image_shape, args.hidden[0], grid=args.grid, patch=args.patch, gap=args.gap,
-                                    seed=args.seed)
+        geometry = {flag: _first(getattr(args, flag), default) for flag, default in PRETEXT_DEFAULTS.items()}
+        return nn.PretextClassifier(task, image_shape, args.hidden[0], seed=args.seed, **geometry)
     except ValueError as exc:
         raise UsageError(f"--model {task}: {exc}") from None
 
