@@ -2,9 +2,10 @@
 by default) and write a run folder: filters.png, reconstructions.png, loss.png and
 metrics.json (final loss, linear-probe accuracy of the features and of raw pixels,
 samples/s, backend, device, the full configuration). reconstructions.png shows test digits,
-for a denoising model the corrupted input it was given, and the reconstructions. --model rotation|jigsaw|relative trains a pretext classifier instead (sslkern.nn.PretextClassifier:
-the encoder under a softmax head, on labels drawn from the images) and writes its filters and
-loss. Checkpoints
+for a denoising model the corrupted input it was given, and the reconstructions.
+--model rotation|jigsaw|relative trains a pretext classifier instead
+(sslkern.nn.PretextClassifier: the encoder under a softmax head, on labels drawn from the
+images) and writes its filters and loss; the probe then reads its codes. Checkpoints
 go to OUT/checkpoints; --resume continues from the newest good one, on the same data
 (--new-data to continue it on other data). Progress: a bar on a terminal, one line per epoch
 when the output goes to a file.
