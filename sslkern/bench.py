@@ -459,7 +459,8 @@ def compare_pretext(batch, image_shape, device="cpu", warmup=20, steps=500, max_
 
 
 def pretext_table(rows, batch, image_shape):
-    lines = [f"| B x H x W | backend | variant | median µs | p10-p90 µs | × x.clone() |", "|---|---|---|---:|---:|---:|"]
+    lines = ["| B x H x W | backend | variant | median µs | p10-p90 µs | × x.clone() |",
+             "|---|---|---|---:|---:|---:|"]
     shape = f"{batch}x{image_shape[0]}x{image_shape[1]}"
     for r in rows:
         t = r["timing"]

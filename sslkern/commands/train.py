@@ -48,9 +48,11 @@ def add_arguments(parser):
     parser.add_argument("--model", choices=MODELS, default="dae",
                         help="ae, dae (denoising), cae (contractive), stacked; or a pretext classifier: "
                              "rotation, jigsaw, relative (patch position)")
-    parser.add_argument("--grid", type=_args.grid, default=None, help="jigsaw tiles, rows x columns (default 2x2)")
-    parser.add_argument("--patch", type=_args.positive_int, default=None, help="relative: patch side in pixels (default 8)")
-    parser.add_argument("--gap", type=_args.nonnegative_int, default=None, help="relative: pixels between patches (default 2)")
+    parser.add_argument("--grid", type=_args.grid, default=None, help="jigsaw: tiles, rows x columns (default 2x2)")
+    parser.add_argument("--patch", type=_args.positive_int, default=None,
+                        help="relative: patch side in pixels (default 8)")
+    parser.add_argument("--gap", type=_args.nonnegative_int, default=None,
+                        help="relative: pixels between patches (default 2)")
     parser.add_argument("--hidden", type=_args.hidden_sizes, default=DEFAULTS["hidden"],
                         help="hidden units; for --model stacked a comma list of layer widths, e.g. 500,500")
     parser.add_argument("--corruption", choices=CORRUPTIONS.names(), default=None,

@@ -81,7 +81,8 @@ def _jigsaw_guard(x, height, width, grid_h, grid_w, permutations, offset, backen
     guard._value(op, 1 <= grid_h <= height and 1 <= grid_w <= width,
                  lambda: f"grid ({grid_h}, {grid_w}) must have 1..{height} x 1..{width} tiles")
     guard._type(op, permutations.dtype == torch.int64, lambda: f"permutations must be int64, got {permutations.dtype}")
-    guard._value(op, permutations.dim() == 2 and permutations.shape[1] == grid_h * grid_w and permutations.shape[0] >= 1,
+    shape_ok = permutations.dim() == 2 and permutations.shape[1] == grid_h * grid_w and permutations.shape[0] >= 1
+    guard._value(op, shape_ok,
                  lambda: f"permutations must have shape [P >= 1, {grid_h * grid_w}], got {tuple(permutations.shape)}")
     guard._value(op, permutations.shape[0] < 2**31, lambda: "permutations must have fewer than 2**31 rows")
     guard.same_device(op, x=x, permutations=permutations)
