@@ -1,4 +1,5 @@
-"""The registry of kinds: every activation, loss and corruption sslkern knows, in one table each.
+"""The registry of kinds: every activation, loss and corruption sslkern knows, in one table each
+(and the pretext tasks of sslkern.pretext, whose codes no kernel switches on).
 
 A kind is declared here and nowhere else. Each row carries its name (what users pass), its
 integer code (what the compiled kernels and the Triton constexprs receive) and the properties
