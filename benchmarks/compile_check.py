@@ -6,7 +6,8 @@ The interpreter (TRITON_INTERPRET=1, what the tests use here) accepts code that 
 rejects (non-constexpr globals, tl.dot's out_dtype rules...). This script runs the backend's
 launchers on small CPU tensors with kernel launches replaced by `triton.compile` for a CUDA
 target (frontend, MLIR passes and ptxas; nothing runs), for every dtype and both x~ modes,
-and for every activation, loss and corruption kind in sslkern/kinds.py. Arguments get the
+and for every activation, loss and corruption kind in sslkern/kinds.py, and the pretext
+generators' kernels. Arguments get the
 JIT's alignment specialisation (16-byte aligned pointers, ints that are multiples of 16), so
 that shared memory and register use match what a launch on the device compiles.
 
@@ -175,6 +176,22 @@ def exercise(impl, module):
     module.HALF_INPUT_OPERANDS = False
 
 
+def exercise_pretext():
+    """The pretext generators' kernels (sslkern/kernels/triton/pretext.py): every element size,
+    a seed past 2**63 (an unsigned argument), one permutation (n_perms == 1), small and MNIST
+    images."""
+    from sslkern.kernels.triton import pretext
+
+    for dtype in (torch.bfloat16, torch.float32, torch.float64):
+        for side in (5, 28):
+            x = torch.rand(3, side * side, dtype=dtype)
+            for seed in (3, 2**64 - 1):
+                pretext.rotations(x, side, seed, 7)
+                pretext.relative_patches(x, side, side, 1, 1, seed, 7)
+                for perms in (torch.tensor([[1, 0, 3, 2]]), torch.tensor([[0, 1, 2, 3], [3, 2, 1, 0]])):
+                    pretext.jigsaw(x, side, side, 2, 2, perms, seed, 7)
+
+
 def exercise_first_choices(impl, module):
     """The tiles the backend picks first on sm_90 (no autotuning), at batch 8 and 256 of an
     MNIST-sized step, with the input gradient (two products in input_grad_kernel)."""
@@ -222,6 +239,7 @@ def main():
     JITFunction.run = compiling_run(GPUTarget("cuda", args.arch, 32), seen, results, phase, args.spills)
     impl = module.TritonBackend()
     exercise(impl, module)
+    exercise_pretext()
     phase[0] = "first-choice"
     exercise_first_choices(impl, module)
     if args.all_tiles:

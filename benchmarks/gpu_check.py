@@ -82,7 +82,7 @@ def run_tests(timeout_s, full, autotune=False):
     """tests/test_triton.py (every triton kernel at awkward sizes, values and gradients) and the
     other backends' op tests; `full` also runs tests/test_ops.py on triton, which compiles a
     few hundred kernel variants (minutes of a fresh machine's time)."""
-    files = ["tests/test_triton.py", "tests/test_ops.py"]
+    files = ["tests/test_triton.py", "tests/test_ops.py", "tests/test_pretext.py"]
     if (ROOT / "tests" / "test_native_cuda.py").exists():
         files.append("tests/test_native_cuda.py")
     selection = [] if full else ["-k", "not triton or test_triton"]
@@ -429,6 +429,16 @@ def main():
         except Exception as exc:
             result["corrupt"] = f"error: {type(exc).__name__}: {exc}"
         log("corrupt:", result["corrupt"])
+        save()
+
+    if elapsed() <= args.budget_s:  # the pretext generators against a copy of the same batch
+        try:
+            from sslkern import bench
+            rows = bench.compare_pretext(256, (28, 28), "cuda", steps=200, max_seconds=5.0)
+            result["pretext"] = [dict(r, timing=vars(r["timing"])) for r in rows]
+        except Exception as exc:
+            result["pretext"] = f"error: {type(exc).__name__}: {exc}"
+        log("pretext:", result["pretext"])
         save()
 
     # Native paths, as the native helper's script times them (both of its kernel paths).

@@ -4,6 +4,7 @@ Public ops (torch.library custom ops with autograd; they work under torch.compil
 philox_uniform, philox_normal, corrupt, encode, decode, contractive_penalty,
 autoencoder_loss; without an autograd graph, autoencoder_value_and_grad and
 autoencoder_sgd_step. Backends: available_backends, set_backend, use_backend; info().
+Pretext tasks (labels made from the images): sslkern.pretext.
 """
 __version__ = "0.2.0"  # the one place: pyproject.toml and `sslkern --version` read it
 
@@ -22,7 +23,7 @@ from .functional import (  # noqa: E402
 from .info import info  # noqa: E402
 
 # The training layer loads on first use: `sslkern.nn`, `sslkern.train`, `sslkern.data`, ...
-_SUBMODULES = ("nn", "train", "step", "kinds", "data", "probe", "viz", "reference", "bench")
+_SUBMODULES = ("nn", "train", "step", "kinds", "data", "probe", "viz", "reference", "bench", "pretext")
 
 
 def __getattr__(name):

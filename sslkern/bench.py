@@ -492,3 +492,66 @@ def plot(results, path, title="training step"):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# The pretext generators against a plain copy of the same batch
+
+
+def pretext_generators(x, image_shape):
+    """{name: fn} for each generator of sslkern.pretext on x (rotations only for square
+    images), through the public API with its default arguments (jigsaw: the 24 permutations of
+    a 2x2 grid, relative patches: 8-pixel patches 2 apart, or the largest that fit)."""
+    from . import pretext
+
+    height, width = image_shape
+    patch = min(8, (min(height, width) - 4) // 3) if min(height, width) >= 7 else 1
+    gap = 2 if 3 * patch + 4 <= min(height, width) else 0
+    grid = (2, 2) if min(height, width) >= 2 else (1, 1)
+    permutations = pretext.default_permutations(grid, device=x.device)
+    fns = {}
+    if height == width:
+        fns["rotations"] = lambda: pretext.rotations(x, image_shape, seed=1)
+    fns["jigsaw"] = lambda: pretext.jigsaw_checked(x, image_shape, grid, permutations, seed=1)
+    fns["relative_patches"] = lambda: pretext.relative_patches(x, image_shape, patch=patch, gap=gap, seed=1)
+    return fns
+
+
+def pretext_backends(device):
+    """The backends with pretext kernels that run on `device` here (triton on CUDA only)."""
+    from .ops import pretext as pretext_ops
+
+    names = []
+    for name in sslkern_backends(device):
+        try:
+            pretext_ops.implementation_for(name, torch.device(device), torch.float32)
+        except sslkern.BackendError:
+            continue
+        names.append(name)
+    return names
+
+
+def compare_pretext(batch, image_shape, device="cpu", warmup=20, steps=500, max_seconds=10.0, clock="wall"):
+    """[{"backend", "variant", "timing", "x_copy"}]: each generator on each backend, timed
+    interleaved with x.clone() of the same batch (the copy's own rows have x_copy 1)."""
+    x = torch.rand(batch, image_shape[0] * image_shape[1], device=device)
+    rows = []
+    for name in pretext_backends(device):
+        fns = dict(copy=lambda: x.clone(), **pretext_generators(x, image_shape))
+        with sslkern.use_backend(name):  # around the whole measurement: no per-call cost
+            timings = measure_interleaved(fns, device, warmup, steps, max_seconds, clock)
+        copy = timings["copy"].median_ms
+        rows += [{"backend": name, "variant": variant, "timing": t, "x_copy": t.median_ms / copy}
+                 for variant, t in timings.items()]
+    return rows
+
+
+def pretext_table(rows, batch, image_shape):
+    lines = ["| B x H x W | backend | variant | median µs | p10-p90 µs | × x.clone() |",
+             "|---|---|---|---:|---:|---:|"]
+    shape = f"{batch}x{image_shape[0]}x{image_shape[1]}"
+    for r in rows:
+        t = r["timing"]
+        lines.append(f"| {shape} | {r['backend']} | {r['variant']} | {t.median_ms * 1e3:.1f} | "
+                     f"{t.p10_ms * 1e3:.1f}-{t.p90_ms * 1e3:.1f} | {r['x_copy']:.2f} |")
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The registry of kinds: every activation, loss, corruption and sparsity kind sslkern knows, one table each.
+"""The registry of kinds: every activation, loss, corruption and sparsity kind sslkern knows, one table
+each (and the pretext tasks of sslkern.pretext, whose codes no kernel switches on).
 
 A kind is declared here and nowhere else. Each row carries its name (what users pass), its
 integer code (what the compiled kernels and the Triton constexprs receive) and the properties
@@ -152,6 +153,30 @@ def unit_interval(activation) -> bool:
     """Whether the activation called `activation` maps into (0, 1) (a KL sparsity target fits)."""
     low, high = ACTIVATIONS[activation].output_range
     return low >= 0.0 and high <= 1.0
+
+
+@dataclass(frozen=True)
+class PretextTask:
+    name: str
+    code: int
+    #: Philox words each batch row draws: row i uses counters offset + draws_per_row * i + j.
+    draws_per_row: int
+    #: how many labels (None: one per permutation of the set the caller gives).
+    classes: "int | None"
+    #: two views per example (centre and neighbour) through one encoder.
+    siamese: bool = False
+    doc: str = ""
+
+
+# The pretext tasks of sslkern.pretext. Not in FAMILIES: no compiled kernel switches on these
+# codes (each task has its own C++ entry and Triton kernel), so no C++ enum is generated.
+PRETEXT_TASKS: Table[PretextTask] = Table(
+    "pretext task", "PretextTask",
+    PretextTask("rotation", 0, draws_per_row=1, classes=4, doc="the image turned by label x 90 degrees"),
+    PretextTask("jigsaw", 1, draws_per_row=1, classes=None, doc="tiles shuffled by permutation `label`"),
+    PretextTask("relative", 2, draws_per_row=3, classes=8, siamese=True,
+                doc="which of the 8 neighbours of a centre patch the second patch is"),
+)
 
 
 def cpp_header() -> str:

@@ -29,6 +29,17 @@ def step_seed(seed, step, rank=0, world_size=1):
     return (seed + (step * world_size + rank) * GOLDEN) % SEED_MODULUS
 
 
+def initial_weight(shape, encoder, seed):
+    """(W, generator): W [H, D] uniform in ±4·√(6/(H+D)) for sigmoid encoders, ±√(6/(H+D))
+    otherwise, drawn in float64 on the CPU from `seed` (the same weights on every device);
+    the generator continues the draw for whatever the caller initialises next."""
+    bound = math.sqrt(6.0 / (shape[0] + shape[1]))
+    if encoder == "sigmoid":
+        bound *= 4.0
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(shape, generator=gen, dtype=torch.float64) * (2 * bound) - bound, gen
+
+
 class TiedAutoencoder(nn.Module):
     """Tied-weight autoencoder: h = f(x̃ Wᵀ + b), x̂ = g(h W + c), W of shape [n_hidden, n_visible].
 
@@ -70,11 +81,7 @@ class TiedAutoencoder(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        bound = math.sqrt(6.0 / (self.n_hidden + self.n_visible))
-        if self.encoder == "sigmoid":
-            bound *= 4.0
-        gen = torch.Generator().manual_seed(self.seed)
-        weight = torch.rand(self.weight.shape, generator=gen, dtype=torch.float64) * (2 * bound) - bound
+        weight, _ = initial_weight(self.weight.shape, self.encoder, self.seed)
         with torch.no_grad():
             self.weight.copy_(weight)
             self.hidden_bias.zero_()
@@ -283,14 +290,163 @@ def _as_int64(value):
     return value - SEED_MODULUS if value >= 2**63 else value
 
 
+class PretextClassifier(nn.Module):
+    """A tied-weight encoder h = f(x Wᵀ + b) (the autoencoders' encoder and its op,
+    sslkern.encode) under a linear softmax head, trained with cross-entropy on labels that a
+    pretext generator (sslkern.pretext) draws from each batch of images.
+
+    task: "rotation" (4 classes), "jigsaw" (one class per permutation; `grid`, `permutations`)
+    or "relative" (8 classes; `patch`, `gap`): siamese, the same encoder on the centre and the
+    neighbour patch, the head on their concatenated codes. The data are images as rows,
+    [N, H*W] with `image_shape` = (H, W); the encoder sees whole images, or patch*patch
+    pixels for "relative". Training call `step` draws its labels with the Philox seed of
+    sslkern.nn.step_seed(seed, step, rank, world_size), offset 0 (docs/random.md §10), and
+    advances `step`, which is saved as extra state: a checkpoint restores the label stream. In
+    eval mode the labels come from `seed` itself, every call. W and b start as a
+    TiedAutoencoder's with this seed; the head's weights continue the same generator.
+    """
+
+    def __init__(self, task, image_shape, n_hidden, *, grid=(2, 2), permutations=None, patch=8, gap=2,
+                 encoder="sigmoid", seed=0, dtype=None, device=None):
+        super().__init__()
+        from . import pretext
+
+        self.task = check.choice("task", task, pretext.TASKS).name
+        self.image_shape = _image_shape(image_shape)
+        self.n_visible = self.image_shape[0] * self.image_shape[1]  # the data's width (fit checks it)
+        self.n_hidden = _positive_int("n_hidden", n_hidden)
+        self.encoder = check.activation("encoder", encoder)
+        self.seed = check.seed(seed)
+        self.grid, self.patch, self.gap = tuple(grid), patch, gap
+        self.step, self.rank, self.world_size = 0, 0, 1
+        self._check_geometry(pretext, permutations)
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise TypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+        factory = {"dtype": dtype, "device": device}
+        codes = self.n_hidden * (2 if pretext.TASKS[self.task].siamese else 1)
+        self.weight = nn.Parameter(torch.empty(self.n_hidden, self.n_inputs, **factory))
+        self.hidden_bias = nn.Parameter(torch.zeros(self.n_hidden, **factory))
+        self.head_weight = nn.Parameter(torch.empty(self.n_classes, codes, **factory))
+        self.head_bias = nn.Parameter(torch.zeros(self.n_classes, **factory))
+        self.reset_parameters()
+
+    def _check_geometry(self, pretext, permutations):
+        """Checks the task's arguments once (by generating from one blank image) and sets
+        n_inputs (the encoder's width), n_classes and, for jigsaw, the permutations buffer."""
+        blank = torch.zeros(1, self.n_visible)
+        if self.task == "rotation":
+            pretext.rotations(blank, self.image_shape)
+            self.n_inputs, self.n_classes = self.n_visible, 4
+        elif self.task == "jigsaw":
+            if permutations is None:
+                permutations = pretext.default_permutations(self.grid)
+            else:
+                permutations = pretext.check_permutations(permutations, self.grid[0] * self.grid[1],
+                                                           permutations.device).cpu().clone()  # ours
+            pretext.jigsaw_checked(blank, self.image_shape, self.grid, permutations)
+            self.register_buffer("permutations", permutations)
+            self.n_inputs, self.n_classes = self.n_visible, permutations.shape[0]
+        elif self.task == "relative":
+            pretext.relative_patches(blank, self.image_shape, self.patch, self.gap)
+            self.n_inputs, self.n_classes = self.patch * self.patch, 8
+        else:
+            raise ValueError(f"unknown pretext task {self.task!r}")
+
+    def reset_parameters(self):
+        weight, gen = initial_weight(self.weight.shape, self.encoder, self.seed)
+        bound = 1.0 / math.sqrt(self.head_weight.shape[1])  # torch.nn.Linear's, from our generator
+        head = torch.rand(self.head_weight.shape, generator=gen, dtype=torch.float64) * (2 * bound) - bound
+        with torch.no_grad():
+            self.weight.copy_(weight)
+            self.hidden_bias.zero_()
+            self.head_weight.copy_(head)
+            self.head_bias.zero_()
+        self.step = 0
+
+    def config(self):
+        config = {"task": self.task, "image_shape": list(self.image_shape), "n_hidden": self.n_hidden,
+                  "encoder": self.encoder, "seed": self.seed}
+        if self.task == "jigsaw":
+            config.update(grid=list(self.grid), n_permutations=self.n_classes)
+        if self.task == "relative":
+            config.update(patch=self.patch, gap=self.gap)
+        return config
+
+    take_noise_seed = TiedAutoencoder.take_noise_seed
+    noise_seed = TiedAutoencoder.noise_seed
+
+    def generate(self, x, seed):
+        """(views, labels): the task's inputs for the encoder (one tensor, or the centre and
+        neighbour patches) and its labels, drawn with `seed` at offset 0."""
+        from . import pretext
+
+        if self.task == "rotation":
+            rotated, labels = pretext.rotations(x, self.image_shape, seed=seed)
+            return (rotated,), labels
+        if self.task == "jigsaw":
+            shuffled, labels = pretext.jigsaw_checked(x, self.image_shape, self.grid, self.permutations, seed=seed)
+            return (shuffled,), labels
+        if self.task == "relative":
+            center, neighbour, labels = pretext.relative_patches(x, self.image_shape, self.patch, self.gap, seed=seed)
+            return (center, neighbour), labels
+        raise ValueError(f"unknown pretext task {self.task!r}")
+
+    def logits(self, views):
+        """The head's logits for the encoder inputs `views` (siamese: codes side by side; one
+        encoder call over the stacked views)."""
+        codes = F.encode(torch.cat(views) if len(views) > 1 else views[0], self.weight, self.hidden_bias,
+                         self.encoder)
+        if len(views) > 1:
+            codes = torch.cat(codes.chunk(len(views)), dim=1)
+        return torch.nn.functional.linear(codes, self.head_weight, self.head_bias)
+
+    def forward(self, x):
+        """Mean cross-entropy of the head on a freshly generated batch (training: step += 1)."""
+        x = _on_model_device(x, self.weight, self.n_visible)
+        views, labels = self.generate(x, self.take_noise_seed())
+        return torch.nn.functional.cross_entropy(self.logits(views), labels)
+
+    def encode(self, x):
+        """Codes of encoder inputs [N, n_inputs]; for "relative", images [N, H*W] give the
+        codes of their non-overlapping patch grid side by side (features for a linear probe)."""
+        if self.task == "relative" and x.dim() == 2 and x.shape[1] == self.n_visible:
+            patches = torch.nn.functional.unfold(x.reshape(-1, 1, *self.image_shape), self.patch, stride=self.patch)
+            x = patches.transpose(1, 2).reshape(-1, self.n_inputs)  # [N * L, patch²]
+            return self.encode(x).reshape(patches.shape[0], -1)
+        x = _on_model_device(x, self.weight, self.n_inputs)
+        return F.encode(x, self.weight, self.hidden_bias, self.encoder)
+
+    def stages(self):
+        return [(self, None)]
+
+    get_extra_state = TiedAutoencoder.get_extra_state
+
+    def set_extra_state(self, state):
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int) or state["step"] < 0:
+            raise ValueError(f"extra state of a PretextClassifier must be {{'step': int >= 0}}, got {state!r}")
+        self.step = state["step"]
+
+    def extra_repr(self):
+        return ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+
+
+def _image_shape(value):
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(s, Integral) and not isinstance(s, bool) and s >= 1 for s in value)):
+        raise ValueError(f"image_shape must be two positive integers (height, width), got {value!r}")
+    return int(value[0]), int(value[1])
+
+
 def _positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)  # a NumPy integer too
 
 
-def _on_model_device(x, weight):
+def _on_model_device(x, weight, width=None):
+    """x checked as [B, width] (default: W's input width) and moved to the model's device."""
     check.tensor("x", x, 2)
-    if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} features but the model expects {weight.shape[1]} (W is {tuple(weight.shape)})")
+    width = weight.shape[1] if width is None else width
+    if x.shape[1] != width:
+        raise ValueError(f"x has {x.shape[1]} features but the model expects {width} (W is {tuple(weight.shape)})")
     return x.to(device=weight.device)

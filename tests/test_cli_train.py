@@ -172,3 +172,23 @@ def test_resume_on_other_data_needs_new_data(small_mnist, tmp_path, capsys):
     assert train("--data", str(other), "--out", str(out), "--resume", "--new-data", "--epochs", "2") == 0
     assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["history"]["steps"] == 14
     assert "--new-data goes with --resume" in error_of(capsys, SystemExit, "--new-data", "--out", str(out))
+
+
+@pytest.mark.parametrize("model, extra", [("rotation", []), ("jigsaw", ["--grid", "2x2"]),
+                                          ("relative", ["--patch", "7", "--gap", "1"])])
+def test_pretext_models_train_on_the_embedded_data(model, extra, tmp_path, capsys):
+    out = tmp_path / model
+    assert train("--model", model, "--data", "mnist-10k", "--out", str(out), "--threads", "1", *extra) == 0
+    assert "linear probe" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    config = metrics["config"]["model_config"]
+    assert config["task"] == model and config["image_shape"] == [28, 28] and metrics["history"]["steps"] > 0
+    assert 0.0 < metrics["final_loss"] < 10 and 0.1 < metrics["probe_accuracy"] <= 1.0
+    assert Image.open(out / "filters.png").format == "PNG" and not (out / "reconstructions.png").exists()
+
+
+def test_pretext_geometry_that_does_not_fit_is_a_usage_error(capsys):
+    assert train("--model", "relative", "--patch", "10", "--data", "mnist-10k") == 2
+    assert "--model relative" in capsys.readouterr().err
+    assert train("--model", "rotation", "--grid", "3x3") == 2  # a flag the model would ignore
+    assert "--grid is for --model jigsaw" in capsys.readouterr().err

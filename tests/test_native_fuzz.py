@@ -51,7 +51,18 @@ SIGNATURES = {
     "ae_backward": STEP + ["ptr", "ptr", "ptr", "ptr", "ptr", "real", "ptr", "ptr", "ptr"],
     "ae_value_and_grad": STEP + ["opt", "opt", "opt", "opt", "ptr", "ptr", "ptr"] + PENALTIES,
     "ae_sgd_step": STEP[:8] + ["ptr", "ptr"] + STEP[10:] + ["opt"] * 5 + ["real"] + PENALTIES,  # updates W, b, c
+    # The pretext generators: an element size instead of a dtype code; x, the outputs and the
+    # int64 labels are buffers, the permutations a fixed valid set (their values are indices).
+    "rotations": ["esize", "ptr", "ptr", "ptr", "batch", "side", "seed", "offset"],
+    "jigsaw": ["esize", "ptr", "ptr", "ptr", "batch", "height", "width", "grid", "grid", "perm", "n_perms", "seed",
+               "offset"],
+    "relative_patches": ["esize", "ptr", "ptr", "ptr", "ptr", "batch", "height", "width", "patch", "gap", "seed",
+                         "offset"],
 }
+# Permutation sets as long as any fuzzed call reads (n_perms <= 2 rows of up to 64 tiles):
+# entries 0 are valid indices for any grid; 99 is out of range for every grid fuzzed here.
+PERMUTATIONS = torch.tensor([1, 0, 3, 2] + [0] * 124)  # row 0 a permutation of a 2 x 2 grid
+OUT_OF_RANGE = torch.full((128,), 99)
 STEPS = {"ae_forward", "ae_backward", "ae_value_and_grad", "ae_sgd_step"}  # need B, D, H >= 1
 EXPORTED = {name for name in dir(native) if not name.startswith("_")} - {"build_info", "isa", "set_isa", "kinds"}
 GEMMS = blas.gemm_addresses()[0] or {}
@@ -140,11 +151,16 @@ def valid_args(name, buffers, dtype=F64, rows=3, cols=4):
             pointer += 1
         elif kind == "gemm":
             args.append(gemm_for(dtype))
+        elif kind == "perm":
+            args.append(PERMUTATIONS.data_ptr())
         else:
             args.append({"dtype": dtype, "n": rows * cols, "seed": 5, "offset": 9, "bool": False,
                          "kind": 1, "level": 0.5, "ld": cols + 1, "rows": rows, "cols": cols,
                          "hidden": rows + 2, "act": 1, "loss": 0, "real": 0.5, "weight": 0.3,
-                         "target": 0.2, "sparsity": 0, "samples": 2}[kind])
+                         "target": 0.2, "sparsity": 0, "samples": 2,
+                         # pretext: 8-byte elements (the float64 buffers), images of 4 x 5 (or 4 x 4)
+                         "esize": 8, "batch": rows, "side": 4, "height": 4, "width": 5, "grid": 2,
+                         "n_perms": 1, "patch": 1, "gap": 0}[kind])
     return args
 
 
@@ -190,6 +206,12 @@ BAD_VALUES = [
     ("weight", -0.1, ValueError), ("weight", float("nan"), ValueError), ("weight", float("inf"), ValueError),
     ("target", 0.0, ValueError), ("target", 1.0, ValueError), ("target", float("nan"), ValueError),
     ("samples", 0, ValueError), ("samples", -3, ValueError), ("samples", 2**40, ValueError),
+    ("esize", 3, ValueError), ("esize", 0, ValueError), ("esize", 16, ValueError),
+    ("batch", -1, ValueError), ("batch", 2**32 + 1, ValueError), ("batch", 2**63, TypeError),
+    ("side", 0, ValueError), ("side", 2**40, ValueError), ("height", 0, ValueError), ("width", -1, ValueError),
+    ("grid", 0, ValueError), ("grid", 9, ValueError), ("n_perms", 0, ValueError),
+    ("perm", 0, ValueError), ("perm", OUT_OF_RANGE.data_ptr(), ValueError),
+    ("patch", 0, ValueError), ("patch", 2, ValueError), ("gap", -1, ValueError), ("gap", 1, ValueError),
 ]
 
 
@@ -302,6 +324,11 @@ POOLS = {
     "weight": st.sampled_from([0.0, 0.3, -1.0, float("nan"), float("inf")]),
     "target": st.sampled_from([0.05, 0.0, 1.0, float("nan")]),
     "sparsity": st.integers(-2, len(SPARSITIES) + 1), "samples": st.sampled_from([1, 2, 0, -1, 2**40]),
+    # pretext: batch x height x width <= 3 x 7 x 7 elements of <= 8 bytes fit the buffers
+    "esize": st.sampled_from([2, 4, 8, 3]), "batch": st.integers(-2, 3), "side": st.integers(-2, 7),
+    "height": st.integers(-2, 7), "width": st.integers(-2, 7), "grid": st.integers(-1, 8),
+    "n_perms": st.integers(-1, 2), "patch": st.integers(-1, 3), "gap": st.integers(-1, 2),
+    "perm": st.sampled_from([0, 1, PERMUTATIONS.data_ptr(), OUT_OF_RANGE.data_ptr()]),
 }
 POINTER_SHIFTS = st.sampled_from([None, 0, 0, 0, 1, 4, 7])  # None: null
 

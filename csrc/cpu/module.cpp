@@ -6,6 +6,7 @@
 // sslkern/backends/native.py derive pointers, sizes and dtype codes from torch tensors.
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -18,6 +19,7 @@
 #endif
 
 #include "kernels.h"
+#include "pretext.h"
 #include "sslkern/activations.h"
 #include "sslkern/kinds.h"
 #include "sslkern/kinds_py.h"
@@ -158,6 +160,37 @@ sslkern::cpu::AeStep<T> step_args(uintptr_t gemm, int64_t batch, int64_t visible
   return s;
 }
 
+// Calls fn(E{}) with E the unsigned word of `element_size` bytes: the pretext generators only
+// move elements, so any dtype of that size is copied bit for bit.
+template <typename Fn>
+void dispatch_words(int element_size, Fn&& fn) {
+  if (element_size == 2) return fn(uint16_t{});
+  if (element_size == 4) return fn(uint32_t{});
+  if (element_size == 8) return fn(uint64_t{});
+  fail("element_size", "must be 2, 4 or 8 bytes, got " + std::to_string(element_size));
+}
+
+// The draws of a pretext call: `draws` per row must fit the 32-bit counter.
+void check_pretext_batch(int64_t batch, int draws) {
+  check_size(batch, "batch");
+  if (batch > (int64_t(1) << 32) / draws)
+    fail("batch", std::to_string(batch) + " rows of " + std::to_string(draws) + " draws exceed the 32-bit Philox counter");
+}
+
+void check_positive(int64_t value, const char* name) {
+  if (value < 1) fail(name, "must be >= 1, got " + std::to_string(value));
+}
+
+// Images of height x width as the rows of x [batch, height*width]: the sides and the last
+// element's byte offset must fit (as check_matrix's).
+void check_images(int64_t batch, int64_t height, int64_t width, const char* height_name, const char* width_name) {
+  constexpr int64_t kMaxSide = int64_t(1) << 31;
+  check_positive(height, height_name);
+  check_positive(width, width_name);
+  if (height > kMaxSide || width > kMaxSide) fail("shape", "an image side exceeds 2^31");
+  check_matrix("x", batch, height * width, height * width);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native_cpu, m) {
@@ -181,6 +214,66 @@ PYBIND11_MODULE(_native_cpu, m) {
     corrupt_checked(true, dtype, g, out, n, kind, level, seed, offset);
   }, py::arg("dtype"), py::arg("grad"), py::arg("out"), py::arg("n"), py::arg("kind"), py::arg("level"),
      py::arg("seed"), py::arg("offset"));
+
+  // Pretext generators (csrc/cpu/pretext.h). Labels are int64 [batch].
+  m.def("rotations", [](int element_size, uintptr_t x, uintptr_t out, uintptr_t labels, int64_t batch,
+                        int64_t side, uint64_t seed, uint32_t offset) {
+    check_pretext_batch(batch, sslkern::cpu::kRotationDraws);
+    check_images(batch, side, side, "side", "side");
+    dispatch_words(element_size, [&](auto tag) {
+      using E = decltype(tag);
+      const E* xp = pointer<E>(x, "x", batch == 0);
+      E* op = pointer<E>(out, "out", batch == 0);
+      int64_t* lp = pointer<int64_t>(labels, "labels", batch == 0);
+      py::gil_scoped_release nogil;
+      sslkern::cpu::rotations<E>(xp, op, lp, batch, side, seed, offset);
+    });
+  }, py::arg("element_size"), py::arg("x"), py::arg("out"), py::arg("labels"), py::arg("batch"),
+     py::arg("side"), py::arg("seed"), py::arg("offset"));
+  m.def("jigsaw", [](int element_size, uintptr_t x, uintptr_t out, uintptr_t labels, int64_t batch,
+                     int64_t height, int64_t width, int64_t grid_h, int64_t grid_w, uintptr_t permutations,
+                     int64_t n_perms, uint64_t seed, uint32_t offset) {
+    check_pretext_batch(batch, sslkern::cpu::kJigsawDraws);
+    check_images(batch, height, width, "height", "width");
+    check_positive(grid_h, "grid_h");
+    check_positive(grid_w, "grid_w");
+    if (height < grid_h || width < grid_w) fail("grid", "more tiles than pixels along a side");
+    if (n_perms < 1 || n_perms > (int64_t(1) << 32)) fail("n_perms", "must be in [1, 2^32]");
+    const int64_t tiles = grid_h * grid_w;
+    const int64_t* perms = pointer<int64_t>(permutations, "permutations");
+    for (int64_t e = 0; e < n_perms * tiles; ++e)  // the kernel indexes tiles with them
+      if (perms[e] < 0 || perms[e] >= tiles) fail("permutations", "entry out of [0, tiles)");
+    dispatch_words(element_size, [&](auto tag) {
+      using E = decltype(tag);
+      const E* xp = pointer<E>(x, "x", batch == 0);
+      E* op = pointer<E>(out, "out", batch == 0);
+      int64_t* lp = pointer<int64_t>(labels, "labels", batch == 0);
+      py::gil_scoped_release nogil;
+      sslkern::cpu::jigsaw<E>(xp, op, lp, batch, height, width, grid_h, grid_w, perms, n_perms, seed, offset);
+    });
+  }, py::arg("element_size"), py::arg("x"), py::arg("out"), py::arg("labels"), py::arg("batch"),
+     py::arg("height"), py::arg("width"), py::arg("grid_h"), py::arg("grid_w"), py::arg("permutations"),
+     py::arg("n_perms"), py::arg("seed"), py::arg("offset"));
+  m.def("relative_patches", [](int element_size, uintptr_t x, uintptr_t center, uintptr_t neighbour,
+                               uintptr_t labels, int64_t batch, int64_t height, int64_t width, int64_t patch,
+                               int64_t gap, uint64_t seed, uint32_t offset) {
+    check_pretext_batch(batch, sslkern::cpu::kRelativeDraws);
+    check_images(batch, height, width, "height", "width");
+    check_positive(patch, "patch");
+    check_size(gap, "gap");
+    if (3 * patch + 2 * gap > std::min(height, width)) fail("patch", "the 3x3 arrangement does not fit the image");
+    dispatch_words(element_size, [&](auto tag) {
+      using E = decltype(tag);
+      const E* xp = pointer<E>(x, "x", batch == 0);
+      E* cp = pointer<E>(center, "center", batch == 0);
+      E* np_ = pointer<E>(neighbour, "neighbour", batch == 0);
+      int64_t* lp = pointer<int64_t>(labels, "labels", batch == 0);
+      py::gil_scoped_release nogil;
+      sslkern::cpu::relative_patches<E>(xp, cp, np_, lp, batch, height, width, patch, gap, seed, offset);
+    });
+  }, py::arg("element_size"), py::arg("x"), py::arg("center"), py::arg("neighbour"), py::arg("labels"),
+     py::arg("batch"), py::arg("height"), py::arg("width"), py::arg("patch"), py::arg("gap"), py::arg("seed"),
+     py::arg("offset"));
 
   m.def("encoder_epilogue", [](int dtype, uintptr_t z, int64_t ldz, int64_t rows, int64_t cols,
                                uintptr_t b, int act, uintptr_t r, uintptr_t s2col) {

@@ -92,6 +92,22 @@ def shape(text):
     return "x".join(str(s) for s in sizes)
 
 
+def images(text):
+    """A batch of images BxHxW, each >= 1 (e.g. 256x28x28): a (B, H, W) tuple."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if match is None or min(int(g) for g in match.groups()) < 1:
+        _fail(f"must look like BxHxW (batch x height x width, each >= 1, e.g. 256x28x28), got {text!r}")
+    return tuple(int(g) for g in match.groups())
+
+
+def grid(text):
+    """Jigsaw tiles as ROWSxCOLS (e.g. 2x2 or 3x3), each >= 1: a (rows, cols) tuple."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if match is None or min(int(g) for g in match.groups()) < 1:
+        _fail(f"must look like ROWSxCOLS with both >= 1 (e.g. 2x2 or 3x3), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
 # ---------------------------------------------------------------------------------------
 # Names
 

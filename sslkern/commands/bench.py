@@ -2,7 +2,8 @@
 autoencoder: PyTorch eager, torch.compile, the autograd-Jacobian peer, every available
 sslkern backend on each of its three routes (autograd, value_and_grad, the fused sgd_step),
 and the five matrix products alone (the floor). Prints a Markdown table;
-optionally writes JSON and a PNG plot."""
+optionally writes JSON and a PNG plot. With --pretext BxHxW it times the pretext generators
+against a plain copy of the same batch instead."""
 import shlex
 import sys
 
@@ -39,6 +40,9 @@ def add_arguments(parser):
                         help="instead: the fused step with each extra penalty (higher-order contractive, "
                              "kl and l1 sparsity) against the plain step and against the same penalty in "
                              "plain PyTorch, eager and compiled")
+    parser.add_argument("--pretext", type=_args.images, default=None, metavar="BxHxW",
+                        help="time the pretext generators (sslkern.pretext) on B images of HxW against "
+                             "x.clone() of the same batch instead, e.g. --pretext 256x28x28")
 
 
 def run(args):
@@ -53,6 +57,8 @@ def run(args):
         raise _args.UsageError("--clock cpu times the host only: use it with --device cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.pretext is not None:
+        return _pretext(args, bench, device)
     shapes = [bench.Shape.parse(s) for s in args.shapes]
     obj = bench.Objective(args.corruption, args.level, args.contractive)
     if args.penalties:
@@ -95,4 +101,20 @@ def _penalties(args, bench, shapes, device, obj):
         command = " ".join(shlex.quote(a) for a in sys.argv)
         with open(args.json, "w", encoding="utf-8") as f:
             f.write(bench.to_json(results, command=command, settings=vars(args)))
+
+
+def _pretext(args, bench, device):
+    batch, height, width = args.pretext
+    rows = bench.compare_pretext(batch, (height, width), device, warmup=args.warmup, steps=max(args.steps, 500),
+                                 max_seconds=args.max_seconds, clock=args.clock)
+    info = bench.machine()
+    print(f"# {info['cpu']} ({info['cores']} cores, torch threads {info['torch_threads']}); torch {info['torch']}, "
+          f"sslkern {info['sslkern']}; device {device}, fp32; {args.clock} clock; load {info['load_average']}")
+    print(bench.pretext_table(rows, batch, (height, width)))
+    if args.json:
+        import json
+
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"machine": info, "command": " ".join(shlex.quote(a) for a in sys.argv),
+                       "results": [dict(r, timing=vars(r["timing"])) for r in rows]}, f, indent=2)
     return 0

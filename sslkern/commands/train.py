@@ -2,7 +2,10 @@
 by default) and write a run folder: filters.png, reconstructions.png, loss.png and
 metrics.json (final loss, linear-probe accuracy of the features and of raw pixels,
 samples/s, backend, device, the full configuration). reconstructions.png shows test digits,
-for a denoising model the corrupted input it was given, and the reconstructions. Checkpoints
+for a denoising model the corrupted input it was given, and the reconstructions.
+--model rotation|jigsaw|relative trains a pretext classifier instead
+(sslkern.nn.PretextClassifier: the encoder under a softmax head, on labels drawn from the
+images) and writes its filters and loss; the probe then reads its codes. Checkpoints
 go to OUT/checkpoints; --resume continues from the newest good one, on the same data
 (--new-data to continue it on other data). Progress: a bar on a terminal, one line per epoch
 when the output goes to a file.
@@ -17,7 +20,10 @@ import os
 import platform
 import time
 
-MODELS = ("ae", "dae", "cae", "hcae", "sparse", "stacked")
+MODELS = ("ae", "dae", "cae", "hcae", "sparse", "stacked", "rotation", "jigsaw", "relative")
+PRETEXT_MODELS = ("rotation", "jigsaw", "relative")  # sslkern.nn.PretextClassifier tasks
+PRETEXT_DEFAULTS = {"grid": (2, 2), "patch": 8, "gap": 2}  # --grid for jigsaw, --patch/--gap for relative
+PRETEXT_FLAGS = {"jigsaw": ("grid",), "relative": ("patch", "gap")}
 # Sized for a laptop CPU: 20 epochs of 8,000 images at H=500 take 17-25 s of training at
 # 6,600-9,800 samples/s on the shared 2-core dev machine (one thread; benchmarks/EXPERIMENT.md).
 DEFAULTS = {"hidden": "500", "epochs": 20, "batch_size": 64, "lr": 0.1, "optimizer": "sgd"}
@@ -48,7 +54,12 @@ def add_arguments(parser):
 
     parser.add_argument("--model", choices=MODELS, default="dae",
                         help="ae, dae (denoising), cae (contractive), hcae (higher-order contractive), "
-                             "sparse, stacked")
+                             "sparse, stacked; or a pretext classifier: rotation, jigsaw, relative (patch position)")
+    parser.add_argument("--grid", type=_args.grid, default=None, help="jigsaw: tiles, rows x columns (default 2x2)")
+    parser.add_argument("--patch", type=_args.positive_int, default=None,
+                        help="relative: patch side in pixels (default 8)")
+    parser.add_argument("--gap", type=_args.nonnegative_int, default=None,
+                        help="relative: pixels between patches (default 2)")
     parser.add_argument("--hidden", type=_args.hidden_sizes, default=DEFAULTS["hidden"],
                         help="hidden units; for --model stacked a comma list of layer widths, e.g. 500,500")
     parser.add_argument("--corruption", choices=CORRUPTIONS.names(), default=None,
@@ -98,6 +109,10 @@ def run(args):
 
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out (the run folder to continue)")
+    for flag in PRETEXT_DEFAULTS:  # a flag the chosen model ignores is a mistake, not a no-op
+        if getattr(args, flag) is not None and flag not in PRETEXT_FLAGS.get(args.model, ()):
+            raise UsageError(f"--{flag} is for --model {' or '.join(m for m, f in PRETEXT_FLAGS.items() if flag in f)}, "
+                             f"not --model {args.model}")
     if args.new_data and not args.resume:
         raise UsageError("--new-data goes with --resume")
     out = args.out or os.path.join("runs", time.strftime("train-%Y%m%d-%H%M%S"))
@@ -135,7 +150,10 @@ def train_one(args, out, model_kind, corruption=None, level=None, contractive=No
     dataset = data.load(args.data)
     X_train, y_train, X_test, y_test = dataset
     device = _device(args.device)
-    model = build_model(args, model_kind, X_train.shape[1], corruption, level, contractive)
+    if model_kind in PRETEXT_MODELS:
+        model = build_pretext_model(args, model_kind, dataset.image_shape)
+    else:
+        model = build_model(args, model_kind, X_train.shape[1], corruption, level, contractive)
     backend = backends.resolve(backends.requested(), device, torch.float32).name
     started = time.perf_counter()
     history = train.fit(model, X_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -194,12 +212,33 @@ def build_model(args, model_kind, n_visible, corruption=None, level=None, contra
         raise UsageError(str(exc)) from None
 
 
+def build_pretext_model(args, task, image_shape):
+    """A PretextClassifier for `task` on images of `image_shape`; a bad geometry (a grid or
+    patches that do not fit, a non-square image for rotation) is a usage error."""
+    from sslkern import nn
+
+    from ._args import UsageError
+
+    if image_shape is None:
+        raise UsageError(f"--model {task} needs images: --data {args.data} has no image shape")
+    if len(args.hidden) != 1:
+        raise UsageError(f"--hidden takes one width for --model {task}, got {args.hidden}")
+    try:
+        geometry = {flag: _first(getattr(args, flag), default) for flag, default in PRETEXT_DEFAULTS.items()}
+        return nn.PretextClassifier(task, image_shape, args.hidden[0], seed=args.seed, **geometry)
+    except ValueError as exc:
+        raise UsageError(f"--model {task}: {exc}") from None
+
+
 def _write_pictures(model, dataset, history, out, device):
     from sslkern import viz
 
     shape = dataset.image_shape
+    pretext_task = getattr(model, "task", None)  # a pretext classifier reconstructs nothing
     if shape is not None:
-        viz.save_filters(model.weight.detach().cpu(), os.path.join(out, "filters.png"), image_shape=shape)
+        filter_shape = (model.patch, model.patch) if pretext_task == "relative" else shape
+        viz.save_filters(model.weight.detach().cpu(), os.path.join(out, "filters.png"), image_shape=filter_shape)
+    if shape is not None and pretext_task is None:
         sample = (dataset.X_test if len(dataset.X_test) else dataset.X_train)[:10]
         rows = reconstruction_rows(model, sample, device)
         viz.save_reconstructions(rows["clean"], rows["reconstruction"], os.path.join(out, "reconstructions.png"),

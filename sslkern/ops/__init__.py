@@ -6,4 +6,4 @@ run, on concrete tensors, so torch.compile traces them as opaque nodes without g
 Importing this package registers everything; the public, validating wrappers live in
 sslkern/functional.py.
 """
-from . import autoencoder, contractive, corrupt, linear, random  # noqa: F401  (registers the ops)
+from . import autoencoder, contractive, corrupt, linear, pretext, random  # noqa: F401  (registers the ops)

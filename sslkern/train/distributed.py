@@ -21,9 +21,10 @@ def init_distributed():
 
 
 def set_ranks(model, rank, world_size):
-    """Tell every autoencoder layer its rank (the noise stream depends on it)."""
+    """Tell every autoencoder layer and pretext model its rank (the noise and label streams
+    depend on it)."""
     for module in model.modules():
-        if isinstance(module, ssl_nn.TiedAutoencoder):
+        if isinstance(module, (ssl_nn.TiedAutoencoder, ssl_nn.PretextClassifier)):
             module.rank, module.world_size = rank, world_size
 
 

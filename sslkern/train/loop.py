@@ -19,8 +19,9 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
         checkpoint_dir=None, checkpoint_every=None, resume=False, progress=True, cuda_graph=False):
     """Train `model` on X and return its history.
 
-    model: a TiedAutoencoder (or preset) or a StackedAutoencoder (greedy layer-wise: each
-    layer trains `epochs` epochs on the codes of the layers below). X: a float tensor
+    model: a TiedAutoencoder (or preset), a StackedAutoencoder (greedy layer-wise: each
+    layer trains `epochs` epochs on the codes of the layers below) or a PretextClassifier
+    (X: images as rows; each step draws fresh pretext labels). X: a float tensor
     [N, n_visible] or a DataLoader of such batches (or of (x, label) pairs). optimizer: "sgd",
     "momentum" (SGD, momentum 0.9) or "adam". device: where to train (default: the model's).
     seed: the data order (an integer in [0, 2**64)). checkpoint_every: also checkpoint every

@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from .. import _validate as check
+from .. import nn as ssl_nn
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 NEW_DATA = "new-data"  # resume=NEW_DATA: continue a checkpoint on other data, on purpose
@@ -112,7 +113,14 @@ def check_cuda_graph(settings, device, world_size, model):
         raise ValueError(f"cuda_graph=True needs a CUDA device, got {device}")
     if world_size > 1:
         raise ValueError("cuda_graph=True runs in one process only (not under torch.distributed)")
-    noisy = [module for module, _ in model.stages()
+    autoencoders = []
+    for module, _ in model.stages():
+        if isinstance(module, ssl_nn.PretextClassifier):
+            # Its labels are drawn with a host-integer seed per step, which a graph would freeze.
+            raise ValueError("cuda_graph=True is for autoencoders; a pretext model draws fresh "
+                             "labels every step from a host seed")
+        autoencoders.append(module)
+    noisy = [module for module in autoencoders
              if module.corruption != "none" or module.penalties["higher_order"] != 0.0]
     if noisy:
         # fit draws the noise of a captured step from a device tensor (TiedAutoencoder.

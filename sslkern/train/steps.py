@@ -5,10 +5,13 @@
   fused op (W, b, c updated in place, dW never stored), the other optimizers take their
   gradients from its value_and_grad. Same numbers as loss.backward() to rounding.
 - autograd: forward() and loss.backward(), then the optimizer; under torch.distributed the
-  module is wrapped in DistributedDataParallel (gradients averaged over the ranks).
-- CUDA graph: the autograd step captured once and replayed (one process; the model draws its
-  noise from a device tensor advanced in place, TiedAutoencoder.use_device_noise, so every
-  replay draws the noise eager steps would; fit checks the backend reads it on the device).
+  module is wrapped in DistributedDataParallel (gradients averaged over the ranks). Pretext
+  models (sslkern.nn.PretextClassifier) always take it: their forward() generates the batch's
+  views and labels (a fused sslkern.pretext pass, nothing to differentiate), encodes and
+  classifies, and autograd does the rest.
+- CUDA graph: the autograd step captured once and replayed (one process, autoencoders; the
+  model draws its noise from a device tensor advanced in place, TiedAutoencoder.use_device_noise,
+  so every replay draws the noise eager steps would; fit checks the backend reads it on the device).
 """
 import torch
 
@@ -28,6 +31,8 @@ def make_optimizer(name, params, lr, capturable=False):
 
 def make_step(module, opt, optimizer, cuda_graph, world_size, device):
     """The step function xb -> loss for one stage's module."""
+    if isinstance(module, ssl_nn.PretextClassifier):
+        return pretext_step(module, opt, world_size, device)
     if world_size == 1 and not cuda_graph and graph_free_ok(module):
         return graph_free_step(module, opt, fused_sgd=optimizer == "sgd")
     trainer = data_parallel(module, device) if world_size > 1 else module
@@ -36,6 +41,11 @@ def make_step(module, opt, optimizer, cuda_graph, world_size, device):
         return step
     module.use_device_noise()  # each replay advances the seed tensor: fresh noise, the eager numbers
     return GraphedStep(module, step)
+
+
+def pretext_step(module, opt, world_size, device):
+    """The autograd step of a pretext model (fit refuses a CUDA graph for it)."""
+    return autograd_step(data_parallel(module, device) if world_size > 1 else module, opt)
 
 
 def graph_free_ok(module):

@@ -8,6 +8,8 @@
 - backward: dZ (dA Wᵀ with the activation and contractive gradients), the weight gradient
             over K = 2B, the input gradient, and the elementwise dZ of the single-layer ops.
 - reduce:   deterministic sums of the fp32 partial buffers (no atomics anywhere).
+- pretext:  the pretext generators of sslkern.pretext (rotations, jigsaw, relative patches)
+            and their launchers.
 
 Every index is 64-bit (tensors past 2^31 elements); Philox counters are (offset + i) mod 2^32.
 """
