@@ -20,7 +20,7 @@ import os
 import platform
 import time
 
-MODELS = ("ae", "dae", "cae", "hcae", "sparse", "stacked", "rotation", "jigsaw", "relative")
+MODELS = ("ae", "dae", "cae", "hcae", "sparse", "inpainting", "stacked", "rotation", "jigsaw", "relative")
 PRETEXT_MODELS = ("rotation", "jigsaw", "relative")  # sslkern.nn.PretextClassifier tasks
 PRETEXT_DEFAULTS = {"grid": (2, 2), "patch": 8, "gap": 2}  # --grid for jigsaw, --patch/--gap for relative
 PRETEXT_FLAGS = {"jigsaw": ("grid",), "relative": ("patch", "gap")}
@@ -33,10 +33,11 @@ MODEL_NOISE = {  # model -> (corruption, level, contractive) unless given on the
     "cae": ("none", 0.0, 0.1),
     "hcae": ("none", 0.0, 0.1),
     "sparse": ("none", 0.0, 0.0),
+    "inpainting": ("block", 0.25, 0.0),  # the context encoder's hole: a quarter of the image
     "stacked": ("mask", 0.25, 0.0),
 }
 # model -> its extra penalties (sslkern.autoencoder_loss's keywords) unless given on the command line
-MODEL_PENALTIES = {"hcae": {"higher_order": 0.1}, "sparse": {"sparsity": 0.1}}
+MODEL_PENALTIES = {"hcae": {"higher_order": 0.1}, "sparse": {"sparsity": 0.1}, "inpainting": {"hole_weight": 2.0}}
 LECTURE_RUNS = [  # (label, model, corruption, level, contractive)
     ("autoencoder", "ae", "none", 0.0, 0.0),
     ("denoising, 25% masking", "dae", "mask", 0.25, 0.0),
@@ -54,10 +55,11 @@ def add_arguments(parser):
 
     parser.add_argument("--model", choices=MODELS, default="dae",
                         help="ae, dae (denoising), cae (contractive), hcae (higher-order contractive), "
-                             "sparse, stacked; or a pretext classifier: rotation, jigsaw, relative (patch position)")
+                             "sparse, inpainting (block hole, hole weight 2), stacked; or a pretext classifier: "
+                             "rotation, jigsaw, relative (patch position)")
     parser.add_argument("--grid", type=_args.grid, default=None, help="jigsaw: tiles, rows x columns (default 2x2)")
     parser.add_argument("--patch", type=_args.positive_int, default=None,
-                        help="relative: patch side in pixels (default 8)")
+                        help="relative: patch side in pixels (default 8); --corruption patch: the tile side")
     parser.add_argument("--gap", type=_args.nonnegative_int, default=None,
                         help="relative: pixels between patches (default 2)")
     parser.add_argument("--hidden", type=_args.hidden_sizes, default=DEFAULTS["hidden"],
@@ -78,6 +80,9 @@ def add_arguments(parser):
                          help="standard deviation of the input perturbations (default 0.1)")
     penalty.add_argument("--higher-order-samples", type=_args.positive_int, default=None,
                          help="perturbations per example (default 1)")
+    parser.add_argument("--hole-weight", type=_args.finite_nonnegative_float, default=None,
+                        help="weight of the reconstruction loss of the pixels the corruption drops "
+                             "(default 1; 2 for inpainting)")
     parser.add_argument("--epochs", type=_args.nonnegative_int, default=DEFAULTS["epochs"])
     parser.add_argument("--batch-size", type=_args.positive_int, default=DEFAULTS["batch_size"])
     parser.add_argument("--lr", type=_args.finite_positive_float, default=DEFAULTS["lr"])
@@ -110,6 +115,8 @@ def run(args):
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out (the run folder to continue)")
     for flag in PRETEXT_DEFAULTS:  # a flag the chosen model ignores is a mistake, not a no-op
+        if flag == "patch" and args.model not in PRETEXT_MODELS and args.corruption == "patch":
+            continue  # the patch mask's tile side
         if getattr(args, flag) is not None and flag not in PRETEXT_FLAGS.get(args.model, ()):
             raise UsageError(f"--{flag} is for --model {' or '.join(m for m, f in PRETEXT_FLAGS.items() if flag in f)}, "
                              f"not --model {args.model}")
@@ -153,7 +160,8 @@ def train_one(args, out, model_kind, corruption=None, level=None, contractive=No
     if model_kind in PRETEXT_MODELS:
         model = build_pretext_model(args, model_kind, dataset.image_shape)
     else:
-        model = build_model(args, model_kind, X_train.shape[1], corruption, level, contractive)
+        model = build_model(args, model_kind, X_train.shape[1], corruption, level, contractive,
+                            image_shape=dataset.image_shape)
     backend = backends.resolve(backends.requested(), device, torch.float32).name
     started = time.perf_counter()
     history = train.fit(model, X_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -184,8 +192,9 @@ def train_one(args, out, model_kind, corruption=None, level=None, contractive=No
     return metrics, model
 
 
-def build_model(args, model_kind, n_visible, corruption=None, level=None, contractive=None):
+def build_model(args, model_kind, n_visible, corruption=None, level=None, contractive=None, image_shape=None):
     from sslkern import nn
+    from sslkern.kinds import CORRUPTIONS
 
     default_corruption, default_level, default_contractive = MODEL_NOISE[model_kind]
     corruption = _first(corruption, args.corruption, default_corruption)
@@ -194,7 +203,10 @@ def build_model(args, model_kind, n_visible, corruption=None, level=None, contra
         level = 0.0
     contractive = _first(contractive, args.contractive, default_contractive)
     penalties = {**MODEL_PENALTIES.get(model_kind, {}),
-                 **{name: getattr(args, name) for name in nn.PENALTIES if getattr(args, name, None) is not None}}
+                 **{name: getattr(args, name) for name in nn.PENALTIES + ("hole_weight",)
+                    if getattr(args, name, None) is not None}}
+    if CORRUPTIONS[corruption].needs_image_shape:  # block and patch masks work on the images
+        penalties.update(image_shape=image_shape, patch=args.patch if corruption == "patch" else None)
     sizes = list(args.hidden)  # parsed by _args.hidden_sizes
     from ._args import UsageError
 
@@ -261,7 +273,8 @@ def reconstruction_rows(model, sample, device):
         x = sample.to(device)
         rows = {"clean": sample.cpu()}
         if first.corruption != "none":
-            x = functional.corrupt(x, first.corruption, first.level, seed=first.seed)
+            x = functional.corrupt(x, first.corruption, first.level, seed=first.seed,
+                               image_shape=first.masks["image_shape"], patch=first.masks["patch"])
             rows["corrupted"] = x.cpu()
         rows["reconstruction"] = model.reconstruct(x).cpu()
     model.train()

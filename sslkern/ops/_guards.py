@@ -252,10 +252,7 @@ def objective(op, x, W, b, c, encoder, decoder, loss, corruption_, level, contra
               backend_, rng_, penalties_=None):
     """The arguments every objective op shares (b may be None: the backward has none);
     `penalties_` the trailing sparsity and higher-order arguments (None: their defaults)."""
-    if penalties_ is not None:
-        penalties(op, encoder, corruption_, level, x, penalties_)
-    elif corruption_ in CORRUPTIONS and CORRUPTIONS[corruption_].needs_image_shape:
-        penalties(op, encoder, corruption_, level, x, _DEFAULT_TRAILING)
+    penalties(op, encoder, corruption_, level, x, _DEFAULT_TRAILING if penalties_ is None else penalties_)
     if _objective_ok(x, W, b, c, encoder, decoder, loss, corruption_, level, contractive_, offset_, backend_, rng_):
         return
     backend(op, backend_)
@@ -283,7 +280,8 @@ def penalties(op, encoder, corruption_, level, x, values):
     """The trailing arguments: the sparsity and higher-order ones (sslkern._validate.penalties)
     with the counters a higher-order term draws, then the structured masks' image shape, tile
     side and hole weight (sslkern._validate.mask_shape)."""
-    if values == _DEFAULT_TRAILING:
+    structured = corruption_ in CORRUPTIONS and CORRUPTIONS[corruption_].needs_image_shape
+    if values == _DEFAULT_TRAILING and not structured:
         return
     prefix = f"sslkern::{op}: "
     if encoder in ACTIVATIONS:  # an unknown encoder is reported by objective()
@@ -291,7 +289,7 @@ def penalties(op, encoder, corruption_, level, x, values):
     higher_order, samples = values[3], values[5]
     if higher_order and isinstance(samples, int) and samples >= 1:
         counters(op, "x", (1 + samples) * x.numel())
-    if corruption_ in CORRUPTIONS:
+    if corruption_ in CORRUPTIONS and check.level_ok(corruption_, level):  # else objective() says why
         check.mask_shape(corruption_, level, x.shape[1], values[6:8], *values[8:], prefix=prefix)
 
 
