@@ -152,6 +152,10 @@ SPARSITIES: Table[Sparsity] = Table(
     Sparsity("l1", 1, doc="beta * mean_i sum_j |h_ij|"),
 )
 
+# The corruption kinds the elementwise kernels compute; the others are structured masks, drawn
+# per image in PyTorch (sslkern/backends/structured.py).
+ELEMENTWISE_CORRUPTIONS = tuple(row.name for row in CORRUPTIONS if not row.needs_image_shape)
+
 FAMILIES = (ACTIVATIONS, LOSSES, CORRUPTIONS, SPARSITIES)
 
 
