@@ -164,6 +164,6 @@ def test_numpy_numbers_are_accepted():
                                    contractive=np.float64(0.1), seed=np.uint64(3))
     assert model.config() == ssl_nn.TiedAutoencoder(12, 4, corruption="mask", level=float(np.float32(0.25)),
                                                     contractive=0.1, seed=3).config()
-    assert all(type(v) in (int, float, str) for v in model.config().values())
+    assert all(type(v) in (int, float, str, type(None)) for v in model.config().values())
     stacked = ssl_nn.StackedAutoencoder([np.int64(12), np.int32(6), 3], seed=np.int64(1))
     assert stacked.sizes == [12, 6, 3] and all(type(s) is int for s in stacked.sizes)

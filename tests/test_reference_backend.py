@@ -209,7 +209,7 @@ def test_act_grad_in_place_on_dh(act):
     torch.testing.assert_close(db1, separate.sum(0), rtol=1e-13, atol=1e-15)
 
 
-@pytest.mark.parametrize("kind", CORRUPTIONS.names())
+@pytest.mark.parametrize("kind", ELEMENTWISE_CORRUPTIONS)  # block, patch: no epilogue (backends/structured.py)
 def test_corrupt_in_place_and_keep_mask(kind):
     ep = ref.TorchEpilogues()
     x = torch.rand(11, 17, dtype=torch.float64) * 0.5 + 0.25
@@ -341,7 +341,8 @@ def test_backend_never_calls_the_oracle(monkeypatch):
     with sslkern.use_backend("reference"):
         sslkern.philox_uniform(10, 1), sslkern.philox_normal(10, 1)
         for kind in CORRUPTIONS.names():
-            torch.autograd.grad(sslkern.corrupt(x, kind, 0.3, seed=1).sum(), x)
+            images = dict(image_shape=(3, 3), patch=2) if CORRUPTIONS[kind].needs_image_shape else {}
+            torch.autograd.grad(sslkern.corrupt(x, kind, 0.3, seed=1, **images).sum(), x)
         for act in ACTIVATIONS.names():
             torch.autograd.grad(sslkern.decode(sslkern.encode(x, W, b, act), W, c, act).sum()
                                 + sslkern.contractive_penalty(x, W, b, act), (x, W, b, c))

@@ -60,14 +60,15 @@ def test_an_unknown_activation_names_the_argument():
 @pytest.mark.parametrize("kind", CORRUPTIONS.names())
 def test_level_range_comes_from_the_table(kind):
     low, high = CORRUPTIONS[kind].level_range
-    x = torch.rand(2, 3)
+    x = torch.rand(2, 4)
+    images = dict(image_shape=(2, 2), patch=1) if CORRUPTIONS[kind].needs_image_shape else {}
     if math.isfinite(low):
         with pytest.raises(ValueError, match=f"level must be .* for '{kind}'"):
-            sslkern.corrupt(x, kind, low - 0.5)
+            sslkern.corrupt(x, kind, low - 0.5, **images)
     if math.isfinite(high):
         with pytest.raises(ValueError, match=f"level must be .* for '{kind}'"):
-            sslkern.corrupt(x, kind, high + 0.5)
-    sslkern.corrupt(x, kind, low if math.isfinite(low) else 0.0)
+            sslkern.corrupt(x, kind, high + 0.5, **images)
+    sslkern.corrupt(x, kind, low if math.isfinite(low) else 0.0, **images)
 
 
 def test_a_loss_that_needs_a_decoder_says_which():

@@ -16,7 +16,8 @@ from sslkern import _validate
 # past 2**32 inside the tensor.
 STREAMS = [(5, 0), (2**64 - 3, 2**32 - 4)]
 KINDS = tuple(k for k in CORRUPTIONS.names() if k != "none")
-LEVELS = {"mask": 0.4, "gaussian": 0.3, "salt_pepper": 0.3}
+LEVELS = {"mask": 0.4, "gaussian": 0.3, "salt_pepper": 0.3, "block": 0.3, "patch": 0.4}
+IMAGES = {"block": dict(image_shape=(1, 7)), "patch": dict(image_shape=(1, 7), patch=2)}  # x is [B, 7]
 
 
 def rng_tensor(seed, offset, device=DEVICE):
@@ -46,9 +47,10 @@ def assert_same(got, want):
 @pytest.mark.parametrize("seed, offset", STREAMS)
 def test_corrupt_tensor_seed_matches_int_seed(backend, kind, seed, offset):
     x = params()[0]
-    want = value_and_grads(lambda v: sslkern.corrupt(v, kind, LEVELS[kind], seed, offset), [x])
+    images = IMAGES.get(kind, {})
+    want = value_and_grads(lambda v: sslkern.corrupt(v, kind, LEVELS[kind], seed, offset, **images), [x])
     rng = rng_tensor(seed, offset)
-    got = value_and_grads(lambda v: sslkern.corrupt(v, kind, LEVELS[kind], seed=rng), [x])
+    got = value_and_grads(lambda v: sslkern.corrupt(v, kind, LEVELS[kind], seed=rng, **images), [x])
     assert_same(got, want)
     assert rng.tolist() == [_validate.signed_seed(seed), offset]  # read, never advanced
 
@@ -57,7 +59,7 @@ def test_corrupt_tensor_seed_matches_int_seed(backend, kind, seed, offset):
 @pytest.mark.parametrize("seed, offset", STREAMS)
 def test_autoencoder_loss_tensor_seed_matches_int_seed(backend, kind, seed, offset):
     config = dict(encoder="tanh", decoder="sigmoid", loss="bce", corruption=kind, level=LEVELS[kind],
-                  contractive=0.2)
+                  contractive=0.2, **IMAGES.get(kind, {}))
     inputs = params()
     want = value_and_grads(lambda *t: sslkern.autoencoder_loss(*t, **config, seed=seed, offset=offset), inputs)
     got = value_and_grads(lambda *t: sslkern.autoencoder_loss(*t, **config, seed=rng_tensor(seed, offset)),

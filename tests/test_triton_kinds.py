@@ -69,7 +69,7 @@ def test_codes_come_from_the_registry():
                                             softplus="SOFTPLUS", elu="ELU")),
                          (LOSSES, dict(bce="BCE", mse="MSE")),
                          (CORRUPTIONS, dict(none="NO_CORRUPTION", mask="MASK", gaussian="GAUSSIAN",
-                                            salt_pepper="SALT_PEPPER"))):
+                                            salt_pepper="SALT_PEPPER", block="BLOCK", patch="PATCH"))):
         assert set(names) == set(table.names()), "a kind without its constant in kernels/triton/common.py"
         for name, constant in names.items():
             assert getattr(common, constant).value == table.code(name)
@@ -82,6 +82,10 @@ def test_codes_come_from_the_registry():
 def test_every_known_code_runs_and_an_unknown_one_raises(which):
     x = torch.linspace(-3, 3, 13, dtype=torch.float32, device=DEVICE)
     for row in SWITCHES[which][1]:
+        if getattr(row, "needs_image_shape", False):  # block, patch: drawn in PyTorch, refused by the switch
+            with pytest.raises(Exception):
+                run_switch(which, row.code, x)
+            continue
         assert torch.isfinite(run_switch(which, row.code, x)).all(), row.name
     with pytest.raises(Exception) as excinfo:
         run_switch(which, UNKNOWN, x)
@@ -91,6 +95,8 @@ def test_every_known_code_runs_and_an_unknown_one_raises(which):
 def test_keep_values_follows_passes_gradient():
     x = torch.linspace(1, 2, 64, dtype=torch.float32, device=DEVICE)
     for row in CORRUPTIONS:
+        if row.needs_image_shape:
+            continue  # drawn in PyTorch (backends/structured.py)
         kept = run_switch("keep_values", row.code, x)
         assert torch.equal(kept, x) == row.passes_gradient, row.name
 
