@@ -1,5 +1,5 @@
 """Pictures: filter grids (as in the classic denoising-autoencoder figures), reconstructions
-next to their inputs, and loss curves. PNGs are written atomically (temporary file, fsync,
+next to their inputs, loss curves, and pretext tasks' inputs captioned with their labels. PNGs are written atomically (temporary file, fsync,
 rename). Filter grids and reconstructions need only PIL; the loss curve uses matplotlib when
 it is installed and a plain PIL drawing otherwise."""
 import math
