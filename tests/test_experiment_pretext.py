@@ -109,3 +109,24 @@ def test_inpainting_is_built_in_one_place(monkeypatch):
     assert built["args"] == (784, 32)
     assert built["kwargs"] == {"corruption": "block", "level": 0.25, "hole_weight": 2.0, "image_shape": (28, 28),
                                "seed": 3}
+
+
+def test_the_inpainting_row_and_picture_when_the_build_has_them(small_mnist, tmp_path, monkeypatch):
+    """The row and the picture are wired in whether or not this build has the block mask: a
+    masking autoencoder stands in for the inpainting model."""
+    from sslkern import nn
+
+    monkeypatch.setitem(train_command.INPAINTING, "corruption", "mask")
+    monkeypatch.setattr(train_command, "build_inpainting_model",
+                        lambda args, n_visible, image_shape: nn.TiedAutoencoder(
+                            n_visible, args.hidden[0], corruption="mask", level=0.25, seed=args.seed))
+    out = tmp_path / "pretext"
+    assert experiment(small_mnist, out) == 0
+    result = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
+    for runs in (result["heldout"], result["transfer"]["runs"]):
+        row = next(r for r in runs if r["representation"].startswith("inpainting"))
+        assert 0.2 < row["probe_accuracy"] <= 1.0 and "note" not in row
+    assert "pretext_inpainting.png" in result["pictures"]
+    # Three rows of ten digits: clean, holed, reconstructed (zoom 2).
+    assert Image.open(out / "pretext_inpainting.png").size == (2 * (10 * 29 - 1), 2 * (3 * 29 - 1))
+    assert "not available" not in (out / "experiment.md").read_text(encoding="utf-8")

@@ -468,9 +468,9 @@ def _pretext_pictures(models, dataset, out, device, n_images=10):
 
     sample = dataset.X_test[:n_images]
     written = []
-    for label, model in models.items():
-        task = getattr(model, "task", None) or ("inpainting" if model.corruption == INPAINTING["corruption"] else None)
-        if task is None:
+    for label, task, *_ in PRETEXT_EXPERIMENT_RUNS:
+        model = models.get(label)  # None for a row this build cannot run
+        if model is None or task not in PRETEXT_MODELS + ("inpainting",):
             continue
         path = os.path.join(out, f"pretext_{task}.png")
         if task == "inpainting":
