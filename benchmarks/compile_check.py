@@ -14,8 +14,10 @@ that shared memory and register use match what a launch on the device compiles.
 It also compiles the tiles the backend picks first on the device (`_candidates` with sm_90's
 shared memory) at a small and an MNIST-scale step, and checks that each such variant's shared
 memory fits sm_90 (a variant over it raises OutOfResources at launch). --spills runs ptxas -v
-on each variant's PTX and reports register spills. Exit code 1 when any kernel fails to
-compile or a first-choice tile does not fit.
+on each variant's PTX and reports, per first-choice variant, registers per thread, shared
+memory, the blocks per SM they allow on sm_90, and spills. Exit code 1 when any kernel fails
+to compile, a first-choice tile does not fit, or (with --spills) a first-choice tile of a
+training-step kernel (HOT_KERNELS) spills.
 """
 import argparse
 import os
@@ -62,6 +64,27 @@ def spilled_bytes(ptxas_log):
     return sum(int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", ptxas_log))
 
 
+def registers_used(ptxas_log):
+    """Registers per thread in a ptxas -v log (the largest, if several functions)."""
+    import re
+    found = [int(n) for n in re.findall(r"Used (\d+) registers", ptxas_log)]
+    return max(found) if found else None
+
+
+# sm_90's per-SM limits, for the occupancy a variant allows (CUDA occupancy calculator rules).
+SM90 = {"registers": 65536, "register_unit": 256, "threads": 2048, "blocks": 32, "shared": 233472}
+
+
+def blocks_per_sm(registers, shared, num_warps, limits=SM90):
+    """Resident blocks per SM: the least that registers, shared memory, threads and the
+    block limit allow (registers allocated per warp in units of 256)."""
+    threads = 32 * num_warps
+    per_warp = -(-registers * 32 // limits["register_unit"]) * limits["register_unit"]
+    by_registers = limits["registers"] // (per_warp * num_warps) if registers else limits["blocks"]
+    by_shared = limits["shared"] // shared if shared else limits["blocks"]
+    return min(by_registers, by_shared, limits["threads"] // threads, limits["blocks"])
+
+
 def compile_logged(source, target, options, spills):
     """triton.compile, and with `spills` the log of Triton's own ptxas -v run (exactly its
     options), which Triton prints when asked; the cache is bypassed so that ptxas runs."""
@@ -103,10 +126,15 @@ def compiling_run(target, seen, results, phase, spills=False):
         try:
             compiled, log = compile_logged(ASTSource(self, signature, constexprs, attrs), target, options, spills)
         except Exception as exc:  # report every failure, not just the first
-            results.append(Result(phase[0], what, f"{type(exc).__name__}: {exc}", 0, None))
+            results.append(Result(phase[0], what, f"{type(exc).__name__}: {exc}", 0, None, None, None,
+                                  self.__name__))
             return
+        registers = registers_used(log) if spills else None
+        warps = options.get("num_warps", 4)
         results.append(Result(phase[0], what, None, compiled.metadata.shared,
-                              spilled_bytes(log) if spills else None))
+                              spilled_bytes(log) if spills else None, registers,
+                              blocks_per_sm(registers, compiled.metadata.shared, warps) if spills else None,
+                              self.__name__))
     return run
 
 
@@ -116,7 +144,13 @@ class Result(NamedTuple):
     error: "str | None"
     shared: int       # bytes of shared memory the compiled kernel needs
     spills: "int | None"  # bytes spilled (ptxas -v), with --spills
+    registers: "int | None" = None  # per thread (ptxas -v), with --spills
+    blocks_per_sm: "int | None" = None  # resident blocks the registers and shared memory allow
+    kernel: str = ""
 
+
+# The kernels of the training step: a spill in one of their first-choice tiles fails the check.
+HOT_KERNELS = ("encoder_kernel", "decoder_loss_kernel", "dz_kernel", "weight_grad_kernel", "input_grad_kernel")
 
 def force_tiles(module, pick):
     """Make the backend's launchers use `pick(prec, M, N, products)` (a list of tiles) on CPU."""
@@ -258,10 +292,17 @@ def main():
             print(f"  note ({r.phase}): {r.what} needs {r.shared} B of shared memory > {limit} B: "
                   "the backend skips this tile there")
     if args.spills:
+        print("  first-choice variants: registers/thread, shared memory, blocks per SM, spills")
+        for r in results:
+            if r.phase == "first-choice" and not r.error:
+                print(f"    {r.registers or '?':>4} regs {r.shared:7d} B smem {r.blocks_per_sm or '?':>3} blocks/SM "
+                      f"{r.spills or 0:6d} B spilled  {r.what}")
         spilling = [r for r in results if r.spills]
         print(f"  {len(spilling)} variants spill registers" + (":" if spilling else ""))
         for r in spilling:
             print(f"    {r.spills:6d} B  ({r.phase}) {r.what}")
+        failures += [r._replace(error=f"spills {r.spills} B in a hot kernel's first-choice tile")
+                     for r in spilling if r.phase == "first-choice" and r.kernel in HOT_KERNELS]
     for r in failures:
         print(f"  FAILED ({r.phase}) {r.what}: {r.error[:2000]}")
     sys.exit(1 if failures else 0)

@@ -111,6 +111,52 @@ def penalties(encoder, sparsity, sparsity_target, sparsity_kind, higher_order, h
             values["higher_order_sigma"], int(higher_order_samples))
 
 
+def image_shape(value, name="image_shape"):
+    """(height, width) as ints from None, a pair of positive ints, or anything shaped so; None
+    gives (0, 0), "not given"."""
+    if value is None:
+        return 0, 0
+    try:
+        height, width = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a pair (height, width), got {value!r}") from None
+    for part in (height, width):
+        if isinstance(part, bool) or not isinstance(part, Integral) or part < 1:
+            raise ValueError(f"{name} must be a pair of positive integers (height, width), got {value!r}")
+    return int(height), int(width)
+
+
+def mask_shape(kind, level, visible, shape, patch, hole_weight, prefix=""):
+    """The structured masks' arguments: the rows of x are images of `shape` = (height, width)
+    ((0, 0): not given), `patch` the tile side of the patch mask (0: not given), and the hole
+    weight (which needs a corruption that drops pixels)."""
+    row = choice("corruption", kind, CORRUPTIONS, prefix)
+    height, width = shape
+    if row.needs_image_shape:
+        if height * width == 0:
+            raise ValueError(f"{prefix}corruption={kind!r} needs image_shape=(height, width): the rows of x "
+                             f"are images")
+        if height * width != visible:
+            raise ValueError(f"{prefix}image_shape ({height}, {width}) has {height * width} pixels but the rows of x "
+                             f"have {visible}")
+    if row.name == "block":
+        side = int(round(math.sqrt(level * height * width)))
+        if side > min(height, width):
+            raise ValueError(f"{prefix}level={level} makes a square hole of side {side}, which does not fit in "
+                             f"images of {height} x {width}")
+    if row.name == "patch" and not (isinstance(patch, Integral) and not isinstance(patch, bool)
+                                    and 1 <= patch <= max(height, width)):
+        raise ValueError(f"{prefix}corruption='patch' needs patch= (the tile side) between 1 and "
+                         f"{max(height, width)}, got {patch!r}")
+    if isinstance(hole_weight, bool) or not isinstance(hole_weight, Real) or not math.isfinite(hole_weight) \
+            or hole_weight < 0:
+        raise ValueError(f"{prefix}hole_weight must be a finite number >= 0, got {hole_weight!r}")
+    if hole_weight != 1 and row.passes_gradient:
+        raise ValueError(f"{prefix}hole_weight={hole_weight} weights the pixels a mask drops, but "
+                         f"corruption={kind!r} drops none")
+    return height, width, int(patch or 0), float(hole_weight)
+
+
 def penalty_counters(name, numel, higher_order, samples, prefix=""):
     """A higher-order term draws `samples` more B*D counters past the corruption's."""
     if higher_order and (1 + samples) * numel > MAX_COUNTERS:

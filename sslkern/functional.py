@@ -10,6 +10,7 @@ objective are 0 (a mean over no rows is taken as 0), and every gradient is zero.
 import torch
 
 from . import _validate as check
+from .kinds import CORRUPTIONS
 from . import backends, ops  # noqa: F401  (ops registers torch.ops.sslkern.*)
 
 _sslkern = torch.ops.sslkern
@@ -45,7 +46,7 @@ def philox_normal(n, seed, offset=0, device=None):
     return _sslkern.philox(n, check.signed_seed(seed), offset, True, _device(device), backends.requested())
 
 
-def corrupt(x, kind="mask", level=0.25, seed=0, offset=0):
+def corrupt(x, kind="mask", level=0.25, seed=0, offset=0, image_shape=None, patch=None):
     """x~ = C(x; seed, offset) (docs/random.md); element i of x in row-major order uses
     counter offset + i. Differentiable in x: the keep-mask is regenerated in the backward.
 
@@ -53,13 +54,28 @@ def corrupt(x, kind="mask", level=0.25, seed=0, offset=0):
     its two's-complement int64; `offset` then stays 0). The triton backend reads it on the
     device when the kernel runs, so a CUDA-graph-captured step draws fresh noise on every replay
     when the tensor is advanced in place; the other backends read it to the host once per call.
-    Do not modify it between a forward and its backward (autograd raises if you do)."""
+    Do not modify it between a forward and its backward (autograd raises if you do).
+
+    The structured masks take x [B, H*W], one image per row, and `image_shape` = (H, W):
+    "block" cuts one square hole of area level * H * W per image at a random position (image
+    i draws counters offset + 2i and 2i + 1); "patch" drops each `patch` x `patch` tile with
+    probability level (tile t of image i: counter offset + i T + t, T tiles per image)."""
     check.tensor("x", x, x.dim() if isinstance(x, torch.Tensor) else 1)
     level = check.corruption(kind, level)
     seed, offset, rng = check.seed_or_rng(seed, offset, x)
     check.counters("x", x.numel())
+    height, width, patch, _ = _mask_args(kind, level, x, image_shape, patch)
     return _sslkern.corrupt(x.contiguous(), kind, level, check.signed_seed(seed), offset,
-                            backends.requested(), rng)
+                            backends.requested(), rng, height, width, patch)
+
+
+def _mask_args(kind, level, x, image_shape, patch, hole_weight=1.0):
+    """(height, width, patch, hole_weight) for the ops: checked, 0 where not given."""
+    shape = check.image_shape(image_shape)
+    if CORRUPTIONS[kind].needs_image_shape:
+        check.tensor("x", x, 2)
+    visible = x.shape[-1] if x.dim() else 1
+    return check.mask_shape(kind, level, visible, shape, patch or 0, hole_weight)
 
 
 def _layer(x, x_name, W, bias, bias_name, transpose):
@@ -100,7 +116,8 @@ def contractive_penalty(x, W, b, activation="sigmoid"):
 def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="bce",
                      corruption="none", level=0.0, contractive=0.0, seed=0, offset=0,
                      sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl",
-                     higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1):
+                     higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1,
+                     image_shape=None, patch=None, hole_weight=1.0):
     """The scalar objective L + λP + the extra penalties of docs/design.md.
 
     L reconstructs the clean x from the corrupted x~ = C(x; seed, offset) (bce from the
@@ -114,10 +131,15 @@ def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="
     - `higher_order` = γ: γ mean over the batch and `higher_order_samples` perturbations ε of
       ‖J(x~) − J(x~ + ε)‖²_F, J = ∂h/∂x~, ε ~ N(0, σ²) with σ = `higher_order_sigma`, drawn
       from the Philox stream past the corruption's counters (docs/random.md).
+
+    Structured masks (corruption "block" or "patch", see `corrupt`) take `image_shape` (and
+    `patch`); `hole_weight` multiplies the reconstruction loss of the pixels a mask dropped
+    (the context encoder's weighting of the hole; any corruption that drops pixels).
     """
     args, penalties = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed,
                                       offset, sparsity, sparsity_target, sparsity_kind, higher_order,
-                                      higher_order_sigma, higher_order_samples)
+                                      higher_order_sigma, higher_order_samples, image_shape=image_shape,
+                                      patch=patch, hole_weight=hole_weight)
     if ops.autoencoder.eager_fast_path_ok(*args[:4], args[-1]):  # same kernels, no dispatcher overhead
         return ops.autoencoder.autoencoder_loss_eager(*args, *penalties)
     return _sslkern.autoencoder_loss(*args, *penalties)[0]
@@ -126,7 +148,8 @@ def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="
 def autoencoder_value_and_grad(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="bce",
                                corruption="none", level=0.0, contractive=0.0, seed=0, offset=0,
                                sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl",
-                               higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1):
+                               higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1,
+                               image_shape=None, patch=None, hole_weight=1.0):
     """(loss, (dW, db, dc)): `autoencoder_loss` (same arguments) and its gradients in W, b and
     c, computed together without an autograd graph — for a training loop that applies its own
     update. x is data here (no dx). Nothing returned requires grad.
@@ -136,7 +159,8 @@ def autoencoder_value_and_grad(x, W, b, c, *, encoder="sigmoid", decoder="sigmoi
     """
     args, penalties = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed,
                                       offset, sparsity, sparsity_target, sparsity_kind, higher_order,
-                                      higher_order_sigma, higher_order_samples)
+                                      higher_order_sigma, higher_order_samples, image_shape=image_shape,
+                                      patch=patch, hole_weight=hole_weight)
     args = (*(t.detach() for t in args[:4]), *args[4:], *penalties)
     if ops.autoencoder.eager_fast_path_ok(*args[:4], args[13]):
         value, *grads = ops.autoencoder.value_and_grad_body(*args)
@@ -148,7 +172,8 @@ def autoencoder_value_and_grad(x, W, b, c, *, encoder="sigmoid", decoder="sigmoi
 def autoencoder_sgd_step(x, W, b, c, *, lr, encoder="sigmoid", decoder="sigmoid", loss="bce",
                          corruption="none", level=0.0, contractive=0.0, seed=0, offset=0,
                          sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl",
-                         higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1):
+                         higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1,
+                         image_shape=None, patch=None, hole_weight=1.0):
     """One step of plain SGD in place: W, b, c -= lr * their gradients of `autoencoder_loss`
     (same arguments). Returns that loss, from before the update; x is data here.
 
@@ -163,7 +188,8 @@ def autoencoder_sgd_step(x, W, b, c, *, lr, encoder="sigmoid", decoder="sigmoid"
             raise ValueError(f"{name} must be contiguous: autoencoder_sgd_step updates it in place")
     args, penalties = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed,
                                       offset, sparsity, sparsity_target, sparsity_kind, higher_order,
-                                      higher_order_sigma, higher_order_samples)
+                                      higher_order_sigma, higher_order_samples, image_shape=image_shape,
+                                      patch=patch, hole_weight=hole_weight)
     *named, rng = args[4:]
     args = (*(t.detach() for t in args[:4]), *named, lr, rng, *penalties)
     if ops.autoencoder.eager_fast_path_ok(*args[:4], rng):
@@ -172,7 +198,7 @@ def autoencoder_sgd_step(x, W, b, c, *, lr, encoder="sigmoid", decoder="sigmoid"
 
 
 def _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
-                    *penalties):
+                    *penalties, image_shape=None, patch=None, hole_weight=1.0):
     """The checked arguments of the objective ops: ((x, W, b, c, names..., backend, rng),
     the penalties' trailing arguments)."""
     check.activation("encoder", encoder)
@@ -187,10 +213,11 @@ def _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contr
         check.counters("x", x.numel())
     check.penalty_counters("x", x.numel(), penalties[3], penalties[5])
     x, W, b = _layer(x, "x", W, b, "b", transpose=True)
+    masks = _mask_args(corruption, level, x, image_shape, patch, hole_weight)
     check.tensor("c", c, 1)
     check.same_device(x=x, W=W, c=c)
     check.same_dtype(W=W, c=c)
     if c.shape[0] != W.shape[1]:
         raise ValueError(f"c has {c.shape[0]} entries but W of shape {tuple(W.shape)} needs {W.shape[1]}")
     return (x, W, b, c.contiguous(), encoder, decoder, loss, corruption, level, contractive,
-            check.signed_seed(seed), offset, backends.requested(), rng), penalties
+            check.signed_seed(seed), offset, backends.requested(), rng), penalties + masks

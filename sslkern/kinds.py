@@ -137,6 +137,12 @@ CORRUPTIONS: Table[Corruption] = Table(
                level_meaning="a standard deviation", doc="x~_i = x_i + level * n_i"),
     Corruption("salt_pepper", 3, passes_gradient=False,
                doc="x~_i = 0 where u_i < level/2, 1 where level/2 <= u_i < level, else x_i"),
+    Corruption("block", 4, passes_gradient=False, needs_image_shape=True,
+               level_meaning="the hole's share of the image's area",
+               doc="one square hole per image, side round(sqrt(level H W)), at a uniformly random position"),
+    Corruption("patch", 5, passes_gradient=False, needs_image_shape=True,
+               level_meaning="the probability that a tile is dropped",
+               doc="the image cut into patch x patch tiles, each dropped with probability level"),
 )
 
 SPARSITIES: Table[Sparsity] = Table(
@@ -145,6 +151,10 @@ SPARSITIES: Table[Sparsity] = Table(
              doc="beta * sum_j KL(rho || mean_i h_ij): the mean activation pulled toward rho"),
     Sparsity("l1", 1, doc="beta * mean_i sum_j |h_ij|"),
 )
+
+# The corruption kinds the elementwise kernels compute; the others are structured masks, drawn
+# per image in PyTorch (sslkern/backends/structured.py).
+ELEMENTWISE_CORRUPTIONS = tuple(row.name for row in CORRUPTIONS if not row.needs_image_shape)
 
 FAMILIES = (ACTIVATIONS, LOSSES, CORRUPTIONS, SPARSITIES)
 

@@ -46,7 +46,9 @@ class TiedAutoencoder(nn.Module):
     corruption "none" | "mask" | "gaussian" | "salt_pepper" at `level`; `contractive` = λ; the
     keyword-only `sparsity`, `sparsity_target`, `sparsity_kind`, `higher_order`,
     `higher_order_sigma`, `higher_order_samples` add the extra penalties of
-    sslkern.autoencoder_loss (all off by default). Initialisation as in the classic tutorials: W uniform in ±4·√(6/(H+D)) for sigmoid
+    sslkern.autoencoder_loss (all off by default); `image_shape`, `patch` and `hole_weight`
+    serve the structured masks (corruption "block", "patch") and weight their holes.
+    Initialisation as in the classic tutorials: W uniform in ±4·√(6/(H+D)) for sigmoid
     encoders, ±√(6/(H+D)) otherwise, biases zero; drawn on the CPU from `seed`, so the same
     seed gives the same weights on every device.
     """
@@ -54,7 +56,7 @@ class TiedAutoencoder(nn.Module):
     def __init__(self, n_visible, n_hidden, encoder="sigmoid", decoder="sigmoid", loss="bce",
                  corruption="none", level=0.0, contractive=0.0, seed=0, *, sparsity=0.0, sparsity_target=0.05,
                  sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1,
-                 dtype=None, device=None):
+                 image_shape=None, patch=None, hole_weight=1.0, dtype=None, device=None):
         super().__init__()
         self.n_visible = _positive_int("n_visible", n_visible)
         self.n_hidden = _positive_int("n_hidden", n_hidden)
@@ -67,6 +69,10 @@ class TiedAutoencoder(nn.Module):
         self.penalties = dict(zip(PENALTIES, check.penalties(
             encoder, sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma,
             higher_order_samples)))
+        height, width, patch, hole_weight = check.mask_shape(
+            corruption, self.level, self.n_visible, check.image_shape(image_shape), patch or 0, hole_weight)
+        self.masks = {"image_shape": (height, width) if height else None, "patch": patch or None,
+                      "hole_weight": hole_weight}
         self.seed = check.seed(seed)
         self.step = 0  # training calls so far: the noise counter (saved as extra state)
         self.rank, self.world_size = 0, 1  # set by sslkern.train.fit under torch.distributed
@@ -92,7 +98,7 @@ class TiedAutoencoder(nn.Module):
         """The constructor arguments (what a checkpoint needs to rebuild this model)."""
         return {"n_visible": self.n_visible, "n_hidden": self.n_hidden, "encoder": self.encoder,
                 "decoder": self.decoder, "loss": self.loss, "corruption": self.corruption,
-                "level": self.level, "contractive": self.contractive, "seed": self.seed, **self.penalties}
+                "level": self.level, "contractive": self.contractive, "seed": self.seed, **self.penalties, **self.masks}
 
     def noise_seed(self):
         """The Philox seed the next training call will use."""
@@ -161,7 +167,7 @@ class TiedAutoencoder(nn.Module):
         seed = self._device_noise_seed() if self.training and self.device_noise else self.take_noise_seed()
         return dict(encoder=self.encoder, decoder=self.decoder, loss=self.loss,
                     corruption=self.corruption, level=self.level, contractive=self.contractive,
-                    seed=seed, offset=0, **self.penalties)
+                    seed=seed, offset=0, **self.penalties, **self.masks)
 
     def encode(self, x):
         """Hidden codes h = f(x Wᵀ + b) of the clean input (no corruption)."""
@@ -191,7 +197,8 @@ class TiedAutoencoder(nn.Module):
         return (f"n_visible={self.n_visible}, n_hidden={self.n_hidden}, encoder={self.encoder!r}, "
                 f"decoder={self.decoder!r}, loss={self.loss!r}, corruption={self.corruption!r}, "
                 f"level={self.level}, contractive={self.contractive}, seed={self.seed}"
-                + "".join(f", {k}={v!r}" for k, v in self.penalties.items() if v != PENALTY_DEFAULTS[k]))
+                + "".join(f", {k}={v!r}" for k, v in self.penalties.items() if v != PENALTY_DEFAULTS[k])
+                + "".join(f", {k}={v!r}" for k, v in self.masks.items() if v not in (None, 1.0)))
 
 
 class DenoisingAutoencoder(TiedAutoencoder):
@@ -227,6 +234,17 @@ class SparseAutoencoder(TiedAutoencoder):
     def __init__(self, n_visible, n_hidden, sparsity=0.1, sparsity_target=0.05, sparsity_kind="kl", **kwargs):
         super().__init__(n_visible, n_hidden, sparsity=sparsity, sparsity_target=sparsity_target,
                          sparsity_kind=sparsity_kind, **kwargs)
+
+
+class InpaintingAutoencoder(TiedAutoencoder):
+    """The context encoder's task on a tied autoencoder: one square hole of a quarter of the
+    image per image (corruption "block", level 0.25) to fill in, the hole's reconstruction
+    loss weighted twice (hole_weight 2). `image_shape` is required (e.g. (28, 28))."""
+
+    def __init__(self, n_visible, n_hidden, image_shape, corruption="block", level=0.25, hole_weight=2.0,
+                 **kwargs):
+        super().__init__(n_visible, n_hidden, corruption=corruption, level=level, image_shape=image_shape,
+                         hole_weight=hole_weight, **kwargs)
 
 
 class StackedAutoencoder(nn.Module):

@@ -50,10 +50,48 @@ def philox_normal(n, seed, offset=0, device=None):
     return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2 * math.pi * _to_uniform(c1))
 
 
-def corrupt(x, kind="mask", level=0.25, seed=0, offset=0):
-    """x~ = C(x; seed, offset); element i of the contiguous x uses counter offset + i."""
+def structured_keep(kind, level, seed, offset, batch, image_shape, patch=None):
+    """The keep mask [B, H*W] (float64) of a block or patch mask, image by image, pixel loops."""
+    height, width = image_shape
+    keep = torch.ones(batch, height, width, dtype=torch.float64)
+    if kind == "block":
+        side = int(round(math.sqrt(level * height * width)))
+        u = philox_uniform(2 * batch, seed, offset)
+        for i in range(batch):
+            top = min(int(float(u[2 * i]) * (height - side + 1)), height - side)
+            left = min(int(float(u[2 * i + 1]) * (width - side + 1)), width - side)
+            keep[i, top:top + side, left:left + side] = 0
+    elif kind == "patch":
+        rows, cols = math.ceil(height / patch), math.ceil(width / patch)
+        u = philox_uniform(batch * rows * cols, seed, offset)
+        threshold = torch.tensor(level, dtype=torch.float32)
+        for i in range(batch):
+            for ty in range(rows):
+                for tx in range(cols):
+                    if u[(i * rows + ty) * cols + tx] < threshold:
+                        keep[i, ty * patch:(ty + 1) * patch, tx * patch:(tx + 1) * patch] = 0
+    else:
+        raise ValueError(f"oracle: {kind!r} is not a structured mask (block, patch)")
+    return keep.view(batch, height * width)
+
+
+def keep_mask(x, kind, level, seed=0, offset=0, image_shape=None, patch=None):
+    """1 where the corruption lets x through unchanged (mask, salt_pepper, block, patch), as x."""
+    if kind in ("block", "patch"):
+        return structured_keep(kind, level, seed, offset, x.shape[0], image_shape, patch).to(x)
+    if kind in ("mask", "salt_pepper"):
+        u = philox_uniform(x.numel(), seed, offset, x.device).view(x.shape)
+        return (u >= torch.tensor(level, dtype=torch.float32)).to(x.dtype)
+    return torch.ones_like(x)
+
+
+def corrupt(x, kind="mask", level=0.25, seed=0, offset=0, image_shape=None, patch=None):
+    """x~ = C(x; seed, offset); element i of the contiguous x uses counter offset + i (the
+    structured masks: the draws of docs/random.md §11, image by image)."""
     if kind == "none":
         return x
+    if kind in ("block", "patch"):
+        return x * keep_mask(x, kind, level, seed, offset, image_shape, patch)
     flat = x.reshape(-1)
     if kind == "gaussian":
         noise = philox_normal(flat.numel(), seed, offset, x.device).to(x.dtype)
@@ -171,19 +209,24 @@ def sparsity_penalty(h, kind="kl", target=0.05):
 def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="bce",
                      corruption="none", level=0.0, contractive=0.0, seed=0, offset=0,
                      sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl",
-                     higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1):
+                     higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1,
+                     image_shape=None, patch=None, hole_weight=1.0):
     """L + lambda P + the extra penalties of docs/design.md: reconstruction of the clean x from
-    the corrupted x~, every penalty at the encoder's input x~."""
+    the corrupted x~ (the dropped pixels' loss times hole_weight), every penalty at x~."""
     batch = max(x.shape[0], 1)
-    x_tilde = corrupt(x, corruption, level, seed, offset)
+    x_tilde = corrupt(x, corruption, level, seed, offset, image_shape, patch)
     h = encode(x_tilde, W, b, encoder)
     a = h @ W + c
     if loss == "bce":  # from the logit: the decoder is sigmoid by definition
-        recon = (torch.nn.functional.softplus(a) - x * a).sum() / batch
+        element = torch.nn.functional.softplus(a) - x * a
     elif loss == "mse":
-        recon = 0.5 * (activation(decoder, a) - x).pow(2).sum() / batch
+        element = 0.5 * (activation(decoder, a) - x).pow(2)
     else:
         raise ValueError(f"oracle: unknown loss {loss!r}; known: bce, mse")
+    if hole_weight != 1.0:
+        dropped = 1 - keep_mask(x, corruption, level, seed, offset, image_shape, patch)
+        element = element * (1 + (hole_weight - 1) * dropped)
+    recon = element.sum() / batch
     if contractive:
         recon = recon + contractive * contractive_penalty(x_tilde, W, b, encoder)
     if sparsity:

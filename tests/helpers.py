@@ -30,7 +30,7 @@ DTYPES = [torch.float32, torch.float64]
 SHAPES = [(1, 1, 1), (3, 5, 7), (37, 129, 65)]
 
 ACTIVATIONS = kinds.ACTIVATIONS.names()
-CORRUPTIONS = kinds.CORRUPTIONS.names()
+CORRUPTIONS = kinds.ELEMENTWISE_CORRUPTIONS  # block and patch: tests/test_structured_masks.py
 # (encoder, decoder, loss): bce with its sigmoid decoder, mse with several decoders.
 OBJECTIVES = [("sigmoid", "sigmoid", "bce"), ("tanh", "sigmoid", "mse"), ("relu", "linear", "mse"),
               ("softplus", "tanh", "mse"), ("linear", "softplus", "mse"), ("sigmoid", "relu", "mse")]

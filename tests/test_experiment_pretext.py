@@ -40,16 +40,11 @@ def test_pretext_experiment_writes_both_tables_and_the_pictures(small_mnist, tmp
     assert experiment(small_mnist, out) == 0
     result = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
     labels = ["raw pixels"] + [run[0] for run in train_command.PRETEXT_EXPERIMENT_RUNS]
-    inpainting = train_command.PRETEXT_EXPERIMENT_RUNS[4][0]
-    assert inpainting.startswith("inpainting")
     _, _, _, y_test = data.load(str(small_mnist))
     for part, n_test in (("heldout", 100), ("transfer", int((y_test >= 5).sum()))):
         runs = result[part] if part == "heldout" else result[part]["runs"]
         assert [r["representation"] for r in runs] == labels
         for r in runs:
-            if r["representation"] == inpainting and not train_command.inpainting_available():
-                assert r["probe_accuracy"] is None and "not available" in r["note"]
-                continue
             p = r["probe_accuracy"]
             assert 0.2 < p <= 1.0 and r["n_test"] == n_test
             assert r["standard_error"] == pytest.approx(math.sqrt(p * (1 - p) / n_test))
@@ -64,11 +59,17 @@ def test_pretext_experiment_writes_both_tables_and_the_pictures(small_mnist, tmp
     report = (out / "experiment.md").read_text(encoding="utf-8")
     assert "## Linear probe on the 100 held-out images" in report and "## Transfer" in report
     assert report.count("| raw pixels |") == 2 and report.count("| relative location") == 2 and "±" in report
-    expected = {"rotation", "jigsaw", "relative"} | ({"inpainting"} if train_command.inpainting_available() else set())
-    assert sorted(result["pictures"]) == sorted(f"pretext_{task}.png" for task in expected)
+    assert sorted(result["pictures"]) == sorted(f"pretext_{task}.png" for task in ("rotation", "jigsaw", "relative",
+                                                                                   "inpainting"))
     for picture in result["pictures"]:
         assert Image.open(out / picture).format == "PNG"
     assert Image.open(out / "pretext_rotation.png").width > Image.open(out / "pretext_rotation.png").height
+    # Inpainting: three rows of ten digits (clean, holed, reconstructed; zoom 2), the model
+    # the tied autoencoder with one block hole and the hole weighted.
+    assert Image.open(out / "pretext_inpainting.png").size == (2 * (10 * 29 - 1), 2 * (3 * 29 - 1))
+    inpainting = json.loads((out / "heldout" / "inpainting" / "metrics.json").read_text(encoding="utf-8"))
+    config = inpainting["config"]["model_config"]
+    assert (config["corruption"], config["level"], config["hole_weight"]) == ("block", 0.25, 2.0)
     assert not list(out.rglob("*.tmp"))
 
 
@@ -98,35 +99,3 @@ def test_pretext_experiment_needs_labelled_images_of_both_halves(small_mnist, tm
     np.save(unlabelled, X_train.numpy())
     assert experiment(unlabelled, tmp_path / "out2") == 2
     assert "needs labelled images" in capsys.readouterr().err
-
-
-def test_inpainting_is_built_in_one_place(monkeypatch):
-    """The inpainting model: the tied autoencoder with the block mask and the hole weight."""
-    built = {}
-    monkeypatch.setattr("sslkern.nn.TiedAutoencoder", lambda *args, **kwargs: built.update(args=args, kwargs=kwargs))
-    args = cli.build_parser().parse_args(["train", "--hidden", "32", "--seed", "3"])
-    train_command.build_inpainting_model(args, 784, (28, 28))
-    assert built["args"] == (784, 32)
-    assert built["kwargs"] == {"corruption": "block", "level": 0.25, "hole_weight": 2.0, "image_shape": (28, 28),
-                               "seed": 3}
-
-
-def test_the_inpainting_row_and_picture_when_the_build_has_them(small_mnist, tmp_path, monkeypatch):
-    """The row and the picture are wired in whether or not this build has the block mask: a
-    masking autoencoder stands in for the inpainting model."""
-    from sslkern import nn
-
-    monkeypatch.setitem(train_command.INPAINTING, "corruption", "mask")
-    monkeypatch.setattr(train_command, "build_inpainting_model",
-                        lambda args, n_visible, image_shape: nn.TiedAutoencoder(
-                            n_visible, args.hidden[0], corruption="mask", level=0.25, seed=args.seed))
-    out = tmp_path / "pretext"
-    assert experiment(small_mnist, out) == 0
-    result = json.loads((out / "experiment.json").read_text(encoding="utf-8"))
-    for runs in (result["heldout"], result["transfer"]["runs"]):
-        row = next(r for r in runs if r["representation"].startswith("inpainting"))
-        assert 0.2 < row["probe_accuracy"] <= 1.0 and "note" not in row
-    assert "pretext_inpainting.png" in result["pictures"]
-    # Three rows of ten digits: clean, holed, reconstructed (zoom 2).
-    assert Image.open(out / "pretext_inpainting.png").size == (2 * (10 * 29 - 1), 2 * (3 * 29 - 1))
-    assert "not available" not in (out / "experiment.md").read_text(encoding="utf-8")

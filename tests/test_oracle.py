@@ -46,7 +46,8 @@ def test_unknown_loss_and_corruption_raise():
     for loss in LOSSES.names():
         assert torch.isfinite(oracle.autoencoder_loss(x, W, b, c, loss=loss, decoder="sigmoid"))
     for kind in CORRUPTIONS.names():
-        assert oracle.corrupt(x, kind, 0.3, seed=1).shape == x.shape
+        shape = (1, x.shape[1]) if CORRUPTIONS[kind].needs_image_shape else None
+        assert oracle.corrupt(x, kind, 0.3, seed=1, image_shape=shape, patch=1).shape == x.shape
 
 
 # --- elu (alpha = 1) -------------------------------------------------------------------------------

@@ -108,12 +108,15 @@ template <typename Fn> SSLK_INLINE auto with_loss(int loss, int dec, Fn&& fn) {
 
 // The same for the corruption kind.
 template <typename Fn> SSLK_INLINE auto with_corruption(int kind, Fn&& fn) {
-  static_assert(kCorruptionCount == 4, "a new corruption kind needs a case here");
+  static_assert(kCorruptionCount == 6, "a new corruption kind needs a case here");
   switch (kind) {
     case kNone: return fn(std::integral_constant<int, kNone>{});
     case kMask: return fn(std::integral_constant<int, kMask>{});
     case kGaussian: return fn(std::integral_constant<int, kGaussian>{});
     case kSaltPepper: return fn(std::integral_constant<int, kSaltPepper>{});
+    case kBlock:
+    case kPatch:  // need the image's shape: sslkern/backends/structured.py draws them
+      throw std::invalid_argument("corruption: block and patch masks are not computed by this kernel");
   }
   unknown_kind("corruption", kind);
 }

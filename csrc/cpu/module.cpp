@@ -139,6 +139,8 @@ sslkern::cpu::AeStep<T> step_args(uintptr_t gemm, int64_t batch, int64_t visible
   check_matrix("w", hidden, visible, ldw);
   check_counters(batch * visible);
   check_enum(corruption, sslkern::kCorruptionCount, "corruption", "corruption");
+  if (corruption == sslkern::kBlock || corruption == sslkern::kPatch)  // need each row's image shape
+    fail("corruption", "block and patch masks are not computed by this kernel (sslkern/backends/structured.py)");
   check_enum(encoder, sslkern::kActivationCount, "activation", "encoder");
   check_enum(decoder, sslkern::kActivationCount, "activation", "decoder");
   check_enum(loss, sslkern::kLossCount, "loss", "loss");

@@ -9,6 +9,8 @@ from typing import NamedTuple
 
 import torch
 
+from ..kinds import CORRUPTIONS
+
 
 @dataclass(frozen=True)
 class StepConfig:
@@ -28,6 +30,20 @@ class StepConfig:
     higher_order: float = 0.0          # gamma
     higher_order_sigma: float = 0.1    # the standard deviation of the input perturbation
     higher_order_samples: int = 1      # perturbations per example
+    # The structured masks (corruption block/patch: sslkern/backends/structured.py) and the hole weight.
+    image_height: int = 0              # the rows of x are images of image_height x image_width (0: not given)
+    image_width: int = 0
+    patch: int = 0                     # the tile side of the patch mask
+    hole_weight: float = 1.0           # multiplies the reconstruction loss of the dropped pixels
+
+    @property
+    def structured(self):
+        """Whether the corruption is a structured mask (drawn in PyTorch, per image)."""
+        return CORRUPTIONS[self.corruption].needs_image_shape
+
+    @property
+    def image_shape(self):
+        return self.image_height, self.image_width
 
     @property
     def extra_penalties(self):

@@ -15,7 +15,7 @@ from typing import Optional, Protocol, Union, runtime_checkable
 import torch
 
 from ..kinds import CORRUPTIONS, LOSSES
-from . import penalties
+from . import penalties, structured
 from .base import AEForward, Backend
 
 Scalar = Union[float, torch.Tensor]  # a number, or a 0-d tensor (possibly on the device)
@@ -193,6 +193,8 @@ class ProductBackend(Backend):
         d_a, x_tilde = ax[:batch], ax[batch:]
         if CORRUPTIONS[cfg.corruption].name == "none":
             x_tilde.copy_(x)
+        elif cfg.structured:
+            torch.mul(x, structured.keep_of(self, x, cfg), out=x_tilde)
         else:
             self.ep.corrupt(x, x_tilde, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
         r = self.ep.row_sq_norms(W) if contractive or cfg.higher_order != 0.0 else W.new_empty(0)
@@ -206,6 +208,8 @@ class ProductBackend(Backend):
         dc = W.new_empty(x.shape[1])
         recon = self.ep.loss_grad(d_a, x, c, cfg.loss, cfg.decoder, inv_batch, dc)
         loss = recon * inv_batch
+        if cfg.hole_weight != 1.0:
+            loss = structured.add_hole_terms(self, h, W, c, x, d_a, dc, loss, cfg)
         if contractive:
             loss = loss + (cfg.contractive * inv_batch) * penalty
         if extra is not None:
@@ -241,7 +245,11 @@ class ProductBackend(Backend):
     def _input_grad(self, grad, x, W, c, h, d_z, cfg):
         """dL/dx: through x~ (dZ W, masked like the corruption) plus the reconstruction target."""
         dx = torch.mm(d_z, W)
-        if not CORRUPTIONS[cfg.corruption].passes_gradient:
+        keep = None
+        if cfg.structured or cfg.hole_weight != 1.0:
+            keep = structured.keep_of(self, x, cfg)
+            dx.mul_(keep)
+        elif not CORRUPTIONS[cfg.corruption].passes_gradient:
             self.ep.corrupt_grad(dx, dx, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
         loss = LOSSES[cfg.loss].name  # target = -d(summed loss)/dx at the clean x
         if loss == "bce":  # softplus(a) - x a
@@ -252,4 +260,7 @@ class ProductBackend(Backend):
             target.sub_(x)
         else:
             raise ValueError(f"unknown loss {loss!r}")
-        return dx.sub_(target.mul_(grad / max(x.shape[0], 1)))
+        dx.sub_(target.mul_(grad / max(x.shape[0], 1)))
+        if cfg.hole_weight != 1.0:
+            dx.add_(structured.recon_input_grad(h, W, c, x, keep, cfg, weighted=False).mul_(grad))
+        return dx

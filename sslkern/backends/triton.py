@@ -44,7 +44,7 @@ from ..kernels.triton.decoder import decoder_loss_kernel
 from ..kernels.triton.encoder import encoder_kernel
 from ..kernels.triton.reduce import finalize_kernel
 from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
-from . import penalties
+from . import penalties, structured
 from .base import AEForward, Backend
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -564,7 +564,11 @@ class TritonBackend(Backend):
         s2col = W.new_empty(hidden if contractive else 0)
         h = W.new_empty(batch, hidden)
         rng = _rng(cfg.seed, cfg.offset, x.device)
-        if _xt_in_encoder(cfg, batch, visible, hidden, x.device):
+        if cfg.structured:  # drawn per image in PyTorch (backends/structured.py), then a plain encoder
+            torch.mul(x, structured.keep_of(self, x, cfg), out=x_tilde)
+            s2_parts, pen_parts = _encode(x_tilde, W, b, h, cfg.encoder, True, prec, r=r,
+                                          contractive=contractive)
+        elif _xt_in_encoder(cfg, batch, visible, hidden, x.device):
             s2_parts, pen_parts = _encode(x, W, b, h, cfg.encoder, True, prec, corruption=cfg.corruption,
                                           level=cfg.level, rng=rng, xt=x_tilde, r=r, contractive=contractive)
         else:
@@ -586,6 +590,8 @@ class TritonBackend(Backend):
                         cfg.contractive * inv_batch, loss))
         if extra is not None:
             loss += extra
+        if cfg.hole_weight != 1.0:
+            loss = structured.add_hole_terms(self, h, W, c, x, d_a, dc, loss, cfg)
         return AEForward(loss, h, ax, r, s2col, dc, hcol, h_noisy)
 
     def ae_backward(self, grad, x, W, c, saved, cfg, need_dx):
@@ -611,7 +617,12 @@ class TritonBackend(Backend):
             if extra.dW_add is not None:
                 dW += extra.dW_add * grad
         dx = W.new_empty(0)
-        if need_dx:
+        if need_dx and (cfg.structured or cfg.hole_weight != 1.0):
+            # keep (dz W) from the kernel, the reconstruction target's part in PyTorch
+            keep = structured.keep_of(self, x, cfg)
+            dx = _input_grad(dz, W, W.stride(0), 1, W.shape[1], W.new_empty(x.shape), prec, grad=grad)
+            dx = dx.mul_(keep).add_(structured.recon_input_grad(h, W, c, x, keep, cfg, weighted=True).mul_(grad))
+        elif need_dx:
             rng = _rng(cfg.seed, cfg.offset, x.device)
             dx = _input_grad(dz, W, W.stride(0), 1, W.shape[1], W.new_empty(x.shape), prec, grad=grad,
                              corruption=cfg.corruption, level=cfg.level, rng=rng, recon=(h, c, x, cfg))

@@ -16,7 +16,7 @@ contractive and a sparse autoencoder, with their filters side by side (OUT/exper
 OUT/experiment.json, OUT/filters_masking.png, OUT/filters_penalties.png).
 
 --experiment pretext is the lecture's second half: raw pixels, ae, dae 25%/50%, cae,
-inpainting (when the build has the block corruption), rotation, jigsaw and relative location,
+inpainting, rotation, jigsaw and relative location,
 every one with --hidden units and the same budget, probed on the held-out images (OUT/heldout/),
 then pretrained on the training digits 0-4 only and probed on the digits 5-9 (OUT/transfer/:
 the probe trains on the training part's 5-9 and is scored on the held-out part's). Writes
@@ -29,7 +29,7 @@ import os
 import platform
 import time
 
-MODELS = ("ae", "dae", "cae", "hcae", "sparse", "stacked", "rotation", "jigsaw", "relative")
+MODELS = ("ae", "dae", "cae", "hcae", "sparse", "inpainting", "stacked", "rotation", "jigsaw", "relative")
 PRETEXT_MODELS = ("rotation", "jigsaw", "relative")  # sslkern.nn.PretextClassifier tasks
 PRETEXT_DEFAULTS = {"grid": (2, 2), "patch": 8, "gap": 2}  # --grid for jigsaw, --patch/--gap for relative
 PRETEXT_FLAGS = {"jigsaw": ("grid",), "relative": ("patch", "gap")}
@@ -42,10 +42,11 @@ MODEL_NOISE = {  # model -> (corruption, level, contractive) unless given on the
     "cae": ("none", 0.0, 0.1),
     "hcae": ("none", 0.0, 0.1),
     "sparse": ("none", 0.0, 0.0),
+    "inpainting": ("block", 0.25, 0.0),  # the context encoder's hole: a quarter of the image
     "stacked": ("mask", 0.25, 0.0),
 }
 # model -> its extra penalties (sslkern.autoencoder_loss's keywords) unless given on the command line
-MODEL_PENALTIES = {"hcae": {"higher_order": 0.1}, "sparse": {"sparsity": 0.1}}
+MODEL_PENALTIES = {"hcae": {"higher_order": 0.1}, "sparse": {"sparsity": 0.1}, "inpainting": {"hole_weight": 2.0}}
 LECTURE_RUNS = [  # (label, model, corruption, level, contractive)
     ("autoencoder", "ae", "none", 0.0, 0.0),
     ("denoising, 25% masking", "dae", "mask", 0.25, 0.0),
@@ -55,16 +56,10 @@ LECTURE_RUNS = [  # (label, model, corruption, level, contractive)
     ("sparse, KL beta=0.1 rho=0.05", "sparse", "none", 0.0, 0.0),
 ]
 
-# Inpainting: the tied autoencoder with one square hole (`level` of the image's area, at a
-# random position per image) and the reconstruction loss of the hole's pixels weighted by
-# hole_weight. The "block" corruption and hole_weight come with another change to
-# sslkern.autoencoder_loss; until a build has them the experiment skips this row.
-INPAINTING = {"corruption": "block", "level": 0.25, "hole_weight": 2.0}
-INPAINTING_MISSING = "not available in this build (needs the block corruption)"
 # --experiment pretext: the lecture's autoencoders, inpainting and the three pretext classifiers
 PRETEXT_EXPERIMENT_RUNS = [run for run in LECTURE_RUNS if run[1] in ("ae", "dae", "cae")] + [
-    (f"inpainting, one {INPAINTING['level']:.0%} square hole, hole weight {INPAINTING['hole_weight']:g}",
-     "inpainting", INPAINTING["corruption"], INPAINTING["level"], 0.0),
+    ("inpainting, one {1:.0%} square hole, hole weight {hole_weight:g}".format(
+        *MODEL_NOISE["inpainting"], **MODEL_PENALTIES["inpainting"]), "inpainting", *MODEL_NOISE["inpainting"]),
     ("rotation (4 angles)", "rotation", "none", 0.0, 0.0),
     ("jigsaw, {0}x{1} tiles".format(*PRETEXT_DEFAULTS["grid"]), "jigsaw", "none", 0.0, 0.0),
     ("relative location, {patch}x{patch} patches, gap {gap}".format(**PRETEXT_DEFAULTS), "relative", "none", 0.0, 0.0),
@@ -79,10 +74,11 @@ def add_arguments(parser):
 
     parser.add_argument("--model", choices=MODELS, default="dae",
                         help="ae, dae (denoising), cae (contractive), hcae (higher-order contractive), "
-                             "sparse, stacked; or a pretext classifier: rotation, jigsaw, relative (patch position)")
+                             "sparse, inpainting (block hole, hole weight 2), stacked; or a pretext classifier: "
+                             "rotation, jigsaw, relative (patch position)")
     parser.add_argument("--grid", type=_args.grid, default=None, help="jigsaw: tiles, rows x columns (default 2x2)")
     parser.add_argument("--patch", type=_args.positive_int, default=None,
-                        help="relative: patch side in pixels (default 8)")
+                        help="relative: patch side in pixels (default 8); --corruption patch: the tile side")
     parser.add_argument("--gap", type=_args.nonnegative_int, default=None,
                         help="relative: pixels between patches (default 2)")
     parser.add_argument("--hidden", type=_args.hidden_sizes, default=DEFAULTS["hidden"],
@@ -103,6 +99,9 @@ def add_arguments(parser):
                          help="standard deviation of the input perturbations (default 0.1)")
     penalty.add_argument("--higher-order-samples", type=_args.positive_int, default=None,
                          help="perturbations per example (default 1)")
+    parser.add_argument("--hole-weight", type=_args.finite_nonnegative_float, default=None,
+                        help="weight of the reconstruction loss of the pixels the corruption drops "
+                             "(default 1; 2 for inpainting)")
     parser.add_argument("--epochs", type=_args.nonnegative_int, default=DEFAULTS["epochs"])
     parser.add_argument("--batch-size", type=_args.positive_int, default=DEFAULTS["batch_size"])
     parser.add_argument("--lr", type=_args.finite_positive_float, default=DEFAULTS["lr"])
@@ -137,6 +136,8 @@ def run(args):
     if args.resume and args.out is None:
         raise UsageError("--resume needs --out (the run folder to continue)")
     for flag in PRETEXT_DEFAULTS:  # a flag the chosen model ignores is a mistake, not a no-op
+        if flag == "patch" and args.model not in PRETEXT_MODELS and args.corruption == "patch":
+            continue  # the patch mask's tile side
         if getattr(args, flag) is not None and flag not in PRETEXT_FLAGS.get(args.model, ()):
             raise UsageError(f"--{flag} is for --model {' or '.join(m for m, f in PRETEXT_FLAGS.items() if flag in f)}, "
                              f"not --model {args.model}")
@@ -185,10 +186,9 @@ def train_one(args, out, model_kind, corruption=None, level=None, contractive=No
     device = _device(args.device)
     if model_kind in PRETEXT_MODELS:
         model = build_pretext_model(args, model_kind, dataset.image_shape)
-    elif model_kind == "inpainting":
-        model = build_inpainting_model(args, X_train.shape[1], dataset.image_shape)
     else:
-        model = build_model(args, model_kind, X_train.shape[1], corruption, level, contractive)
+        model = build_model(args, model_kind, X_train.shape[1], corruption, level, contractive,
+                            image_shape=dataset.image_shape)
     backend = backends.resolve(backends.requested(), device, torch.float32).name
     started = time.perf_counter()
     history = train.fit(model, X_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
@@ -219,8 +219,9 @@ def train_one(args, out, model_kind, corruption=None, level=None, contractive=No
     return metrics, model
 
 
-def build_model(args, model_kind, n_visible, corruption=None, level=None, contractive=None):
+def build_model(args, model_kind, n_visible, corruption=None, level=None, contractive=None, image_shape=None):
     from sslkern import nn
+    from sslkern.kinds import CORRUPTIONS
 
     default_corruption, default_level, default_contractive = MODEL_NOISE[model_kind]
     corruption = _first(corruption, args.corruption, default_corruption)
@@ -229,7 +230,10 @@ def build_model(args, model_kind, n_visible, corruption=None, level=None, contra
         level = 0.0
     contractive = _first(contractive, args.contractive, default_contractive)
     penalties = {**MODEL_PENALTIES.get(model_kind, {}),
-                 **{name: getattr(args, name) for name in nn.PENALTIES if getattr(args, name, None) is not None}}
+                 **{name: getattr(args, name) for name in nn.PENALTIES + ("hole_weight",)
+                    if getattr(args, name, None) is not None}}
+    if CORRUPTIONS[corruption].needs_image_shape:  # block and patch masks work on the images
+        penalties.update(image_shape=image_shape, patch=args.patch if corruption == "patch" else None)
     sizes = list(args.hidden)  # parsed by _args.hidden_sizes
     from ._args import UsageError
 
@@ -265,24 +269,6 @@ def build_pretext_model(args, task, image_shape):
         raise UsageError(f"--model {task}: {exc}") from None
 
 
-def inpainting_available():
-    from sslkern.kinds import CORRUPTIONS
-
-    return INPAINTING["corruption"] in CORRUPTIONS
-
-
-def build_inpainting_model(args, n_visible, image_shape):
-    from sslkern import nn
-
-    from ._args import UsageError
-
-    if image_shape is None:
-        raise UsageError(f"inpainting needs images: --data {args.data} has no image shape")
-    if len(args.hidden) != 1:
-        raise UsageError(f"--hidden takes one width for inpainting, got {args.hidden}")
-    return nn.TiedAutoencoder(n_visible, args.hidden[0], image_shape=tuple(image_shape), seed=args.seed, **INPAINTING)
-
-
 def _write_pictures(model, dataset, history, out, device):
     from sslkern import viz
 
@@ -314,9 +300,8 @@ def reconstruction_rows(model, sample, device):
         x = sample.to(device)
         rows = {"clean": sample.cpu()}
         if first.corruption != "none":
-            # A block hole is placed on the image grid: pass the layer's image shape when it has one.
-            shape = {"image_shape": first.image_shape} if getattr(first, "image_shape", None) else {}
-            x = functional.corrupt(x, first.corruption, first.level, seed=first.seed, **shape)
+            x = functional.corrupt(x, first.corruption, first.level, seed=first.seed,
+                               image_shape=first.masks["image_shape"], patch=first.masks["patch"])
             rows["corrupted"] = x.cpu()
         rows["reconstruction"] = model.reconstruct(x).cpu()
     model.train()
@@ -350,7 +335,7 @@ def _probe_rows(args, out, runs, dataset, probe_split=None):
     """Train each of `runs` ((label, model, corruption, level, contractive)) on `dataset` into
     its own folder under `out` and probe it on `probe_split` (default: the dataset's held-out
     images). Returns (rows, the label -> trained model map, the last run's metrics); the first
-    row is raw pixels, a row that cannot run in this build is kept with its note."""
+    row is raw pixels."""
     from sslkern import probe
 
     probe_split = dataset if probe_split is None else probe_split
@@ -358,9 +343,6 @@ def _probe_rows(args, out, runs, dataset, probe_split=None):
     n_test = len(probe_split[2])
     rows, models, metrics = [_row("raw pixels", raw, n_test)], {}, None
     for label, kind, corruption, level, contractive in runs:
-        if kind == "inpainting" and not inpainting_available():
-            rows.append(_row(label, None, n_test, note=INPAINTING_MISSING))
-            continue
         folder = os.path.join(out, kind if kind != "dae" else f"dae{int(level * 100)}")
         print(f"== {label} -> {folder}")
         metrics, models[label] = train_one(args, folder, kind, corruption, level, contractive, raw_accuracy=raw,
@@ -369,13 +351,11 @@ def _probe_rows(args, out, runs, dataset, probe_split=None):
     return rows, models, metrics
 
 
-def _row(label, accuracy, n_test, metrics=None, folder=None, note=None):
+def _row(label, accuracy, n_test, metrics=None, folder=None):
     row = {"representation": label, "probe_accuracy": accuracy, "n_test": n_test,
-           "standard_error": None if accuracy is None else standard_error(accuracy, n_test)}
+           "standard_error": standard_error(accuracy, n_test)}
     if metrics is not None:
         row.update({key: metrics[key] for key in ("final_loss", "samples_per_second", "train_seconds")}, folder=folder)
-    if note is not None:
-        row["note"] = note
     return row
 
 
@@ -389,9 +369,6 @@ def accuracy_table(rows, loss_header="final loss"):
     lines = [f"| representation | linear-probe accuracy ± s.e. | {loss_header} | samples/s | train s |",
              "|---|---|---|---|---|"]
     for r in rows:
-        if r["probe_accuracy"] is None:
-            lines.append(f"| {r['representation']} | {r.get('note', '')} | | | |")
-            continue
         numbers = [_format(r.get(key), spec) for key, spec in
                    (("final_loss", ".2f"), ("samples_per_second", ".0f"), ("train_seconds", ".0f"))]
         lines.append(f"| {r['representation']} | {r['probe_accuracy']:.4f} ± {r['standard_error']:.4f} | "

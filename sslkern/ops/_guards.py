@@ -133,7 +133,11 @@ def philox(n, offset_, device, backend_):
         raise ValueError(f"sslkern::{op}: device {device} requested but CUDA is not available here")
 
 
-def corrupt(op, x, kind_, level, offset_, backend_, rng_, name="x"):
+def corrupt(op, x, kind_, level, offset_, backend_, rng_, name="x", shape=(0, 0), patch=0):
+    structured = kind_ in CORRUPTIONS and CORRUPTIONS[kind_].needs_image_shape
+    if structured and check.level_ok(kind_, level):
+        tensor(op, name, x, 2)  # one image per row
+        check.mask_shape(kind_, level, x.shape[1], shape, patch, 1.0, prefix=f"sslkern::{op}: ")
     if (_plain(x, rng_) and _backend_ok(backend_) and x.dtype in _FLOATING and kind_ in CORRUPTIONS
             and check.level_ok(kind_, level) and 0 <= offset_ < MAX_COUNTERS and x.numel() <= MAX_COUNTERS
             and check.rng_tensor_ok(rng_, x.device)):
@@ -248,8 +252,7 @@ def objective(op, x, W, b, c, encoder, decoder, loss, corruption_, level, contra
               backend_, rng_, penalties_=None):
     """The arguments every objective op shares (b may be None: the backward has none);
     `penalties_` the trailing sparsity and higher-order arguments (None: their defaults)."""
-    if penalties_ is not None:
-        penalties(op, encoder, x, penalties_)
+    penalties(op, encoder, corruption_, level, x, _DEFAULT_TRAILING if penalties_ is None else penalties_)
     if _objective_ok(x, W, b, c, encoder, decoder, loss, corruption_, level, contractive_, offset_, backend_, rng_):
         return
     backend(op, backend_)
@@ -273,19 +276,24 @@ def objective(op, x, W, b, c, encoder, decoder, loss, corruption_, level, contra
     rng(op, rng_, x)
 
 
-def penalties(op, encoder, x, values):
-    """The sparsity and higher-order arguments (sslkern._validate.penalties), and the counters a
-    higher-order term draws."""
-    if values == _DEFAULT_PENALTIES:
+def penalties(op, encoder, corruption_, level, x, values):
+    """The trailing arguments: the sparsity and higher-order ones (sslkern._validate.penalties)
+    with the counters a higher-order term draws, then the structured masks' image shape, tile
+    side and hole weight (sslkern._validate.mask_shape)."""
+    structured = corruption_ in CORRUPTIONS and CORRUPTIONS[corruption_].needs_image_shape
+    if values == _DEFAULT_TRAILING and not structured:
         return
+    prefix = f"sslkern::{op}: "
     if encoder in ACTIVATIONS:  # an unknown encoder is reported by objective()
-        check.penalties(encoder, *values, prefix=f"sslkern::{op}: ")
+        check.penalties(encoder, *values[:6], prefix=prefix)
     higher_order, samples = values[3], values[5]
     if higher_order and isinstance(samples, int) and samples >= 1:
         counters(op, "x", (1 + samples) * x.numel())
+    if corruption_ in CORRUPTIONS and check.level_ok(corruption_, level):  # else objective() says why
+        check.mask_shape(corruption_, level, x.shape[1], values[6:8], *values[8:], prefix=prefix)
 
 
-_DEFAULT_PENALTIES = (0.0, 0.05, "kl", 0.0, 0.1, 1)
+_DEFAULT_TRAILING = (0.0, 0.05, "kl", 0.0, 0.1, 1, 0, 0, 0, 1.0)
 
 _SAVED = ("h", "ax", "r", "s2col", "dc", "hcol", "h_noisy")
 
@@ -294,13 +302,13 @@ def objective_backward(grad, x, W, c, saved, encoder, decoder, loss, corruption_
                        offset_, backend_, rng_, penalties_=None):
     """The forward's checks, and the saved tensors (h, ax, r, s2col, dc, hcol, h_noisy) against
     the shapes the forward gave them (sslkern.ops.autoencoder.saved_shapes)."""
-    from .autoencoder import PENALTY_DEFAULTS, saved_shapes
+    from .autoencoder import TRAILING_DEFAULTS, saved_shapes
 
     op = "autoencoder_loss_backward"
-    values = tuple(PENALTY_DEFAULTS.values()) if penalties_ is None else penalties_
+    values = tuple(TRAILING_DEFAULTS.values()) if penalties_ is None else penalties_
     objective(op, x, W, None, c, encoder, decoder, loss, corruption_, level, contractive_, offset_,
               backend_, rng_, values)
-    sparsity, _, sparsity_kind, higher_order, _, samples = values
+    sparsity, _, sparsity_kind, higher_order, _, samples = values[:6]
     expected = saved_shapes(x.shape[0], x.shape[1], W.shape[0], contractive_, sparsity, sparsity_kind,
                             higher_order, samples)
     if (_plain(grad, *saved) and grad.dim() == 0 and grad.dtype in _FLOATING and grad.device == W.device

@@ -20,14 +20,17 @@ from ._common import backend_for, cast_like, stream
 
 
 # The trailing arguments of every objective op (after rng), with their defaults: the penalties
-# of sslkern/backends/penalties.py.
+# of sslkern/backends/penalties.py, then the structured masks' image shape and tile side and
+# the hole weight (sslkern/backends/structured.py; 0 for "no image shape").
 PENALTY_DEFAULTS = {"sparsity": 0.0, "sparsity_target": 0.05, "sparsity_kind": "kl",
                     "higher_order": 0.0, "higher_order_sigma": 0.1, "higher_order_samples": 1}
+MASK_DEFAULTS = {"image_height": 0, "image_width": 0, "patch": 0, "hole_weight": 1.0}
+TRAILING_DEFAULTS = {**PENALTY_DEFAULTS, **MASK_DEFAULTS}
 
 
-def _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng=None, *penalties):
+def _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng=None, *extras):
     return StepConfig(encoder, decoder, loss, corruption, level, contractive, *stream(seed, offset, rng),
-                      *penalties)
+                      *extras)
 
 
 def _shape(x, W):
@@ -40,14 +43,16 @@ def autoencoder_loss(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch
                      contractive: float, seed: int, offset: int, backend: str,
                      rng: Optional[torch.Tensor] = None, sparsity: float = 0.0, sparsity_target: float = 0.05,
                      sparsity_kind: str = "kl", higher_order: float = 0.0, higher_order_sigma: float = 0.1,
-                     higher_order_samples: int = 1
+                     higher_order_samples: int = 1, image_height: int = 0,
+                     image_width: int = 0, patch: int = 0, hole_weight: float = 1.0
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                 torch.Tensor, torch.Tensor]:
     """(loss, h, ax, r, s2col, dc, hcol, h_noisy): see sslkern.backends.base.AEForward."""
-    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+    extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
+              image_height, image_width, patch, hole_weight)
     guard.objective("autoencoder_loss", x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
-                    offset, backend, rng, penalties)
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *penalties)
+                    offset, backend, rng, extras)
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *extras)
     impl = backend_for(backend, W.device, W.dtype, _shape(x, W))
     return tuple(impl.ae_forward(*(t.contiguous() for t in (x, W, b, c)), cfg))  # see the bodies below
 
@@ -63,10 +68,12 @@ def saved_shapes(batch, visible, hidden, contractive, sparsity, sparsity_kind, h
 @autoencoder_loss.register_fake
 def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None,
       sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1,
-      higher_order_samples=1):
-    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+      higher_order_samples=1, image_height=0, image_width=0, patch=0,
+      hole_weight=1.0):
+    extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
+              image_height, image_width, patch, hole_weight)
     guard.objective("autoencoder_loss", x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
-                    offset, backend, rng, penalties)
+                    offset, backend, rng, extras)
     shapes = saved_shapes(x.shape[0], x.shape[1], W.shape[0], contractive, sparsity, sparsity_kind,
                           higher_order, higher_order_samples)
     return (W.new_empty(()), *(W.new_empty(shape) for shape in shapes))
@@ -81,14 +88,16 @@ def autoencoder_loss_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.Tens
                               rng: Optional[torch.Tensor] = None, sparsity: float = 0.0,
                               sparsity_target: float = 0.05, sparsity_kind: str = "kl",
                               higher_order: float = 0.0, higher_order_sigma: float = 0.1,
-                              higher_order_samples: int = 1
+                              higher_order_samples: int = 1, image_height: int = 0,
+                              image_width: int = 0, patch: int = 0, hole_weight: float = 1.0
                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx or an empty tensor, dW, db, dc), all scaled by grad."""
-    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+    extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
+              image_height, image_width, patch, hole_weight)
     saved = (h, ax, r, s2col, dc, hcol, h_noisy)
     guard.objective_backward(grad, x, W, c, saved, encoder, decoder, loss, corruption, level,
-                             contractive, offset, backend, rng, penalties)
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *penalties)
+                             contractive, offset, backend, rng, extras)
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *extras)
     saved = AEForward(None, *(t.contiguous() for t in saved))
     impl = backend_for(backend, W.device, W.dtype, _shape(x, W))  # the forward's choice
     return tuple(impl.ae_backward(grad, x.contiguous(), W.contiguous(), c.contiguous(), saved, cfg, need_dx))
@@ -97,10 +106,12 @@ def autoencoder_loss_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.Tens
 @autoencoder_loss_backward.register_fake
 def _(grad, x, W, c, h, ax, r, s2col, dc, hcol, h_noisy, encoder, decoder, loss, corruption, level,
       contractive, seed, offset, need_dx, backend, rng=None, sparsity=0.0, sparsity_target=0.05,
-      sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1):
-    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+      sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1, image_height=0, image_width=0, patch=0,
+      hole_weight=1.0):
+    extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
+              image_height, image_width, patch, hole_weight)
     guard.objective_backward(grad, x, W, c, (h, ax, r, s2col, dc, hcol, h_noisy), encoder, decoder, loss,
-                             corruption, level, contractive, offset, backend, rng, penalties)
+                             corruption, level, contractive, offset, backend, rng, extras)
     dx = W.new_empty(x.shape) if need_dx else W.new_empty(0)
     return dx, torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
 
@@ -166,7 +177,7 @@ def saved_gradients(ctx, grad, run_backward):
 def _setup(ctx, inputs, output):
     x, W, _, c = inputs[:4]
     ctx.config, rng = inputs[4:13], inputs[13]  # encoder ... backend; rng
-    ctx.penalties = tuple(inputs[14:]) + tuple(PENALTY_DEFAULTS.values())[len(inputs) - 14:]
+    ctx.extras = tuple(inputs[14:]) + tuple(TRAILING_DEFAULTS.values())[len(inputs) - 14:]
     save_forward(ctx, x, W, c, AEForward(*output), rng)
     ctx.set_materialize_grads(False)  # the auxiliary outputs' zero gradients cost a [2B, D] fill
 
@@ -175,9 +186,9 @@ def _backward(ctx, grad, *_unused_aux):
     *step, backend = ctx.config
 
     def through_the_op(grad, x, W, c, saved, need_dx, rng):
-        return autoencoder_loss_backward(grad, x, W, c, *saved[1:], *step, need_dx, backend, rng, *ctx.penalties)
+        return autoencoder_loss_backward(grad, x, W, c, *saved[1:], *step, need_dx, backend, rng, *ctx.extras)
 
-    return saved_gradients(ctx, grad, through_the_op) + (None,) * (10 + len(ctx.penalties))
+    return saved_gradients(ctx, grad, through_the_op) + (None,) * (10 + len(ctx.extras))
 
 
 autoencoder_loss.register_autograd(_backward, setup_context=_setup)
@@ -205,8 +216,8 @@ def sgd_step(impl, x, W, b, c, cfg, lr):
 
 
 def _backend_and_config(x, W, encoder, decoder, loss, corruption, level, contractive, seed, offset,
-                        backend, rng, penalties):
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *penalties)
+                        backend, rng, extras):
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *extras)
     return backend_for(backend, W.device, W.dtype, _shape(x, W)), cfg
 
 
@@ -218,23 +229,23 @@ def _backend_and_config(x, W, encoder, decoder, loss, corruption, level, contrac
 def value_and_grad_body(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
                         encoder: str, decoder: str, loss: str, corruption: str, level: float,
                         contractive: float, seed: int, offset: int, backend: str,
-                        rng: Optional[torch.Tensor] = None, *penalties
+                        rng: Optional[torch.Tensor] = None, *extras
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, dW, db, dc): the objective and its parameter gradients, no autograd graph (not
-    differentiable: the public wrapper passes detached tensors). `penalties`: the trailing
-    arguments of PENALTY_DEFAULTS, in order."""
+    differentiable: the public wrapper passes detached tensors). `extras`: the trailing
+    arguments of TRAILING_DEFAULTS, in order."""
     impl, cfg = _backend_and_config(x, W, encoder, decoder, loss, corruption, level, contractive,
-                                    seed, offset, backend, rng, penalties)
+                                    seed, offset, backend, rng, extras)
     return value_and_grad(impl, x.contiguous(), W.contiguous(), b.contiguous(), c.contiguous(), cfg)
 
 
 def sgd_step_body(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch.Tensor,
                   encoder: str, decoder: str, loss: str, corruption: str, level: float,
                   contractive: float, seed: int, offset: int, backend: str, lr: float,
-                  rng: Optional[torch.Tensor] = None, *penalties) -> torch.Tensor:
+                  rng: Optional[torch.Tensor] = None, *extras) -> torch.Tensor:
     """The loss; W, b and c take one SGD step of size lr in place (not differentiable)."""
     impl, cfg = _backend_and_config(x, W, encoder, decoder, loss, corruption, level, contractive,
-                                    seed, offset, backend, rng, penalties)
+                                    seed, offset, backend, rng, extras)
     params = (W, b, c)
     work = [p.contiguous() for p in params]  # the update lands in a copy, then is copied back
     total = sgd_step(impl, x.contiguous(), *work, cfg, lr)
@@ -255,14 +266,16 @@ def autoencoder_value_and_grad(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor
                                rng: Optional[torch.Tensor] = None, sparsity: float = 0.0,
                                sparsity_target: float = 0.05, sparsity_kind: str = "kl",
                                higher_order: float = 0.0, higher_order_sigma: float = 0.1,
-                               higher_order_samples: int = 1
+                               higher_order_samples: int = 1, image_height: int = 0,
+                              image_width: int = 0, patch: int = 0, hole_weight: float = 1.0
                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """value_and_grad_body, after the checks."""
-    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+    extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
+              image_height, image_width, patch, hole_weight)
     guard.objective("autoencoder_value_and_grad", x, W, b, c, encoder, decoder, loss, corruption, level,
-                    contractive, offset, backend, rng, penalties)
+                    contractive, offset, backend, rng, extras)
     return value_and_grad_body(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
-                               backend, rng, *penalties)
+                               backend, rng, *extras)
 
 
 @torch.library.custom_op("sslkern::autoencoder_sgd_step", mutates_args=("W", "b", "c"))
@@ -272,33 +285,39 @@ def autoencoder_sgd_step(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: t
                          rng: Optional[torch.Tensor] = None, sparsity: float = 0.0,
                          sparsity_target: float = 0.05, sparsity_kind: str = "kl",
                          higher_order: float = 0.0, higher_order_sigma: float = 0.1,
-                         higher_order_samples: int = 1) -> torch.Tensor:
+                         higher_order_samples: int = 1, image_height: int = 0,
+                         image_width: int = 0, patch: int = 0, hole_weight: float = 1.0) -> torch.Tensor:
     """sgd_step_body, after the checks."""
-    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+    extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
+              image_height, image_width, patch, hole_weight)
     guard.objective("autoencoder_sgd_step", x, W, b, c, encoder, decoder, loss, corruption, level,
-                    contractive, offset, backend, rng, penalties)
+                    contractive, offset, backend, rng, extras)
     guard.learning_rate("autoencoder_sgd_step", lr)
     return sgd_step_body(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
-                         backend, lr, rng, *penalties)
+                         backend, lr, rng, *extras)
 
 
 @autoencoder_value_and_grad.register_fake
 def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None,
       sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1,
-      higher_order_samples=1):
-    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+      higher_order_samples=1, image_height=0, image_width=0, patch=0,
+      hole_weight=1.0):
+    extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
+              image_height, image_width, patch, hole_weight)
     guard.objective("autoencoder_value_and_grad", x, W, b, c, encoder, decoder, loss, corruption, level,
-                    contractive, offset, backend, rng, penalties)
+                    contractive, offset, backend, rng, extras)
     return W.new_empty(()), torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
 
 
 @autoencoder_sgd_step.register_fake
 def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, lr, rng=None,
       sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1,
-      higher_order_samples=1):
-    penalties = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples)
+      higher_order_samples=1, image_height=0, image_width=0, patch=0,
+      hole_weight=1.0):
+    extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
+              image_height, image_width, patch, hole_weight)
     guard.objective("autoencoder_sgd_step", x, W, b, c, encoder, decoder, loss, corruption, level,
-                    contractive, offset, backend, rng, penalties)
+                    contractive, offset, backend, rng, extras)
     guard.learning_rate("autoencoder_sgd_step", lr)
     return W.new_empty(())
 
@@ -363,9 +382,9 @@ class EagerAutoencoderLoss(torch.autograd.Function):
 
 
 def autoencoder_loss_eager(x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
-                           seed, offset, backend, rng=None, *penalties):
+                           seed, offset, backend, rng=None, *extras):
     """The loss of torch.ops.sslkern.autoencoder_loss (same arguments), without the dispatcher."""
-    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *penalties)
+    cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *extras)
     return EagerAutoencoderLoss.apply(x, W, b, c, rng, cfg, backend)
 
 

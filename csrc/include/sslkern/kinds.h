@@ -25,8 +25,10 @@ enum Corruption : int {
   kMask = 1,  // x~_i = 0 where u_i < level, else x_i
   kGaussian = 2,  // x~_i = x_i + level * n_i
   kSaltPepper = 3,  // x~_i = 0 where u_i < level/2, 1 where level/2 <= u_i < level, else x_i
+  kBlock = 4,  // one square hole per image, side round(sqrt(level H W)), at a uniformly random position
+  kPatch = 5,  // the image cut into patch x patch tiles, each dropped with probability level
 };
-constexpr int kCorruptionCount = 4;
+constexpr int kCorruptionCount = 6;
 
 enum Sparsity : int {
   kKl = 0,  // beta * sum_j KL(rho || mean_i h_ij): the mean activation pulled toward rho

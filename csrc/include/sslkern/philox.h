@@ -58,7 +58,7 @@ SSLK_HD float philox_normal(uint64_t seed, uint32_t counter) {
 }
 
 // Corruption kinds (docs/random.md; codes in kinds.h).
-static_assert(kCorruptionCount == 4,
+static_assert(kCorruptionCount == 6,
               "a new corruption kind needs a case here and in corrupt_span (csrc/cpu/kernels_rows.h)");
 
 // x~ for one element; `keep` reports whether x flows through (the derivative dx~/dx).
@@ -79,6 +79,9 @@ SSLK_HD T corrupt_element(T x, int kind, float level, uint64_t seed, uint32_t co
       if (u < level) { keep = false; return T(1); }
       return x;
     }
+    case kBlock:
+    case kPatch:  // need the image's shape: sslkern/backends/structured.py draws them
+      break;
   }
   unknown_kind("corruption", kind);
 }

@@ -26,6 +26,8 @@ NO_CORRUPTION = tl.constexpr(CORRUPTIONS.code("none"))
 MASK = tl.constexpr(CORRUPTIONS.code("mask"))
 GAUSSIAN = tl.constexpr(CORRUPTIONS.code("gaussian"))
 SALT_PEPPER = tl.constexpr(CORRUPTIONS.code("salt_pepper"))
+BLOCK = tl.constexpr(CORRUPTIONS.code("block"))  # structured masks: applied in PyTorch, never launched
+PATCH = tl.constexpr(CORRUPTIONS.code("patch"))
 # Properties from the table: f'' == 0 (act_d2 is zero), dx~/dx == 1 (keep_values passes g).
 PIECEWISE_LINEAR = _bits(ACTIVATIONS.where(piecewise_linear=True), ACTIVATIONS)
 PASSES_GRADIENT = _bits(CORRUPTIONS.where(passes_gradient=True), CORRUPTIONS)
@@ -157,6 +159,8 @@ def corrupt_values(x, flat_index, seed, offset, level, level_lo, KIND: tl.conste
         return tl.where(u < level * 0.5, 0.0, tl.where(u < level, 1.0, x))
     elif KIND == NO_CORRUPTION:
         return x
+    elif KIND == BLOCK or KIND == PATCH:
+        tl.static_assert(False, "corrupt_values: block and patch masks come from sslkern/backends/structured.py")
     else:
         tl.static_assert(False, "corrupt_values: unknown corruption code (sslkern/kinds.py CORRUPTIONS)")
 
