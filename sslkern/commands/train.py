@@ -16,12 +16,12 @@ contractive and a sparse autoencoder, with their filters side by side (OUT/exper
 OUT/experiment.json, OUT/filters_masking.png, OUT/filters_penalties.png).
 
 --experiment pretext is the lecture's second half: raw pixels, ae, dae 25%/50%, cae,
-inpainting, rotation, jigsaw and relative location,
-every one with --hidden units and the same budget, probed on the held-out images (OUT/heldout/),
-then pretrained on the training digits 0-4 only and probed on the digits 5-9 (OUT/transfer/:
-the probe trains on the training part's 5-9 and is scored on the held-out part's). Writes
-OUT/experiment.md (both tables, with standard errors), OUT/experiment.json and a picture of
-each task's inputs with their labels (OUT/pretext_<task>.png).
+inpainting, rotation, jigsaw and relative location, every one with --hidden units and the
+same budget, probed on the held-out images (OUT/heldout/), then pretrained on the training
+digits 0-4 only and probed on the digits 5-9 (OUT/transfer/: the probe trains on the
+training part's 5-9 and is scored on the held-out part's). Writes OUT/experiment.md (both
+tables, with standard errors), OUT/experiment.json and a picture of each task's inputs with
+their labels (OUT/pretext_<task>.png).
 """
 import json
 import math
@@ -436,7 +436,7 @@ def transfer_split(dataset, split=None):
 
 
 def _pretext_pictures(models, dataset, out, device, n_images=10):
-    """pretext_<task>.png for each trained task among `models`: its inputs with their labels,
+    """pretext_<task>.png for each task of the experiment: its inputs with their labels,
     drawn from the first held-out images by the model's own generator (seed = its seed), and
     for inpainting the holed inputs and their reconstructions. Returns the files written."""
     import torch
@@ -446,9 +446,9 @@ def _pretext_pictures(models, dataset, out, device, n_images=10):
     sample = dataset.X_test[:n_images]
     written = []
     for label, task, *_ in PRETEXT_EXPERIMENT_RUNS:
-        model = models.get(label)  # None for a row this build cannot run
-        if model is None or task not in PRETEXT_MODELS + ("inpainting",):
+        if task not in PRETEXT_MODELS + ("inpainting",):
             continue
+        model = models[label]
         path = os.path.join(out, f"pretext_{task}.png")
         if task == "inpainting":
             rows = reconstruction_rows(model, sample, device)
