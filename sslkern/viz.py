@@ -1,5 +1,5 @@
 """Pictures: filter grids (as in the classic denoising-autoencoder figures), reconstructions
-next to their inputs, and loss curves. PNGs are written atomically (temporary file, fsync,
+next to their inputs, loss curves, and pretext tasks' inputs captioned with their labels. PNGs are written atomically (temporary file, fsync,
 rename). Filter grids and reconstructions need only PIL; the loss curve uses matplotlib when
 it is installed and a plain PIL drawing otherwise."""
 import math
@@ -95,6 +95,93 @@ def save_reconstructions(inputs, reconstructions, path, image_shape=(28, 28), n_
     `corrupted`, the corrupted inputs in a row between them (see reconstructions_grid)."""
     mosaic = reconstructions_grid(inputs, reconstructions, corrupted, image_shape, n_images)
     save_png(_zoomed(mosaic, zoom), path)
+
+
+# The captions of the pretext pictures: what each task's label means.
+RELATIVE_DIRECTIONS = ("NW", "N", "NE", "W", "E", "SW", "S", "SE")  # relative_patches' labels 0..7
+PRETEXT_CAPTIONS = {
+    "rotation": lambda label: f"{label}: {90 * label} ccw",  # degrees counter-clockwise
+    "jigsaw": lambda label: f"perm {label}",
+    "relative": lambda label: f"{label}: {RELATIVE_DIRECTIONS[label]}",
+}
+
+
+def labelled_grid(images, captions, image_shape=(28, 28), columns=None, zoom=3):
+    """PIL image of `images` [N, h·w] (intensities in [0, 1]) in a grid, each tile with its
+    caption beneath it."""
+    _positive("zoom", zoom)
+    images = _as_numpy_rows("images", images)
+    captions = [str(c) for c in captions]
+    if len(captions) != len(images):
+        raise ValueError(f"captions must give one text per image: {len(captions)} for {len(images)} images")
+    h, w = _image_shape(image_shape, images.shape[1])
+    columns = columns or max(1, math.ceil(math.sqrt(len(images))))
+    caption_h, gap = 14, 4
+    cell_w, cell_h = w * zoom + gap, h * zoom + caption_h
+    rows = math.ceil(len(images) / columns)
+    canvas = Image.new("L", (columns * cell_w - gap, rows * cell_h), 255)
+    draw = ImageDraw.Draw(canvas)
+    for i, (image, caption) in enumerate(zip(images, captions)):
+        r, c = divmod(i, columns)
+        tile = tile_images(image[None], (h, w), columns=1, value_range=(0.0, 1.0))
+        canvas.paste(_zoomed(tile, zoom), (c * cell_w, r * cell_h))
+        draw.text((c * cell_w + 1, r * cell_h + h * zoom + 1), caption, fill=0)
+    return canvas
+
+
+def save_labelled_images(images, captions, path, image_shape=(28, 28), columns=None, zoom=3):
+    """Write labelled_grid(images, captions, ...) as a PNG."""
+    save_png(labelled_grid(images, captions, image_shape, columns, zoom), path)
+
+
+def patch_pair_layouts(centres, neighbours, labels, patch, empty=0.3):
+    """[N, s·s] images, s = 3·patch + 2: each centre patch in the middle of a 3 x 3 board and
+    its neighbour in the cell its label names (0..7 row by row, the centre skipped); the other
+    cells are grey (`empty`), one black pixel between cells."""
+    _positive("patch", patch)
+    centres, neighbours = _as_numpy_rows("centres", centres), _as_numpy_rows("neighbours", neighbours)
+    labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64)
+    if centres.shape != neighbours.shape or centres.shape[1] != patch * patch or labels.shape != (len(centres),):
+        raise ValueError(f"centres {centres.shape} and neighbours {neighbours.shape} must be [N, patch²] with "
+                         f"patch = {patch}, and labels [N], got {labels.shape}")
+    if labels.min() < 0 or labels.max() > 7:
+        raise ValueError(f"labels must be neighbour numbers 0..7, got {labels.min()}..{labels.max()}")
+    side = 3 * patch + 2
+    boards = np.zeros((len(centres), side, side))
+    for board in boards:
+        for cell in range(9):
+            r, c = divmod(cell, 3)
+            board[r * (patch + 1): r * (patch + 1) + patch, c * (patch + 1): c * (patch + 1) + patch] = empty
+    for board, centre, neighbour, label in zip(boards, centres, neighbours, labels):
+        for cell, pixels in ((4, centre), (label + (label >= 4), neighbour)):  # cell 4 is the centre
+            r, c = divmod(int(cell), 3)
+            board[r * (patch + 1): r * (patch + 1) + patch, c * (patch + 1): c * (patch + 1) + patch] = \
+                pixels.reshape(patch, patch)
+    return boards.reshape(len(boards), -1)
+
+
+def save_pretext_examples(task, inputs, views, labels, path, image_shape=(28, 28), patch=None):
+    """A picture of a pretext task's inputs with their labels: for rotation and jigsaw the
+    images (top row) above the rotated or shuffled ones captioned with the label (the angle,
+    the permutation index); for relative the centre and neighbour patch of each pair on a
+    3 x 3 board, captioned with the neighbour's number and direction. `views` and `labels`
+    are what sslkern.nn.PretextClassifier.generate returns."""
+    if task not in PRETEXT_CAPTIONS:
+        raise ValueError(f"task must be one of {sorted(PRETEXT_CAPTIONS)}, got {task!r}")
+    labels = [int(v) for v in torch.as_tensor(labels).cpu()]
+    captions = [PRETEXT_CAPTIONS[task](label) for label in labels]
+    if task == "relative":
+        if patch is None:
+            raise ValueError("patch (the patch side) is needed for task 'relative'")
+        boards = patch_pair_layouts(views[0], views[1], labels, patch)
+        side = 3 * patch + 2
+        return save_labelled_images(boards, captions, path, (side, side), columns=len(boards), zoom=4)
+    inputs = _as_numpy_rows("inputs", inputs)
+    shown = _as_numpy_rows("views", views[0])
+    if shown.shape != inputs.shape:
+        raise ValueError(f"inputs {inputs.shape} and views {shown.shape} must match")
+    return save_labelled_images(np.concatenate([inputs, shown]), ["input"] * len(inputs) + captions, path,
+                                image_shape, columns=len(inputs))
 
 
 def save_loss_curve(losses, path, title="training loss", xlabel="epoch", ylabel="objective"):

@@ -134,3 +134,38 @@ def test_save_filters_refuses_bad_sizes(tmp_path, bad):
 def test_model_refuses_an_integer_dtype():
     with pytest.raises(TypeError, match="dtype must be a floating-point"):
         nn.TiedAutoencoder(4, 3, dtype=torch.int64)
+
+
+def test_patch_pair_layouts_put_the_neighbour_in_its_labelled_cell():
+    patch = 2
+    centres, neighbours = torch.full((8, 4), 0.5), torch.ones(8, 4)
+    boards = viz.patch_pair_layouts(centres, neighbours, torch.arange(8), patch).reshape(8, 8, 8)
+    cells = [(r, c) for r in range(3) for c in range(3) if (r, c) != (1, 1)]  # labels 0..7, row by row
+    for label, (r, c) in enumerate(cells):
+        board = boards[label]
+        assert (board[3:5, 3:5] == 0.5).all()  # the centre patch
+        assert (board[r * 3: r * 3 + 2, c * 3: c * 3 + 2] == 1.0).all()
+        assert (board == 1.0).sum() == 4  # nowhere else
+    with pytest.raises(ValueError, match="labels must be neighbour numbers"):
+        viz.patch_pair_layouts(centres, neighbours, torch.full((8,), 8), patch)
+    with pytest.raises(ValueError, match="patch = 3"):
+        viz.patch_pair_layouts(centres, neighbours, torch.arange(8), 3)
+
+
+def test_pretext_examples_show_inputs_above_their_labelled_views(tmp_path):
+    x = torch.rand(5, 16)
+    rotated = torch.rand(5, 16)
+    path = tmp_path / "rotation.png"
+    viz.save_pretext_examples("rotation", x, [rotated], torch.tensor([0, 1, 2, 3, 0]), path, image_shape=(4, 4))
+    image = np.asarray(Image.open(path))
+    # Two rows of five 12-pixel tiles (zoom 3), each with a caption strip beneath it.
+    assert image.shape == (2 * (12 + 14), 5 * (12 + 4) - 4)
+    expected = np.round(rotated[1].reshape(4, 4).numpy() * 255).repeat(3, 0).repeat(3, 1)
+    assert np.abs(image[26:38, 16:28].astype(float) - expected).max() <= 1  # second view, second row
+    with pytest.raises(ValueError, match="task must be one of"):
+        viz.save_pretext_examples("colour", x, [rotated], torch.zeros(5, dtype=torch.int64), path, (4, 4))
+    with pytest.raises(ValueError, match="patch"):
+        viz.save_pretext_examples("relative", x, [x[:, :4], x[:, :4]], torch.zeros(5, dtype=torch.int64), path, (4, 4))
+    with pytest.raises(ValueError, match="captions must give one text per image"):
+        viz.labelled_grid(x, ["a"], image_shape=(4, 4))
+    assert viz.PRETEXT_CAPTIONS["relative"](7) == "7: SE" and viz.PRETEXT_CAPTIONS["jigsaw"](3) == "perm 3"

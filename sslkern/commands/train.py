@@ -14,8 +14,17 @@ when the output goes to a file.
 raw pixels, a plain, a denoising (25% and 50% masking), a contractive, a higher-order
 contractive and a sparse autoencoder, with their filters side by side (OUT/experiment.md,
 OUT/experiment.json, OUT/filters_masking.png, OUT/filters_penalties.png).
+
+--experiment pretext is the lecture's second half: raw pixels, ae, dae 25%/50%, cae,
+inpainting, rotation, jigsaw and relative location, every one with --hidden units and the
+same budget, probed on the held-out images (OUT/heldout/), then pretrained on the training
+digits 0-4 only and probed on the digits 5-9 (OUT/transfer/: the probe trains on the
+training part's 5-9 and is scored on the held-out part's). Writes OUT/experiment.md (both
+tables, with standard errors), OUT/experiment.json and a picture of each task's inputs with
+their labels (OUT/pretext_<task>.png).
 """
 import json
+import math
 import os
 import platform
 import time
@@ -46,6 +55,16 @@ LECTURE_RUNS = [  # (label, model, corruption, level, contractive)
     ("higher-order contractive, lambda=0.1 gamma=0.1", "hcae", "none", 0.0, 0.1),
     ("sparse, KL beta=0.1 rho=0.05", "sparse", "none", 0.0, 0.0),
 ]
+
+# --experiment pretext: the lecture's autoencoders, inpainting and the three pretext classifiers
+PRETEXT_EXPERIMENT_RUNS = [run for run in LECTURE_RUNS if run[1] in ("ae", "dae", "cae")] + [
+    ("inpainting, one {1:.0%} square hole, hole weight {hole_weight:g}".format(
+        *MODEL_NOISE["inpainting"], **MODEL_PENALTIES["inpainting"]), "inpainting", *MODEL_NOISE["inpainting"]),
+    ("rotation (4 angles)", "rotation", "none", 0.0, 0.0),
+    ("jigsaw, {0}x{1} tiles".format(*PRETEXT_DEFAULTS["grid"]), "jigsaw", "none", 0.0, 0.0),
+    ("relative location, {patch}x{patch} patches, gap {gap}".format(**PRETEXT_DEFAULTS), "relative", "none", 0.0, 0.0),
+]
+TRANSFER_SPLIT = 5  # transfer rows: pretrained on the digits 0-4, probed on the digits 5-9
 
 
 def add_arguments(parser):
@@ -103,8 +122,10 @@ def add_arguments(parser):
                              "shared with other busy processes, 1 avoids threads waiting on each other")
     parser.add_argument("--no-progress", action="store_true",
                         help="no progress output (on a terminal a bar per epoch, otherwise one line per epoch)")
-    parser.add_argument("--experiment", choices=("lecture",), default=None,
-                        help="run the lecture's comparison (raw pixels, ae, dae 25%%/50%%, cae, hcae, sparse) instead")
+    parser.add_argument("--experiment", choices=("lecture", "pretext"), default=None,
+                        help="lecture: the lecture's comparison (raw pixels, ae, dae 25%%/50%%, cae, hcae, sparse); "
+                             "pretext: raw pixels, ae, dae 25%%/50%%, cae, inpainting, rotation, jigsaw, relative, "
+                             "probed on the held-out digits and after pretraining on the digits 0-4 only")
 
 
 def run(args):
@@ -130,6 +151,8 @@ def run(args):
     with sslkern.use_backend(args.backend):
         if args.experiment == "lecture":
             return _lecture(args, out)
+        if args.experiment == "pretext":
+            return _pretext_experiment(args, out)
         metrics, _ = train_one(args, out, model_kind=args.model)
     print(_summary(out, metrics))
     return 0
@@ -148,14 +171,18 @@ def _summary(out, m):
     return ", ".join(parts)
 
 
-def train_one(args, out, model_kind, corruption=None, level=None, contractive=None, raw_accuracy=None):
-    """Train one model as `args` says, write its run folder `out`; return (metrics, model)."""
+def train_one(args, out, model_kind, corruption=None, level=None, contractive=None, raw_accuracy=None,
+              dataset=None, probe_split=None):
+    """Train one model as `args` says, write its run folder `out`; return (metrics, model).
+    It trains on `dataset` (default: --data) and probes on `probe_split` (X_train, y_train,
+    X_test, y_test; default: the dataset itself, the held-out images scoring the probe)."""
     import torch
 
     from sslkern import backends, data, probe, train
 
-    dataset = data.load(args.data)
-    X_train, y_train, X_test, y_test = dataset
+    dataset = data.load(args.data) if dataset is None else dataset
+    X_train = dataset.X_train
+    X_probe, y_train, X_test, y_test = dataset if probe_split is None else probe_split
     device = _device(args.device)
     if model_kind in PRETEXT_MODELS:
         model = build_pretext_model(args, model_kind, dataset.image_shape)
@@ -175,15 +202,15 @@ def train_one(args, out, model_kind, corruption=None, level=None, contractive=No
                "threads": torch.get_num_threads()}
     has_labels = y_train is not None and y_test is not None and len(y_test) > 0
     if has_labels:
-        metrics["probe_accuracy"] = probe.linear_probe(model, X_train, y_train, X_test, y_test)
+        metrics["probe_accuracy"] = probe.linear_probe(model, X_probe, y_train, X_test, y_test)
         if raw_accuracy is None:
-            raw_accuracy = probe.linear_probe(None, X_train, y_train, X_test, y_test)
+            raw_accuracy = probe.linear_probe(None, X_probe, y_train, X_test, y_test)
         metrics["probe_accuracy_raw"] = raw_accuracy
     else:
         metrics["probe_accuracy"] = metrics["probe_accuracy_raw"] = None
     _write_pictures(model, dataset, history, out, device)
-    metrics.update(history=history, data={"source": str(args.data), "n_train": len(X_train), "n_test": len(X_test),
-                                          "image_shape": dataset.image_shape},
+    metrics.update(history=history, data={"source": str(args.data), "n_train": len(X_train), "n_probe_train": len(X_probe),
+                                          "n_test": len(X_test), "image_shape": dataset.image_shape},
                    config=dict(vars(args), model=model_kind, out=out, model_config=model.config()),
                    versions={"sslkern": __import__("sslkern").__version__, "torch": torch.__version__,
                              "python": platform.python_version()},
@@ -282,40 +309,184 @@ def reconstruction_rows(model, sample, device):
 
 
 def _lecture(args, out):
-    """Raw pixels, ae, dae 25%/50%, cae on the same data, epochs and optimizer."""
-    from sslkern import data, probe, viz
+    """Raw pixels, ae, dae 25%/50%, cae, hcae, sparse on the same data, epochs and optimizer."""
+    from sslkern import data, viz
 
-    X_train, y_train, X_test, y_test = data.load(args.data)
-    raw = probe.linear_probe(None, X_train, y_train, X_test, y_test)
-    rows, weights = [], {}
-    for label, kind, corruption, level, contractive in LECTURE_RUNS:
-        folder = os.path.join(out, kind if kind != "dae" else f"dae{int(level * 100)}")
-        print(f"== {label} -> {folder}")
-        metrics, model = train_one(args, folder, kind, corruption, level, contractive, raw_accuracy=raw)
-        rows.append({"representation": label, "probe_accuracy": metrics["probe_accuracy"],
-                     "final_loss": metrics["final_loss"], "samples_per_second": metrics["samples_per_second"],
-                     "train_seconds": metrics["train_seconds"], "folder": folder})
-        weights[label] = model.weight.detach().cpu()
-    shape = data.load(args.data).image_shape or (28, 28)
+    dataset = data.load(args.data)
+    rows, models, metrics = _probe_rows(args, out, LECTURE_RUNS, dataset)
+    weights = {label: model.weight.detach().cpu() for label, model in models.items()}
+    shape = dataset.image_shape or (28, 28)
     viz.save_filter_panels([weights["autoencoder"], weights["denoising, 25% masking"], weights["denoising, 50% masking"]],
                            ["0% masking", "25% masking", "50% masking"],
                            os.path.join(out, "filters_masking.png"), image_shape=shape)
     penalised = [label for label, kind, *_ in LECTURE_RUNS if kind in ("cae", "hcae", "sparse")]
     viz.save_filter_panels([weights[label] for label in penalised], [label.split(",")[0] for label in penalised],
                            os.path.join(out, "filters_penalties.png"), image_shape=shape)
-    result = {"raw_pixels_probe_accuracy": raw, "runs": rows, "backend": metrics["backend"],
+    result = {"raw_pixels_probe_accuracy": rows[0]["probe_accuracy"], "runs": rows[1:], "backend": metrics["backend"],
               "device": metrics["device"], "config": metrics["config"]}
     _write_json(result, os.path.join(out, "experiment.json"))
-    table = ["| representation | linear-probe accuracy | final loss | samples/s | train s |", "|---|---|---|---|---|",
-             f"| raw pixels | {raw:.4f} | | | |"]
-    table += [f"| {r['representation']} | {r['probe_accuracy']:.4f} | {r['final_loss']:.2f} | "
-              f"{r['samples_per_second']:.0f} | {r['train_seconds']:.0f} |" for r in rows]
+    table = accuracy_table(rows)
+    _write_text(os.path.join(out, "experiment.md"), table)
+    print(table, end="")
+    return 0
+
+
+def _probe_rows(args, out, runs, dataset, probe_split=None):
+    """Train each of `runs` ((label, model, corruption, level, contractive)) on `dataset` into
+    its own folder under `out` and probe it on `probe_split` (default: the dataset's held-out
+    images). Returns (rows, the label -> trained model map, the last run's metrics); the first
+    row is raw pixels."""
+    from sslkern import probe
+
+    probe_split = dataset if probe_split is None else probe_split
+    raw = probe.linear_probe(None, *probe_split)
+    n_test = len(probe_split[2])
+    rows, models, metrics = [_row("raw pixels", raw, n_test)], {}, None
+    for label, kind, corruption, level, contractive in runs:
+        folder = os.path.join(out, kind if kind != "dae" else f"dae{int(level * 100)}")
+        print(f"== {label} -> {folder}")
+        metrics, models[label] = train_one(args, folder, kind, corruption, level, contractive, raw_accuracy=raw,
+                                           dataset=dataset, probe_split=probe_split)
+        rows.append(_row(label, metrics["probe_accuracy"], n_test, metrics, folder))
+    return rows, models, metrics
+
+
+def _row(label, accuracy, n_test, metrics=None, folder=None):
+    row = {"representation": label, "probe_accuracy": accuracy, "n_test": n_test,
+           "standard_error": standard_error(accuracy, n_test)}
+    if metrics is not None:
+        row.update({key: metrics[key] for key in ("final_loss", "samples_per_second", "train_seconds")}, folder=folder)
+    return row
+
+
+def standard_error(accuracy, n):
+    """The binomial standard error sqrt(p(1-p)/n) of an accuracy p measured on n images."""
+    return math.sqrt(accuracy * (1.0 - accuracy) / n)
+
+
+def accuracy_table(rows, loss_header="final loss"):
+    """A Markdown table of _probe_rows' rows (accuracy ± standard error), ending in a newline."""
+    lines = [f"| representation | linear-probe accuracy ± s.e. | {loss_header} | samples/s | train s |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        numbers = [_format(r.get(key), spec) for key, spec in
+                   (("final_loss", ".2f"), ("samples_per_second", ".0f"), ("train_seconds", ".0f"))]
+        lines.append(f"| {r['representation']} | {r['probe_accuracy']:.4f} ± {r['standard_error']:.4f} | "
+                     + " | ".join(numbers) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _format(value, spec):
+    return " " if value is None else format(value, spec)
+
+
+def _pretext_experiment(args, out):
+    """The lecture's second half: raw pixels, the autoencoders and the pretext classifiers
+    probed on the held-out digits, then the transfer (pretrained on the digits below
+    TRANSFER_SPLIT, probed on the others); tables, JSON and a picture per task."""
+    dataset = _labelled_images(args)
+    source, target = transfer_split(dataset)
+    heldout, models, metrics = _probe_rows(args, os.path.join(out, "heldout"), PRETEXT_EXPERIMENT_RUNS, dataset)
+    transfer, _, _ = _probe_rows(args, os.path.join(out, "transfer"), PRETEXT_EXPERIMENT_RUNS, source, target)
+    pictures = _pretext_pictures(models, dataset, out, _device(args.device))
+    sizes = {"n_pretrain": len(source.X_train), "n_probe_train": len(target.X_train), "n_probe_test": len(target.X_test)}
+    result = {"heldout": heldout, "transfer": {"source_digits": list(range(TRANSFER_SPLIT)),
+                                              "target_digits": list(range(TRANSFER_SPLIT, 10)), **sizes, "runs": transfer},
+              "pictures": pictures, "backend": metrics["backend"], "device": metrics["device"], "config": metrics["config"]}
+    _write_json(result, os.path.join(out, "experiment.json"))
+    report = _pretext_report(args, dataset, heldout, transfer, sizes, pictures)
+    _write_text(os.path.join(out, "experiment.md"), report)
+    print(report, end="")
+    return 0
+
+
+def _labelled_images(args):
+    """--data as a Dataset, checked to have what the pretext experiment needs: image rows,
+    labels, and digits on both sides of TRANSFER_SPLIT in both its parts."""
+    from sslkern import data
+
+    from ._args import UsageError
+
+    dataset = data.load(args.data)
+    if dataset.image_shape is None or dataset.y_train is None or dataset.y_test is None:
+        raise UsageError(f"--experiment pretext needs labelled images; --data {args.data} has "
+                         f"{'no image shape' if dataset.image_shape is None else 'no labels'}")
+    for part, y in (("training", dataset.y_train), ("held-out", dataset.y_test)):
+        if not ((y < TRANSFER_SPLIT).any() and (y >= TRANSFER_SPLIT).any()):
+            raise UsageError(f"--experiment pretext needs digits below and from {TRANSFER_SPLIT} in the {part} part "
+                             f"of --data {args.data} (the transfer split), got labels {sorted(set(y.tolist()))}")
+    return dataset
+
+
+def transfer_split(dataset, split=None):
+    """(source, target) Datasets for the transfer rows, disjoint by label: source = the
+    training images of the digits below `split` (default TRANSFER_SPLIT), what the models are
+    pretrained on; target = the digits from `split` up, labels shifted to start at 0, the
+    training part's training the probe and the held-out part's testing it."""
+    from sslkern import data
+
+    split = TRANSFER_SPLIT if split is None else split
+    X_train, y_train, X_test, y_test = dataset
+    low_train, low_test = y_train < split, y_test < split
+    source = data.Dataset(X_train[low_train], y_train[low_train], X_test[low_test], y_test[low_test],
+                          dataset.image_shape, f"{dataset.name} digits < {split}")
+    target = data.Dataset(X_train[~low_train], y_train[~low_train] - split, X_test[~low_test], y_test[~low_test] - split,
+                          dataset.image_shape, f"{dataset.name} digits >= {split}")
+    return source, target
+
+
+def _pretext_pictures(models, dataset, out, device, n_images=10):
+    """pretext_<task>.png for each task of the experiment: its inputs with their labels,
+    drawn from the first held-out images by the model's own generator (seed = its seed), and
+    for inpainting the holed inputs and their reconstructions. Returns the files written."""
+    import torch
+
+    from sslkern import viz
+
+    sample = dataset.X_test[:n_images]
+    written = []
+    for label, task, *_ in PRETEXT_EXPERIMENT_RUNS:
+        if task not in PRETEXT_MODELS + ("inpainting",):
+            continue
+        model = models[label]
+        path = os.path.join(out, f"pretext_{task}.png")
+        if task == "inpainting":
+            rows = reconstruction_rows(model, sample, device)
+            viz.save_reconstructions(rows["clean"], rows["reconstruction"], path, image_shape=dataset.image_shape,
+                                     corrupted=rows["corrupted"])
+        else:
+            with torch.no_grad():
+                views, labels = model.generate(sample.to(device), model.seed)
+            viz.save_pretext_examples(task, sample, [v.cpu() for v in views], labels.cpu(), path,
+                                      image_shape=dataset.image_shape, patch=model.patch)
+        written.append(os.path.basename(path))
+    return written
+
+
+def _pretext_report(args, dataset, heldout, transfer, sizes, pictures):
+    """experiment.md of the pretext experiment: the set-up, both tables, the pictures."""
+    budget = (f"epochs {args.epochs}, batch {args.batch_size}, {args.optimizer} lr {args.lr}, seed {args.seed}, "
+              f"{args.hidden[0]} hidden units for every model")
+    lines = [f"# Pretext tasks and transfer ({args.data}; {budget})", "",
+             f"## Linear probe on the {len(dataset.X_test)} held-out images "
+             f"(pretrained and probe-trained on the {len(dataset.X_train)} training images)", "",
+             accuracy_table(heldout, "final loss (pretext: cross-entropy)"),
+             f"## Transfer: pretrained on the digits 0-{TRANSFER_SPLIT - 1} only "
+             f"({sizes['n_pretrain']} training images), probed on the digits {TRANSFER_SPLIT}-9", "",
+             f"The probe trains on the {sizes['n_probe_train']} training images of the digits {TRANSFER_SPLIT}-9 "
+             f"and is scored on their {sizes['n_probe_test']} held-out images.", "",
+             accuracy_table(transfer, "final loss (pretext: cross-entropy)"),
+             "Standard errors: sqrt(p(1-p)/n) over the n test images.", ""]
+    if pictures:
+        lines += ["Pictures: " + ", ".join(pictures), ""]
+    return "\n".join(lines)
+
+
+def _write_text(path, text):
     from sslkern._atomic import atomic_write
 
-    with atomic_write(os.path.join(out, "experiment.md"), "w") as f:
-        f.write("\n".join(table) + "\n")
-    print("\n".join(table))
-    return 0
+    with atomic_write(path, "w") as f:
+        f.write(text)
 
 
 def _write_json(obj, path):
