@@ -10,7 +10,7 @@ import torch
 from . import steps
 from .batches import Batches, check_data
 from .checkpoints import CheckpointError, CheckpointWriter, checkpoint_paths, latest_checkpoint, prepare_folder
-from .distributed import barrier, init_distributed, set_ranks, sum_over_ranks
+from .distributed import barrier, init_distributed, on_rank_zero, set_ranks, sum_over_ranks
 from .settings import (check_cuda_graph, check_model, check_resume_settings, check_settings, data_identity,
                        resolve_device)
 
@@ -48,10 +48,12 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     check_model(model)
     rank, world_size = init_distributed()
     device = resolve_device(model, device, rank, world_size)
+    if device.type == "cuda" and world_size > 1:
+        torch.cuda.set_device(device)  # nccl's collectives (and broadcast_object_list) use it
     check_cuda_graph(settings, device, world_size, model)
     check_data(X, model.n_visible, world_size)
     saved_settings = settings.saved(world_size, data_identity(X))
-    checkpoint = _starting_point(model, settings, saved_settings, rank, device)
+    checkpoint = _starting_point(model, settings, saved_settings, rank, world_size)
 
     # Nothing above changed the model; from here on it trains.
     model.to(device)
@@ -120,22 +122,28 @@ class _Stage:
     step: object  # xb -> loss
 
 
-def _starting_point(model, settings, saved_settings, rank, device):
-    """The checkpoint to resume from (checked against the model, the settings and the data),
-    or None; prepares the checkpoint folder. Changes nothing but that folder."""
-    folder = settings.checkpoint_dir
-    if folder is None:
+def _starting_point(model, settings, saved_settings, rank, world_size):
+    """The checkpoint to resume from, or None; prepares the checkpoint folder. Rank 0 reads
+    the folder and decides, and every rank gets its answer (the same checkpoint, or the same
+    error): ranks that looked for themselves could see different newest files. Changes
+    nothing but that folder."""
+    if settings.checkpoint_dir is None:
         return None
+    return on_rank_zero(lambda: _newest_checkpoint(model, settings, saved_settings), rank, world_size)
+
+
+def _newest_checkpoint(model, settings, saved_settings):
+    folder = settings.checkpoint_dir
     if not settings.resume and os.path.isdir(folder) and checkpoint_paths(folder):
         raise ValueError(f"checkpoint_dir {folder!r} already holds checkpoints of another run: "
                          "pass resume=True to continue it, or use an empty folder")
-    prepare_folder(folder, rank)
+    prepare_folder(folder)
     if not settings.resume:
         return None
-    checkpoint = latest_checkpoint(folder, model=model, map_location=device)
+    checkpoint = latest_checkpoint(folder, model=model)
     if checkpoint is None:
         warnings.warn(f"resume={settings.resume!r} but {folder!r} holds no checkpoint: training from the start",
-                      stacklevel=3)
+                      stacklevel=6)  # the caller of fit
         return None
     problem = check_resume_settings(checkpoint["settings"], saved_settings, len(model.stages()), settings.resume)
     if problem:
