@@ -2,11 +2,13 @@
 
 `TiedAutoencoder.forward(x)` returns the training objective L + λP of docs/design.md.
 In training mode every call draws fresh corruption noise: call number `step` uses the Philox
-seed (seed + noise_index · φ) mod 2⁶⁴ with offset 0, where φ = 0x9E3779B97F4A7C15 (odd, so
-distinct noise indices give distinct seeds) and noise_index = step · world_size + rank, so
-data-parallel ranks never share noise. The step counter lives in the module's state_dict
-(extra state, a host int: reading it never syncs a GPU), so a checkpoint restores the noise
-stream exactly.
+seed (seed + step · φ) mod 2⁶⁴, where φ = 0x9E3779B97F4A7C15 (odd, so distinct steps give
+distinct seeds). One process draws from offset 0; data-parallel rank r, whose batch x is rows
+r·B … (r+1)·B − 1 of the step's global batch (sslkern.train shards that way), draws from
+offset r · x.numel(): the counters one process would draw for those rows, so ranks never
+share noise and W processes draw what one process with their global batch draws. The step
+counter lives in the module's state_dict (extra state, a host int: reading it never syncs a
+GPU), so a checkpoint restores the noise stream exactly.
 """
 import math
 from numbers import Integral
@@ -21,9 +23,9 @@ GOLDEN = 0x9E3779B97F4A7C15
 SEED_MODULUS = 2**64
 
 
-def step_seed(seed, step, rank=0, world_size=1):
-    """The Philox seed of training call `step` on data-parallel `rank` of `world_size`."""
-    return (seed + (step * world_size + rank) * GOLDEN) % SEED_MODULUS
+def step_seed(seed, step):
+    """The Philox seed of training call `step` (the same on every data-parallel rank)."""
+    return (seed + step * GOLDEN) % SEED_MODULUS
 
 
 class TiedAutoencoder(nn.Module):
@@ -77,43 +79,49 @@ class TiedAutoencoder(nn.Module):
 
     def noise_seed(self):
         """The Philox seed the next training call will use."""
-        return step_seed(self.seed, self.step, self.rank, self.world_size)
+        return step_seed(self.seed, self.step)
+
+    def noise_offset(self, x):
+        """The first Philox counter of a training call on batch x: this rank's rows of the
+        step's global batch start at rank · x.numel() (every rank holds as many rows)."""
+        return self.rank * x.numel() if self.rank else 0
 
     def forward(self, x):
         """The objective on batch x [B, n_visible]. Training mode: fresh noise, step += 1;
         eval mode: the noise of the model's own seed, every time (a fixed, comparable value)."""
-        return F.autoencoder_loss(*self._objective_inputs(x), **self._objective_options())
+        return F.autoencoder_loss(*self._objective_inputs(x), **self._objective_options(x))
 
     def value_and_grad(self, x):
         """(loss, (dW, db, dc)): forward(x) and its parameter gradients without an autograd
         graph (same noise, same step counter; the gradients are not written to .grad)."""
-        return F.autoencoder_value_and_grad(*self._objective_inputs(x), **self._objective_options())
+        return F.autoencoder_value_and_grad(*self._objective_inputs(x), **self._objective_options(x))
 
     def sgd_step(self, x, lr):
         """forward(x), then one plain SGD step of size lr on the parameters, fused into one op
         (sslkern.autoencoder_sgd_step); returns the loss from before the step. Like forward,
         in eval mode it uses the model's fixed evaluation noise. Every call checks every argument;
         for a loop of many steps, sslkern.step.AutoencoderStep(model) checks once (same numbers)."""
-        return F.autoencoder_sgd_step(*self._objective_inputs(x), lr=lr, **self._objective_options())
+        return F.autoencoder_sgd_step(*self._objective_inputs(x), lr=lr, **self._objective_options(x))
 
     def _objective_inputs(self, x):
         return _on_model_device(x, self.weight), self.weight, self.hidden_bias, self.visible_bias
 
-    def take_noise_seed(self):
-        """The seed of the next objective call: in training mode the step's fresh seed (and the
-        step counter advances), in eval mode the model's fixed evaluation seed."""
+    def take_noise(self, x):
+        """(seed, offset) of the next objective call on batch x: in training mode the step's
+        fresh seed and this rank's offset (and the step counter advances), in eval mode the
+        model's fixed evaluation seed at offset 0."""
         if not self.training:
-            return self.seed
-        seed = self.noise_seed()
+            return self.seed, 0
+        noise = self.noise_seed(), self.noise_offset(x)
         self.step += 1
-        return seed
+        return noise
 
-    def _objective_options(self):
-        """The objective's keyword arguments for the next call; training mode takes a step."""
-        seed = self.take_noise_seed()
+    def _objective_options(self, x):
+        """The objective's keyword arguments for the next call on x; training mode takes a step."""
+        seed, offset = self.take_noise(x)
         return dict(encoder=self.encoder, decoder=self.decoder, loss=self.loss,
                     corruption=self.corruption, level=self.level, contractive=self.contractive,
-                    seed=seed, offset=0)
+                    seed=seed, offset=offset)
 
     def encode(self, x):
         """Hidden codes h = f(x Wᵀ + b) of the clean input (no corruption)."""

@@ -1,8 +1,11 @@
 """Batches of a tensor (shuffled per epoch from the seed, sharded by rank) or of a DataLoader.
 
-The data order of epoch e of stage s is torch.randperm drawn from step_seed(seed, s·2³² + e);
-rank r of W takes every W-th element of it from r (the tail that does not divide evenly is
-dropped), so a resumed run sees the same batches."""
+The data order of epoch e of stage s is torch.randperm drawn from step_seed(seed, s·2³² + e),
+cut to a multiple of the world size W (the tail that does not divide evenly is dropped). Step
+j's global batch is the j-th run of W·batch_size indices of it; rank r takes the r-th of its W
+equal blocks. So W processes train on the batches one process with batch W·batch_size sees,
+each rank's noise covers its block's rows of that global batch (sslkern.nn), and a resumed
+run sees the same batches."""
 import itertools
 import math
 
@@ -56,17 +59,22 @@ class Batches:
             return len(self.loader)
         return math.ceil((self.tensor.shape[0] // self.world_size) / self.batch_size)
 
+    def local_indices(self, epoch):
+        """This rank's row indices of each step of `epoch`, in order (see the module's note)."""
+        n, world, rank = self.tensor.shape[0], self.world_size, self.rank
+        gen = torch.Generator().manual_seed(ssl_nn.step_seed(self.seed, self.stage * 2**32 + epoch))
+        order = torch.randperm(n, generator=gen)[: (n // world) * world]
+        for global_batch in order.split(world * self.batch_size):
+            rows = global_batch.shape[0] // world
+            yield global_batch[rank * rows: (rank + 1) * rows]
+
     def epoch(self, epoch, start=0):
         """The batches of `epoch`, skipping the first `start` (for resume)."""
         if self.loader is not None:
             yield from self._loader_epoch(epoch, start)
             return
-        n = self.tensor.shape[0]
-        gen = torch.Generator().manual_seed(ssl_nn.step_seed(self.seed, self.stage * 2**32 + epoch))
-        order = torch.randperm(n, generator=gen)
-        local = order[self.rank: (n // self.world_size) * self.world_size: self.world_size].to(self.device)
-        for first in range(start * self.batch_size, local.shape[0], self.batch_size):
-            yield self.stage_tensor.index_select(0, local[first: first + self.batch_size])
+        for indices in itertools.islice(self.local_indices(epoch), start, None):
+            yield self.stage_tensor.index_select(0, indices.to(self.device))
 
     def _loader_epoch(self, epoch, start):
         sampler = getattr(self.loader, "sampler", None)

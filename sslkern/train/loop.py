@@ -11,8 +11,8 @@ from . import steps
 from .batches import Batches, check_data
 from .checkpoints import CheckpointError, CheckpointWriter, checkpoint_paths, latest_checkpoint, prepare_folder
 from .distributed import barrier, init_distributed, on_rank_zero, set_ranks, sum_over_ranks
-from .settings import (check_cuda_graph, check_model, check_resume_settings, check_settings, data_identity,
-                       resolve_device)
+from .settings import (check_cuda_graph, check_model, check_noise_counters, check_resume_settings, check_settings,
+                       data_identity, resolve_device)
 
 
 def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=0,
@@ -52,6 +52,7 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
         torch.cuda.set_device(device)  # nccl's collectives (and broadcast_object_list) use it
     check_cuda_graph(settings, device, world_size, model)
     check_data(X, model.n_visible, world_size)
+    check_noise_counters(settings.batch_size, world_size, model)
     saved_settings = settings.saved(world_size, data_identity(X))
     checkpoint = _starting_point(model, settings, saved_settings, rank, world_size)
 

@@ -122,6 +122,15 @@ def check_cuda_graph(settings, device, world_size, model):
                              f"got corruption={module.corruption!r}")
 
 
+def check_noise_counters(batch_size, world_size, model):
+    """A step's global batch must fit the 32-bit Philox counter: rank r draws from offset
+    r · (its batch's elements), so the last rank's counters end at the global batch's size."""
+    for module, _ in model.stages():
+        if module.corruption != "none":
+            check.counters(f"the global batch ({world_size} processes × batch_size {batch_size} × "
+                           f"{module.n_visible} features)", world_size * batch_size * module.n_visible)
+
+
 def data_identity(X):
     """{"rows", "fingerprint"} of a tensor X: its length and a sha256 of its shape, dtype and
     FINGERPRINT_ROWS evenly strided rows (cheap for any size). For a DataLoader the length of
