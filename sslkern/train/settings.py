@@ -10,6 +10,7 @@ from typing import Optional
 import torch
 
 from .. import _validate as check
+from ..data.mapped import MappedImages
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 NEW_DATA = "new-data"  # resume=NEW_DATA: continue a checkpoint on other data, on purpose
@@ -132,13 +133,15 @@ def check_noise_counters(batch_size, world_size, model):
 
 
 def data_identity(X):
-    """{"rows", "fingerprint"} of a tensor X: its length and a sha256 of its shape, dtype and
-    FINGERPRINT_ROWS evenly strided rows (cheap for any size). For a DataLoader the length of
-    its dataset when it has one, and no fingerprint."""
-    if isinstance(X, torch.Tensor):
+    """{"rows", "fingerprint"} of a tensor or MappedImages X: its length and a sha256 of its
+    shape, dtype and FINGERPRINT_ROWS evenly strided rows (cheap for any size; a file and the
+    tensor of its rows get the same one). For a DataLoader the length of its dataset when it
+    has one, and no fingerprint."""
+    if isinstance(X, (torch.Tensor, MappedImages)):
         n = X.shape[0]
         rows = torch.linspace(0, max(n - 1, 0), min(n, FINGERPRINT_ROWS)).round().long().unique()
-        sample = X.detach()[rows.to(X.device)].to("cpu", torch.float64).contiguous()
+        sample = X.rows(rows.numpy()) if isinstance(X, MappedImages) else X.detach()[rows.to(X.device)]
+        sample = sample.to("cpu", torch.float64).contiguous()
         digest = hashlib.sha256(f"{tuple(X.shape)} {X.dtype}".encode())
         digest.update(sample.numpy().tobytes())
         return {"rows": int(n), "fingerprint": digest.hexdigest()[:32]}
