@@ -21,7 +21,9 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
 
     model: a TiedAutoencoder (or preset) or a StackedAutoencoder (greedy layer-wise: each
     layer trains `epochs` epochs on the codes of the layers below). X: a float tensor
-    [N, n_visible] or a DataLoader of such batches (or of (x, label) pairs). optimizer: "sgd",
+    [N, n_visible], an sslkern.data.MappedImages (sslkern.data.open_mapped: a file larger
+    than memory, read a batch at a time with the next ones prefetched) or a DataLoader of
+    such batches (or of (x, label) pairs). optimizer: "sgd",
     "momentum" (SGD, momentum 0.9) or "adam". device: where to train (default: the model's).
     seed: the data order (an integer in [0, 2**64)). checkpoint_every: also checkpoint every
     that many steps (every epoch's end always is). resume: continue from the newest good
@@ -33,8 +35,12 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     parameters all train and that has no hooks steps without an autograd graph, through a
     sslkern.step.AutoencoderStep: "sgd" as one fused op, the others from its value_and_grad
     (same weights to rounding); anything else takes forward() and loss.backward(). Under
-    torch.distributed, give a DataLoader a DistributedSampler (fit calls its set_epoch); a
-    tensor X is sharded by fit itself. Python and NumPy numbers are both accepted.
+    torch.distributed (torchrun), batch_size is per process: W processes train like one
+    with batch W·batch_size, the same batches and noise (to rounding). A tensor or mapped X is
+    sharded by fit itself; give a DataLoader a DistributedSampler (fit calls its set_epoch)
+    and equal batch sizes on every rank. Under `torchrun --max-restarts` with resume=True, a
+    restarted group continues from the newest complete checkpoint. Python and NumPy numbers
+    are both accepted.
 
     Every argument, the device (a real one, available), the checkpoint folder (a probe file is
     written there and removed) and the resume point are checked before the model is touched:
