@@ -7,7 +7,8 @@
   all-reduced instead of in one product, which rounds differently;
 - workers killed under `torchrun --max-restarts` (half-way through a checkpoint file, at the
   wait for a checkpoint, between a step's forward and backward) are restarted with their
-  peers and reach the uninterrupted run's weights bit for bit;
+  peers and reach the uninterrupted run's weights bit for bit, under the static rendezvous
+  and under c10d;
 - a resume in another number of processes is refused with a message that says why.
 
 Faults are injected at chosen points, never timed. Every run is bounded by a timeout.
@@ -99,13 +100,16 @@ def free_port():
         return s.getsockname()[1]
 
 
-def torchrun(folder, checkpoints, max_restarts=0, faults=""):
-    """Runs JOB in two processes; returns each rank's saved result."""
+def torchrun(folder, checkpoints, max_restarts=0, faults="", rendezvous="static"):
+    """Runs JOB in two processes; returns each rank's saved result. rendezvous: "static"
+    (--master-addr/--master-port, torchrun's default) or "c10d"."""
     script = folder / "job.py"
     script.write_text(JOB)
     env = dict(os.environ, OMP_NUM_THREADS="1", SSLKERN_BACKEND="native", PYTHONWARNINGS="ignore", FAULTS=faults)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "--nnodes=1",
-               f"--max-restarts={max_restarts}", "--master-addr=127.0.0.1", f"--master-port={free_port()}",
+               f"--max-restarts={max_restarts}",
+               *(["--master-addr=127.0.0.1", f"--master-port={free_port()}"] if rendezvous == "static" else
+                 ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}"]),
                str(script), str(folder), str(checkpoints)]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=150)
     (folder / "torchrun.log").write_text(result.stderr)
@@ -182,3 +186,12 @@ def test_killed_workers_restart_and_reach_the_uninterrupted_weights(uninterrupte
     assert got[0]["history"]["steps"] == STEPS
     assert all(train.CHECKPOINT_PATTERN.match(p.name) for p in checkpoints.iterdir()), \
         "a torn temporary file was left behind"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
+def test_a_restart_under_the_c10d_rendezvous_reaches_the_uninterrupted_weights(uninterrupted, tmp_path):
+    (want, _), _ = uninterrupted
+    got = torchrun(tmp_path, tmp_path / "checkpoints", max_restarts=1, faults="0:1:step:9", rendezvous="c10d")
+    assert [r["restart"] for r in got] == [1, 1]
+    for rank in got:
+        assert_same_state(rank["model"], want["model"])
