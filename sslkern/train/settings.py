@@ -16,7 +16,11 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 NEW_DATA = "new-data"  # resume=NEW_DATA: continue a checkpoint on other data, on purpose
 # Settings that fix the data order and noise: a resume under other values would silently
 # train a different model, so it is refused.
-RESUME_MUST_MATCH = ("batch_size", "optimizer", "seed", "world_size")
+RESUME_MUST_MATCH = ("batch_size", "optimizer", "seed", "world_size", "sharding")
+# How several processes split a step's batch and its noise (sslkern.train.batches). Recorded
+# only when world_size > 1, so that a multi-process checkpoint of an sslkern that split them
+# otherwise (rank-interleaved rows, per-rank seeds) is refused instead of resumed on other noise.
+SHARDING = "global-batch-blocks"
 FINGERPRINT_ROWS = 64  # rows hashed for a tensor's fingerprint, evenly strided
 
 
@@ -37,7 +41,8 @@ class Settings:
     def saved(self, world_size, data):
         """The settings a checkpoint records (and a resume compares)."""
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "optimizer": self.optimizer,
-                "seed": self.seed, "world_size": world_size, "data": data}
+                "seed": self.seed, "world_size": world_size, "sharding": SHARDING if world_size > 1 else None,
+                "data": data}
 
 
 def check_settings(epochs, batch_size, lr, optimizer, seed, checkpoint_dir, checkpoint_every, resume, progress,
