@@ -2,11 +2,13 @@
 
 `TiedAutoencoder.forward(x)` returns the training objective L + λP of docs/design.md.
 In training mode every call draws fresh corruption noise: call number `step` uses the Philox
-seed (seed + noise_index · φ) mod 2⁶⁴ with offset 0, where φ = 0x9E3779B97F4A7C15 (odd, so
-distinct noise indices give distinct seeds) and noise_index = step · world_size + rank, so
-data-parallel ranks never share noise. The step counter lives in the module's state_dict
-(extra state, a host int: reading it never syncs a GPU), so a checkpoint restores the noise
-stream exactly.
+seed (seed + step · φ) mod 2⁶⁴, where φ = 0x9E3779B97F4A7C15 (odd, so distinct steps give
+distinct seeds). One process draws from offset 0; data-parallel rank r, whose batch x is rows
+r·B … (r+1)·B − 1 of the step's global batch (sslkern.train shards that way), draws from
+offset r · x.numel(): the counters one process would draw for those rows, so ranks never
+share noise and W processes draw what one process with their global batch draws. The step
+counter lives in the module's state_dict (extra state, a host int: reading it never syncs a
+GPU), so a checkpoint restores the noise stream exactly.
 """
 import math
 from numbers import Integral
@@ -24,9 +26,9 @@ GOLDEN = 0x9E3779B97F4A7C15
 SEED_MODULUS = 2**64
 
 
-def step_seed(seed, step, rank=0, world_size=1):
-    """The Philox seed of training call `step` on data-parallel `rank` of `world_size`."""
-    return (seed + (step * world_size + rank) * GOLDEN) % SEED_MODULUS
+def step_seed(seed, step):
+    """The Philox seed of training call `step` (the same on every data-parallel rank)."""
+    return (seed + step * GOLDEN) % SEED_MODULUS
 
 
 def initial_weight(shape, encoder, seed):
@@ -102,34 +104,45 @@ class TiedAutoencoder(nn.Module):
 
     def noise_seed(self):
         """The Philox seed the next training call will use."""
-        return step_seed(self.seed, self.step, self.rank, self.world_size)
+        return step_seed(self.seed, self.step)
+
+    def noise_offset(self, x):
+        """The first Philox counter of a training call on batch x: this rank's rows of the
+        step's global batch start at rank · x.numel() (every rank holds as many rows), times
+        1 + n with n higher-order perturbations, which draw n more x.numel() counters each."""
+        return self.rank * x.numel() * self.counters_per_element() if self.rank else 0
+
+    def counters_per_element(self):
+        """Philox counters a training call draws per element of x: the corruption's, and the
+        higher-order term's perturbations (docs/random.md §9)."""
+        return 1 + (self.penalties["higher_order_samples"] if self.penalties["higher_order"] else 0)
 
     def forward(self, x):
         """The objective on batch x [B, n_visible]. Training mode: fresh noise, step += 1;
         eval mode: the noise of the model's own seed, every time (a fixed, comparable value)."""
-        return F.autoencoder_loss(*self._objective_inputs(x), **self._objective_options())
+        return F.autoencoder_loss(*self._objective_inputs(x), **self._objective_options(x))
 
     def value_and_grad(self, x):
         """(loss, (dW, db, dc)): forward(x) and its parameter gradients without an autograd
         graph (same noise, same step counter; the gradients are not written to .grad)."""
-        return F.autoencoder_value_and_grad(*self._objective_inputs(x), **self._objective_options())
+        return F.autoencoder_value_and_grad(*self._objective_inputs(x), **self._objective_options(x))
 
     def sgd_step(self, x, lr):
         """forward(x), then one plain SGD step of size lr on the parameters, fused into one op
         (sslkern.autoencoder_sgd_step); returns the loss from before the step. Like forward,
         in eval mode it uses the model's fixed evaluation noise. Every call checks every argument;
         for a loop of many steps, sslkern.step.AutoencoderStep(model) checks once (same numbers)."""
-        return F.autoencoder_sgd_step(*self._objective_inputs(x), lr=lr, **self._objective_options())
+        return F.autoencoder_sgd_step(*self._objective_inputs(x), lr=lr, **self._objective_options(x))
 
     def _objective_inputs(self, x):
         return _on_model_device(x, self.weight), self.weight, self.hidden_bias, self.visible_bias
 
     def use_device_noise(self, enabled=True):
         """Training calls pass their noise seed as an int64 [2] tensor (seed bits, offset) on
-        the model's device, advanced in place by each call, instead of a host integer: the
-        same numbers (step_seed of the same step), but a step captured in a CUDA graph then
-        draws fresh noise on every replay (the triton backend reads the tensor on the device).
-        sslkern.train.fit(cuda_graph=True) turns it on. Returns the model."""
+        the model's device, advanced in place by each call, instead of host integers: the
+        same numbers (step_seed and noise_offset of the same step), but a step captured in a
+        CUDA graph then draws fresh noise on every replay (the triton backend reads the tensor
+        on the device). sslkern.train.fit(cuda_graph=True) turns it on. Returns the model."""
         self.device_noise = bool(enabled)
         self._rng = None
         return self
@@ -141,33 +154,39 @@ class TiedAutoencoder(nn.Module):
         if self._rng_step is not None:
             self._rng_step += 1
 
-    def _device_noise_seed(self):
-        """The rng tensor of the next training call, advanced in place by one step
-        (world_size · φ in 64-bit wrapping arithmetic: step_seed's recurrence)."""
+    def _device_noise(self, x):
+        """The rng tensor of the next training call on x: the seed word advanced in place by
+        one step (φ in 64-bit wrapping arithmetic: step_seed's recurrence), the offset word
+        this rank's noise_offset."""
         W = self.weight
         if self._rng is None or self._rng.device != W.device or self._rng_step != self.step:
-            previous = (self.seed + ((self.step - 1) * self.world_size + self.rank) * GOLDEN) % SEED_MODULUS
+            previous = step_seed(self.seed, self.step - 1)
             self._rng = torch.tensor([_as_int64(previous), 0], dtype=torch.int64, device=W.device)
-        self._rng[:1].add_(_as_int64(self.world_size * GOLDEN % SEED_MODULUS))
+        self._rng[:1].add_(_as_int64(GOLDEN))
+        self._rng[1:].fill_(self.noise_offset(x))
         self.step += 1
         self._rng_step = self.step
         return self._rng
 
-    def take_noise_seed(self):
-        """The seed of the next objective call: in training mode the step's fresh seed (and the
-        step counter advances), in eval mode the model's fixed evaluation seed."""
+    def take_noise(self, x):
+        """(seed, offset) of the next objective call on batch x: in training mode the step's
+        fresh seed and this rank's offset (and the step counter advances), in eval mode the
+        model's fixed evaluation seed at offset 0."""
         if not self.training:
-            return self.seed
-        seed = self.noise_seed()
+            return self.seed, 0
+        noise = self.noise_seed(), self.noise_offset(x)
         self.step += 1
-        return seed
+        return noise
 
-    def _objective_options(self):
-        """The objective's keyword arguments for the next call; training mode takes a step."""
-        seed = self._device_noise_seed() if self.training and self.device_noise else self.take_noise_seed()
+    def _objective_options(self, x):
+        """The objective's keyword arguments for the next call on x; training mode takes a step."""
+        if self.training and self.device_noise:
+            seed, offset = self._device_noise(x), 0
+        else:
+            seed, offset = self.take_noise(x)
         return dict(encoder=self.encoder, decoder=self.decoder, loss=self.loss,
                     corruption=self.corruption, level=self.level, contractive=self.contractive,
-                    seed=seed, offset=0, **self.penalties, **self.masks)
+                    seed=seed, offset=offset, **self.penalties, **self.masks)
 
     def encode(self, x):
         """Hidden codes h = f(x Wᵀ + b) of the clean input (no corruption)."""
@@ -318,7 +337,8 @@ class PretextClassifier(nn.Module):
     neighbour patch, the head on their concatenated codes. The data are images as rows,
     [N, H*W] with `image_shape` = (H, W); the encoder sees whole images, or patch*patch
     pixels for "relative". Training call `step` draws its labels with the Philox seed of
-    sslkern.nn.step_seed(seed, step, rank, world_size), offset 0 (docs/random.md §10), and
+    sslkern.nn.step_seed(seed, step) at this rank's offset, rank · B · draws_per_row, as the
+    autoencoders split a step's global batch over the ranks (docs/random.md §7, §10), and
     advances `step`, which is saved as extra state: a checkpoint restores the label stream. In
     eval mode the labels come from `seed` itself, every call. W and b start as a
     TiedAutoencoder's with this seed; the head's weights continue the same generator.
@@ -390,22 +410,30 @@ class PretextClassifier(nn.Module):
             config.update(patch=self.patch, gap=self.gap)
         return config
 
-    take_noise_seed = TiedAutoencoder.take_noise_seed
+    take_noise = TiedAutoencoder.take_noise
     noise_seed = TiedAutoencoder.noise_seed
 
-    def generate(self, x, seed):
+    def noise_offset(self, x):
+        """This rank's first counter: its rows of the step's global batch, draws_per_row each."""
+        from . import pretext
+
+        return self.rank * x.shape[0] * pretext.TASKS[self.task].draws_per_row
+
+    def generate(self, x, seed, offset=0):
         """(views, labels): the task's inputs for the encoder (one tensor, or the centre and
-        neighbour patches) and its labels, drawn with `seed` at offset 0."""
+        neighbour patches) and its labels, drawn with `seed` at `offset`."""
         from . import pretext
 
         if self.task == "rotation":
-            rotated, labels = pretext.rotations(x, self.image_shape, seed=seed)
+            rotated, labels = pretext.rotations(x, self.image_shape, seed=seed, offset=offset)
             return (rotated,), labels
         if self.task == "jigsaw":
-            shuffled, labels = pretext.jigsaw_checked(x, self.image_shape, self.grid, self.permutations, seed=seed)
+            shuffled, labels = pretext.jigsaw_checked(x, self.image_shape, self.grid, self.permutations, seed=seed,
+                                                      offset=offset)
             return (shuffled,), labels
         if self.task == "relative":
-            center, neighbour, labels = pretext.relative_patches(x, self.image_shape, self.patch, self.gap, seed=seed)
+            center, neighbour, labels = pretext.relative_patches(x, self.image_shape, self.patch, self.gap, seed=seed,
+                                                                 offset=offset)
             return (center, neighbour), labels
         raise ValueError(f"unknown pretext task {self.task!r}")
 
@@ -421,7 +449,7 @@ class PretextClassifier(nn.Module):
     def forward(self, x):
         """Mean cross-entropy of the head on a freshly generated batch (training: step += 1)."""
         x = _on_model_device(x, self.weight, self.n_visible)
-        views, labels = self.generate(x, self.take_noise_seed())
+        views, labels = self.generate(x, *self.take_noise(x))
         return torch.nn.functional.cross_entropy(self.logits(views), labels)
 
     def encode(self, x):

@@ -18,7 +18,7 @@ The numbers are those of the public ops, bit for bit: the same op bodies on the 
 arguments.
 
 Noise. Built from a `TiedAutoencoder`, every call draws the noise the model's own methods
-would (training mode: the seed of its step counter, rank and world size, and the counter
+would (training mode: the seed of its step counter at its rank's offset, and the counter
 advances; eval mode: the model's fixed seed). Built from `(W, b, c)` and keywords, the step
 keeps its own counter: call number k uses seed `sslkern.nn.step_seed(seed, k)`, offset 0.
 
@@ -107,46 +107,47 @@ class AutoencoderStep:
         returns the loss from before it."""
         lr = check.nonnegative("lr", lr)
         x = self._checked_batch(x)
-        seed = self._next_seed()
+        seed, offset = self._next_noise(x)
         if self._direct and ops_ae.eager_fast_path_ok(x):
             W, b, c = self.params
             return ops_ae.autoencoder_sgd_step_eager(x.detach(), W.detach(), b.detach(), c.detach(), *self.names,
-                                                     check.signed_seed(seed), 0, backends.requested(), lr, None,
+                                                     check.signed_seed(seed), offset, backends.requested(), lr, None,
                                                      *self.penalties)
-        return F.autoencoder_sgd_step(x, *self.params, lr=lr, **self.options, seed=seed, offset=0)
+        return F.autoencoder_sgd_step(x, *self.params, lr=lr, **self.options, seed=seed, offset=offset)
 
     def value_and_grad(self, x):
         """(loss, (dW, db, dc)) without an autograd graph (as sslkern.autoencoder_value_and_grad)."""
         x = self._checked_batch(x)
-        seed = self._next_seed()
+        seed, offset = self._next_noise(x)
         if self._direct and ops_ae.eager_fast_path_ok(x):
             W, b, c = self.params
             value, *grads = ops_ae.value_and_grad_body(x.detach(), W.detach(), b.detach(), c.detach(), *self.names,
-                                                       check.signed_seed(seed), 0, backends.requested(), None,
+                                                       check.signed_seed(seed), offset, backends.requested(), None,
                                                        *self.penalties)
             return value, tuple(grads)
-        return F.autoencoder_value_and_grad(x, *self.params, **self.options, seed=seed, offset=0)
+        return F.autoencoder_value_and_grad(x, *self.params, **self.options, seed=seed, offset=offset)
 
     def loss(self, x):
         """The objective, differentiable (as sslkern.autoencoder_loss)."""
         x = self._checked_batch(x)
-        seed = self._next_seed()
+        seed, offset = self._next_noise(x)
         if self._direct and ops_ae.eager_fast_path_ok(x):
-            return ops_ae.autoencoder_loss_eager(x, *self.params, *self.names, check.signed_seed(seed), 0,
+            return ops_ae.autoencoder_loss_eager(x, *self.params, *self.names, check.signed_seed(seed), offset,
                                                  backends.requested(), None, *self.penalties)
-        return F.autoencoder_loss(x, *self.params, **self.options, seed=seed, offset=0)
+        return F.autoencoder_loss(x, *self.params, **self.options, seed=seed, offset=offset)
 
     __call__ = loss
 
     # -- per call -------------------------------------------------------------------------
 
-    def _next_seed(self):
+    def _next_noise(self, x):
+        """(seed, offset) of this call: the model's (sslkern.nn), or this step's own counter."""
         model = self.model
         if model is not None and not model.training:
-            return model.take_noise_seed()  # the fixed evaluation seed; no step taken
-        seed = ssl_nn.step_seed(self.seed, self.step) if model is None else model.take_noise_seed()
+            return model.take_noise(x)  # the fixed evaluation seed; no step taken
+        noise = (ssl_nn.step_seed(self.seed, self.step), 0) if model is None else model.take_noise(x)
         self.step += 1
-        return seed
+        return noise
 
     def _checked_batch(self, x):
         """x, contiguous; what can change since the last call is checked here."""

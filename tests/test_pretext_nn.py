@@ -48,14 +48,18 @@ def test_same_seed_same_model_and_encoder_starts_as_autoencoders():
 
 
 def test_ranks_draw_their_own_labels():
-    """Data-parallel ranks (set by fit) use distinct seeds at every step, as the autoencoders."""
+    """Data-parallel ranks (set by fit) share the step's seed and draw at their own offsets, as
+    the autoencoders do: two ranks of 32 rows draw what one process draws for the 64."""
     models = [PretextClassifier("jigsaw", SHAPE, 4, seed=6) for _ in range(2)]
+    x = digits(64)
+    labels = []
     for rank, model in enumerate(models):
         model.rank, model.world_size = rank, 2
-        assert model.noise_seed() == step_seed(6, 0, rank, 2)
-    x = digits(64)
-    labels = [model.generate(x, model.take_noise_seed())[1] for model in models]
+        assert model.noise_seed() == step_seed(6, 0)
+        labels.append(model.generate(x[32 * rank:32 * (rank + 1)], *model.take_noise(x[:32]))[1])
     assert not torch.equal(labels[0], labels[1]) and models[0].step == models[1].step == 1
+    one = PretextClassifier("jigsaw", SHAPE, 4, seed=6)
+    assert torch.equal(torch.cat(labels), one.generate(x, *one.take_noise(x))[1])
 
 
 def test_siamese_encode_gives_patch_grid_features():

@@ -8,6 +8,10 @@ float32 [N, D] in [0, 1] and y int64 [N] (None for unlabelled files), plus `imag
   read); the first 8,000 images train, the last 2,000 are held out.
 - "digits": scikit-learn's 8×8 digits (needs scikit-learn), the first 80% train.
 - a path to a .npy, .npz or IDX (optionally .gz) file; see `load_file`.
+
+`open_mapped(path)` instead maps a .npy or uncompressed IDX file without reading it: a
+`MappedImages` that `sslkern.train.fit` takes like a tensor, reading only the rows of each
+batch (sslkern/data/mapped.py).
 """
 import functools
 import gzip
@@ -166,20 +170,26 @@ def _read_maybe_gzip(path):
 
 def parse_idx(data, what="IDX data"):
     """A numpy array from the bytes of an IDX file (magic 0x0000TTNN: type TT, NN dimensions)."""
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES or data[3] == 0:
-        raise DataError(f"{what} is not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
-    ndim = data[3]
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise DataError(f"{what}: IDX header truncated")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_DTYPES[data[2]])
+    dtype, shape, header = idx_header(data, what)
     # Python integers: numpy's int64 product wraps around for large dimensions (a header of
     # 2**16 x 2**16 x 2**16 x 2**16 would claim 0 bytes and pass the length check).
     expected = header + math.prod(shape) * dtype.itemsize
     if len(data) != expected:
         raise DataError(f"{what}: IDX header says shape {shape} ({expected} bytes) but the file has {len(data)} bytes")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def idx_header(data, what="IDX data"):
+    """(dtype, shape, header length in bytes) of the IDX file whose first bytes are `data`
+    (at least 4 + 4·dimensions of them); DataError if they are no IDX header."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES or data[3] == 0:
+        raise DataError(f"{what} is not an IDX file (bad magic number {bytes(data[:4]).hex() or 'empty'})")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{what}: IDX header truncated")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.dtype(_IDX_DTYPES[data[2]]), shape, header
 
 
 def _images_and_labels(images, labels, what):
@@ -200,12 +210,13 @@ def _images_and_labels(images, labels, what):
 
 
 def _as_unit_floats(images, what):
+    width = math.prod(images.shape[1:])  # not -1: an empty selection of rows has a width too
     if images.dtype == np.uint8:
-        return torch.from_numpy(images.astype(np.float32) / 255.0).reshape(images.shape[0], -1)
+        return torch.from_numpy(images.astype(np.float32) / 255.0).reshape(images.shape[0], width)
     if images.dtype.kind not in "fiub":
         raise DataError(f"{what}: expected a numeric image array, got dtype {images.dtype}")
-    X = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).reshape(images.shape[0], -1)
-    if not torch.isfinite(X).all() or X.min() < 0 or X.max() > 1:
+    X = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).reshape(images.shape[0], width)
+    if X.numel() and (not torch.isfinite(X).all() or X.min() < 0 or X.max() > 1):
         raise DataError(f"{what}: images must be uint8 (0..255) or numbers in [0, 1]; "
                         f"got values in [{X.min().item():g}, {X.max().item():g}]")
     return X
@@ -220,3 +231,6 @@ def _split(X, y, image_shape, name):
     n_train = max(1, int(len(X) * TRAIN_FRACTION)) if len(X) > 1 else len(X)
     y_train, y_test = (None, None) if y is None else (y[:n_train], y[n_train:])
     return Dataset(X[:n_train], y_train, X[n_train:], y_test, image_shape, name)
+
+
+from .mapped import MappedImages, open_mapped  # noqa: E402  (it uses the helpers above)

@@ -1,24 +1,35 @@
-"""Batches of a tensor (shuffled per epoch from the seed, sharded by rank) or of a DataLoader.
+"""Batches of a tensor or a memory-mapped file (shuffled per epoch from the seed, sharded by
+rank) or of a DataLoader.
 
-The data order of epoch e of stage s is torch.randperm drawn from step_seed(seed, s·2³² + e);
-rank r of W takes every W-th element of it from r (the tail that does not divide evenly is
-dropped), so a resumed run sees the same batches."""
+The data order of epoch e of stage s is torch.randperm drawn from step_seed(seed, s·2³² + e),
+cut to a multiple of the world size W (the tail that does not divide evenly is dropped). Step
+j's global batch is the j-th run of W·batch_size indices of it; rank r takes the r-th of its W
+equal blocks. So W processes train on the batches one process with batch W·batch_size sees,
+each rank's noise covers its block's rows of that global batch (sslkern.nn), and a resumed
+run sees the same batches. A memory-mapped file (sslkern.data.MappedImages) is read a batch
+at a time, only this rank's rows, with the next batches prefetched (sslkern.data.mapped)."""
 import itertools
 import math
 
 import torch
 
 from .. import nn as ssl_nn
+from ..data.mapped import MappedImages, prefetch
 
 
 def check_data(X, n_visible, world_size):
-    """TypeError/ValueError unless X is a float tensor [N, n_visible] (N >= world_size) or a DataLoader."""
-    if isinstance(X, torch.Tensor):
-        check_batch(X, n_visible, "X")
+    """TypeError/ValueError unless X is a float tensor or MappedImages [N, n_visible] (N >=
+    world_size) or a DataLoader."""
+    if isinstance(X, (torch.Tensor, MappedImages)):
+        if isinstance(X, torch.Tensor):
+            check_batch(X, n_visible, "X")
+        elif X.shape[1] != n_visible:
+            raise ValueError(f"X ({X.path}) has rows of {X.shape[1]} values, the model's n_visible is {n_visible}")
         if X.shape[0] < world_size:
             raise ValueError(f"X has {X.shape[0]} rows, fewer than the {world_size} processes")
     elif not isinstance(X, torch.utils.data.DataLoader):
-        raise TypeError(f"X must be a float tensor [N, {n_visible}] or a torch DataLoader, got {type(X).__name__}")
+        raise TypeError(f"X must be a float tensor [N, {n_visible}], an sslkern.data.MappedImages or a torch "
+                        f"DataLoader, got {type(X).__name__}")
 
 
 def check_batch(x, n_visible, name):
@@ -36,10 +47,9 @@ class Batches:
     def __init__(self, X, n_visible, batch_size, seed, rank, world_size, device):
         self.batch_size, self.seed, self.rank, self.world_size, self.device = batch_size, seed, rank, world_size, device
         self.n_visible = n_visible
-        if isinstance(X, torch.Tensor):
-            self.tensor, self.loader = X.to(device), None
-        else:
-            self.tensor, self.loader = None, X
+        self.tensor = X.to(device) if isinstance(X, torch.Tensor) else None
+        self.mapped = X if isinstance(X, MappedImages) else None
+        self.loader = X if isinstance(X, torch.utils.data.DataLoader) else None
         self.stage, self.transform = 0, None
 
     def for_stage(self, stage, transform):
@@ -54,19 +64,33 @@ class Batches:
     def batches_per_epoch(self):
         if self.loader is not None:
             return len(self.loader)
-        return math.ceil((self.tensor.shape[0] // self.world_size) / self.batch_size)
+        return math.ceil((self.rows // self.world_size) / self.batch_size)
+
+    @property
+    def rows(self):
+        return len(self.tensor if self.tensor is not None else self.mapped)
+
+    def local_indices(self, epoch):
+        """This rank's row indices of each step of `epoch`, in order (see the module's note)."""
+        n, world, rank = self.rows, self.world_size, self.rank
+        gen = torch.Generator().manual_seed(ssl_nn.step_seed(self.seed, self.stage * 2**32 + epoch))
+        order = torch.randperm(n, generator=gen)[: (n // world) * world]
+        for global_batch in order.split(world * self.batch_size):
+            rows = global_batch.shape[0] // world
+            yield global_batch[rank * rows: (rank + 1) * rows]
 
     def epoch(self, epoch, start=0):
         """The batches of `epoch`, skipping the first `start` (for resume)."""
         if self.loader is not None:
             yield from self._loader_epoch(epoch, start)
             return
-        n = self.tensor.shape[0]
-        gen = torch.Generator().manual_seed(ssl_nn.step_seed(self.seed, self.stage * 2**32 + epoch))
-        order = torch.randperm(n, generator=gen)
-        local = order[self.rank: (n // self.world_size) * self.world_size: self.world_size].to(self.device)
-        for first in range(start * self.batch_size, local.shape[0], self.batch_size):
-            yield self.stage_tensor.index_select(0, local[first: first + self.batch_size])
+        steps = itertools.islice(self.local_indices(epoch), start, None)
+        if self.mapped is not None:
+            for xb in prefetch((self.mapped.rows(indices.numpy()) for indices in steps), self.device):
+                yield self._transformed(xb)
+            return
+        for indices in steps:
+            yield self.stage_tensor.index_select(0, indices.to(self.device))
 
     def _loader_epoch(self, epoch, start):
         sampler = getattr(self.loader, "sampler", None)
@@ -75,8 +99,11 @@ class Batches:
         for xb in itertools.islice(self.loader, start, None):
             xb = xb[0] if isinstance(xb, (tuple, list)) else xb
             check_batch(xb, self.n_visible, "a batch of X")
-            xb = xb.to(self.device)
-            if self.transform is not None:
-                with torch.no_grad():
-                    xb = self.transform(xb)
-            yield xb
+            yield self._transformed(xb.to(self.device))
+
+    def _transformed(self, xb):
+        """xb through this stage's transform (the codes of the layers below), if it has one."""
+        if self.transform is None:
+            return xb
+        with torch.no_grad():
+            return self.transform(xb)

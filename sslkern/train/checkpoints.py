@@ -22,7 +22,7 @@ import warnings
 import torch
 
 from .. import _atomic
-from .distributed import barrier
+from .distributed import on_rank_zero
 
 CHECKPOINT_FORMAT = "sslkern-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -108,11 +108,10 @@ def check_compatible(checkpoint, model, path="checkpoint"):
         raise CheckpointError(f"{path} was written by a different model (" + "; ".join(diffs) + ")")
 
 
-def prepare_folder(folder, rank):
-    """Make `folder` (rank 0), check that a file can be written there and removed (a probe),
-    and remove the temporaries of writes that were killed. CheckpointError if it cannot."""
-    if rank != 0:
-        return
+def prepare_folder(folder):
+    """Make `folder`, check that a file can be written there and removed (a probe), and
+    remove the temporaries of writes that were killed. CheckpointError if it cannot. (Rank 0
+    only: a temporary there may be another rank's write in progress.)"""
     with _os_errors("checkpoint folder is not usable", folder):
         os.makedirs(folder, exist_ok=True)
         probe = os.path.join(folder, f".sslkern-probe-{uuid.uuid4().hex}.tmp")
@@ -126,7 +125,7 @@ def prepare_folder(folder, rank):
 
 class CheckpointWriter:
     """Writes checkpoints on rank 0 (every `every` steps and at every epoch's end) and prunes
-    the old ones; the other ranks wait at a barrier."""
+    the old ones; the other ranks wait for it and raise its CheckpointError if it fails."""
 
     def __init__(self, folder, every, rank, world_size):
         self.folder, self.every, self.rank, self.world_size = folder, every, rank, world_size
@@ -137,13 +136,14 @@ class CheckpointWriter:
     def write(self, model, opt, run, settings):
         if self.folder is None:
             return
-        if self.rank == 0:
-            path = os.path.join(self.folder, f"checkpoint-{run['steps']:09d}.pt")
-            save_checkpoint(path, model, opt, run, settings)
-            for old in checkpoint_paths(self.folder)[:-KEEP_CHECKPOINTS]:
-                with _os_errors("cannot remove the old checkpoint", old):
-                    os.unlink(old)
-        barrier(self.world_size)
+        on_rank_zero(lambda: self._write(model, opt, run, settings), self.rank, self.world_size)
+
+    def _write(self, model, opt, run, settings):
+        path = os.path.join(self.folder, f"checkpoint-{run['steps']:09d}.pt")
+        save_checkpoint(path, model, opt, run, settings)
+        for old in checkpoint_paths(self.folder)[:-KEEP_CHECKPOINTS]:
+            with _os_errors("cannot remove the old checkpoint", old):
+                os.unlink(old)
 
 
 @contextlib.contextmanager

@@ -10,9 +10,9 @@ import torch
 from . import steps
 from .batches import Batches, check_data
 from .checkpoints import CheckpointError, CheckpointWriter, checkpoint_paths, latest_checkpoint, prepare_folder
-from .distributed import barrier, init_distributed, set_ranks, sum_over_ranks
-from .settings import (check_cuda_graph, check_model, check_resume_settings, check_settings, data_identity,
-                       resolve_device)
+from .distributed import barrier, init_distributed, on_rank_zero, set_ranks, sum_over_ranks
+from .settings import (check_cuda_graph, check_model, check_noise_counters, check_resume_settings, check_settings,
+                       data_identity, resolve_device)
 
 
 def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=0,
@@ -22,7 +22,9 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     model: a TiedAutoencoder (or preset), a StackedAutoencoder (greedy layer-wise: each
     layer trains `epochs` epochs on the codes of the layers below) or a PretextClassifier
     (X: images as rows; each step draws fresh pretext labels). X: a float tensor
-    [N, n_visible] or a DataLoader of such batches (or of (x, label) pairs). optimizer: "sgd",
+    [N, n_visible], an sslkern.data.MappedImages (sslkern.data.open_mapped: a file larger
+    than memory, read a batch at a time with the next ones prefetched) or a DataLoader of
+    such batches (or of (x, label) pairs). optimizer: "sgd",
     "momentum" (SGD, momentum 0.9) or "adam". device: where to train (default: the model's).
     seed: the data order (an integer in [0, 2**64)). checkpoint_every: also checkpoint every
     that many steps (every epoch's end always is). resume: continue from the newest good
@@ -35,8 +37,12 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     parameters all train and that has no hooks steps without an autograd graph, through a
     sslkern.step.AutoencoderStep: "sgd" as one fused op, the others from its value_and_grad
     (same weights to rounding); anything else takes forward() and loss.backward(). Under
-    torch.distributed, give a DataLoader a DistributedSampler (fit calls its set_epoch); a
-    tensor X is sharded by fit itself. Python and NumPy numbers are both accepted.
+    torch.distributed (torchrun), batch_size is per process: W processes train like one
+    with batch W·batch_size, the same batches and noise (to rounding). A tensor or mapped X is
+    sharded by fit itself; give a DataLoader a DistributedSampler (fit calls its set_epoch)
+    and equal batch sizes on every rank. Under `torchrun --max-restarts` with resume=True, a
+    restarted group continues from the newest complete checkpoint. Python and NumPy numbers
+    are both accepted.
 
     Every argument, the device (a real one, available), the checkpoint folder (a probe file is
     written there and removed) and the resume point are checked before the model is touched:
@@ -50,10 +56,13 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     check_model(model)
     rank, world_size = init_distributed()
     device = resolve_device(model, device, rank, world_size)
+    if device.type == "cuda" and world_size > 1:
+        torch.cuda.set_device(device)  # nccl's collectives (and broadcast_object_list) use it
     check_cuda_graph(settings, device, world_size, model)
     check_data(X, model.n_visible, world_size)
+    check_noise_counters(settings.batch_size, world_size, model)
     saved_settings = settings.saved(world_size, data_identity(X))
-    checkpoint = _starting_point(model, settings, saved_settings, rank, device)
+    checkpoint = _starting_point(model, settings, saved_settings, rank, world_size)
 
     # Nothing above changed the model; from here on it trains.
     model.to(device)
@@ -122,22 +131,28 @@ class _Stage:
     step: object  # xb -> loss
 
 
-def _starting_point(model, settings, saved_settings, rank, device):
-    """The checkpoint to resume from (checked against the model, the settings and the data),
-    or None; prepares the checkpoint folder. Changes nothing but that folder."""
-    folder = settings.checkpoint_dir
-    if folder is None:
+def _starting_point(model, settings, saved_settings, rank, world_size):
+    """The checkpoint to resume from, or None; prepares the checkpoint folder. Rank 0 reads
+    the folder and decides, and every rank gets its answer (the same checkpoint, or the same
+    error): ranks that looked for themselves could see different newest files. Changes
+    nothing but that folder."""
+    if settings.checkpoint_dir is None:
         return None
+    return on_rank_zero(lambda: _newest_checkpoint(model, settings, saved_settings), rank, world_size)
+
+
+def _newest_checkpoint(model, settings, saved_settings):
+    folder = settings.checkpoint_dir
     if not settings.resume and os.path.isdir(folder) and checkpoint_paths(folder):
         raise ValueError(f"checkpoint_dir {folder!r} already holds checkpoints of another run: "
                          "pass resume=True to continue it, or use an empty folder")
-    prepare_folder(folder, rank)
+    prepare_folder(folder)
     if not settings.resume:
         return None
-    checkpoint = latest_checkpoint(folder, model=model, map_location=device)
+    checkpoint = latest_checkpoint(folder, model=model)
     if checkpoint is None:
         warnings.warn(f"resume={settings.resume!r} but {folder!r} holds no checkpoint: training from the start",
-                      stacklevel=3)
+                      stacklevel=6)  # the caller of fit
         return None
     problem = check_resume_settings(checkpoint["settings"], saved_settings, len(model.stages()), settings.resume)
     if problem:

@@ -11,12 +11,17 @@ import torch
 
 from .. import _validate as check
 from .. import nn as ssl_nn
+from ..data.mapped import MappedImages
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 NEW_DATA = "new-data"  # resume=NEW_DATA: continue a checkpoint on other data, on purpose
 # Settings that fix the data order and noise: a resume under other values would silently
 # train a different model, so it is refused.
-RESUME_MUST_MATCH = ("batch_size", "optimizer", "seed", "world_size")
+RESUME_MUST_MATCH = ("batch_size", "optimizer", "seed", "world_size", "sharding")
+# How several processes split a step's batch and its noise (sslkern.train.batches). Recorded
+# only when world_size > 1, so that a multi-process checkpoint of an sslkern that split them
+# otherwise (rank-interleaved rows, per-rank seeds) is refused instead of resumed on other noise.
+SHARDING = "global-batch-blocks"
 FINGERPRINT_ROWS = 64  # rows hashed for a tensor's fingerprint, evenly strided
 
 
@@ -37,7 +42,8 @@ class Settings:
     def saved(self, world_size, data):
         """The settings a checkpoint records (and a resume compares)."""
         return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "optimizer": self.optimizer,
-                "seed": self.seed, "world_size": world_size, "data": data}
+                "seed": self.seed, "world_size": world_size, "sharding": SHARDING if world_size > 1 else None,
+                "data": data}
 
 
 def check_settings(epochs, batch_size, lr, optimizer, seed, checkpoint_dir, checkpoint_every, resume, progress,
@@ -135,14 +141,27 @@ def check_cuda_graph(settings, device, world_size, model):
                              f"{name!r} backend reads it to the host, which a captured graph cannot do")
 
 
+def check_noise_counters(batch_size, world_size, model):
+    """A step's global batch must fit the 32-bit Philox counter: rank r draws from offset
+    r · (its batch's elements), so the last rank's counters end at the global batch's size."""
+    for module, _ in model.stages():
+        per_element = module.counters_per_element() if isinstance(module, ssl_nn.TiedAutoencoder) else 1
+        if getattr(module, "corruption", "none") != "none" or per_element > 1:
+            check.counters(f"the global batch ({world_size} processes × batch_size {batch_size} × "
+                           f"{module.n_visible} features × {per_element} draws)",
+                           world_size * batch_size * module.n_visible * per_element)
+
+
 def data_identity(X):
-    """{"rows", "fingerprint"} of a tensor X: its length and a sha256 of its shape, dtype and
-    FINGERPRINT_ROWS evenly strided rows (cheap for any size). For a DataLoader the length of
-    its dataset when it has one, and no fingerprint."""
-    if isinstance(X, torch.Tensor):
+    """{"rows", "fingerprint"} of a tensor or MappedImages X: its length and a sha256 of its
+    shape, dtype and FINGERPRINT_ROWS evenly strided rows (cheap for any size; a file and the
+    tensor of its rows get the same one). For a DataLoader the length of its dataset when it
+    has one, and no fingerprint."""
+    if isinstance(X, (torch.Tensor, MappedImages)):
         n = X.shape[0]
         rows = torch.linspace(0, max(n - 1, 0), min(n, FINGERPRINT_ROWS)).round().long().unique()
-        sample = X.detach()[rows.to(X.device)].to("cpu", torch.float64).contiguous()
+        sample = X.rows(rows.numpy()) if isinstance(X, MappedImages) else X.detach()[rows.to(X.device)]
+        sample = sample.to("cpu", torch.float64).contiguous()
         digest = hashlib.sha256(f"{tuple(X.shape)} {X.dtype}".encode())
         digest.update(sample.numpy().tobytes())
         return {"rows": int(n), "fingerprint": digest.hexdigest()[:32]}
