@@ -64,7 +64,7 @@ def fit(model, X, **kwargs):
     ({"resume": "yes"}, ValueError, "resume"),
     ({"checkpoint_dir": 3}, TypeError, "checkpoint_dir"),
     ({"optimizer": ["sgd"]}, ValueError, "optimizer"),
-    ({"batch_size": 2**32 // 784 + 1}, ValueError, r"global batch \(1 processes × batch_size \d+ × 784 features\)"),
+    ({"batch_size": 2**32 // 784 + 1}, ValueError, r"global batch \(1 processes × batch_size \d+ × 784 features × 1 draws\)"),
 ])
 def test_bad_arguments_fail_before_the_model_is_touched(kwargs, error, message, guarded, images):
     model, before, moves = guarded
