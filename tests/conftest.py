@@ -68,3 +68,27 @@ def _no_flush_to_zero():
     subnormals (and hypothesis refuses to draw floats)."""
     yield
     torch.set_flush_denormal(False)
+
+
+@pytest.fixture(scope="session")
+def small_mnist(tmp_path_factory):
+    """300 real MNIST images (200 to train, 100 to test), every digit in both parts, as an .npz
+    file (the CLI tests' data)."""
+    import numpy as np
+
+    from sslkern import data
+
+    X_train, y_train, X_test, y_test = data.load("mnist-10k")
+    assert set(y_train[:200].tolist()) == set(y_test[:100].tolist()) == set(range(10))
+    path = tmp_path_factory.mktemp("data") / "mnist-300.npz"
+    np.savez(path, x_train=X_train[:200].numpy(), y_train=y_train[:200].numpy(),
+             x_test=X_test[:100].numpy(), y_test=y_test[:100].numpy())
+    return path
+
+
+@pytest.fixture
+def restore_threads():
+    """`sslkern train --threads N` sets torch's thread count: undo it."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

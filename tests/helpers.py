@@ -217,3 +217,13 @@ def objective_cases():
         cases += [(objective, CORRUPTIONS[i % len(CORRUPTIONS)], 0.0),
                   (objective, CORRUPTIONS[(i + 1) % len(CORRUPTIONS)], 0.5)]
     return [pytest.param(*case, id=f"{'-'.join(case[0])}-{case[1]}-{case[2]}") for case in cases]
+
+
+def assert_same_state(got, want):
+    """Two state dicts equal entry for entry, tensors bit for bit (resumed against uninterrupted runs)."""
+    assert got.keys() == want.keys()
+    for key in want:
+        if isinstance(want[key], torch.Tensor):
+            assert torch.equal(got[key], want[key]), f"{key} differs from the uninterrupted run"
+        else:
+            assert got[key] == want[key], f"{key}: {got[key]!r} != {want[key]!r}"

@@ -8,24 +8,7 @@ from PIL import Image
 
 from sslkern import cli, data
 
-
-@pytest.fixture(scope="module")
-def small_mnist(tmp_path_factory):
-    """300 real MNIST images (200 to train, 100 to test) as an .npz file."""
-    X_train, y_train, X_test, y_test = data.load("mnist-10k")
-    path = tmp_path_factory.mktemp("data") / "mnist-300.npz"
-    np.savez(path, x_train=X_train[:200].numpy(), y_train=y_train[:200].numpy(),
-             x_test=X_test[:100].numpy(), y_test=y_test[:100].numpy())
-    return path
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    """`sslkern train --threads N` sets torch's thread count: undo it."""
-    import torch
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def train(*args):

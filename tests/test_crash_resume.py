@@ -21,6 +21,7 @@ import time
 
 import pytest
 import torch
+from helpers import assert_same_state
 
 train = pytest.importorskip("sslkern.train")
 if not hasattr(train, "fit"):
@@ -108,13 +109,7 @@ def _assert_latest_checkpoint_intact(folder):
 
 
 def _assert_same_weights(got_path, want):
-    got = torch.load(got_path, weights_only=True)
-    assert got.keys() == want.keys()
-    for key in want:
-        if isinstance(want[key], torch.Tensor):
-            assert torch.equal(got[key], want[key]), f"{key} differs from the uninterrupted run"
-        else:
-            assert got[key] == want[key], f"{key}: {got[key]!r} != {want[key]!r}"
+    assert_same_state(torch.load(got_path, weights_only=True), want)
 
 
 @pytest.fixture(scope="module")

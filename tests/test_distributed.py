@@ -22,6 +22,7 @@ import textwrap
 
 import pytest
 import torch
+from helpers import assert_same_state
 
 from sslkern import nn, train
 
@@ -115,15 +116,6 @@ def torchrun(folder, checkpoints, max_restarts=0, faults="", rendezvous="static"
     (folder / "torchrun.log").write_text(result.stderr)
     assert result.returncode == 0, f"torchrun failed ({result.returncode}), log in {folder}:\n{result.stderr[-4000:]}"
     return [torch.load(folder / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
-
-
-def assert_same_state(got, want):
-    assert got.keys() == want.keys()
-    for key in want:
-        if isinstance(want[key], torch.Tensor):
-            assert torch.equal(got[key], want[key]), f"{key} differs"
-        else:
-            assert got[key] == want[key], f"{key}: {got[key]!r} != {want[key]!r}"
 
 
 @pytest.fixture(scope="module")

@@ -11,23 +11,7 @@ from PIL import Image
 from sslkern import cli, data
 from sslkern.commands import train as train_command
 
-
-@pytest.fixture(scope="module")
-def small_mnist(tmp_path_factory):
-    """300 real MNIST images (200 to train, 100 to test), every digit in both parts."""
-    X_train, y_train, X_test, y_test = data.load("mnist-10k")
-    assert set(y_train[:200].tolist()) == set(y_test[:100].tolist()) == set(range(10))
-    path = tmp_path_factory.mktemp("data") / "mnist-300.npz"
-    np.savez(path, x_train=X_train[:200].numpy(), y_train=y_train[:200].numpy(),
-             x_test=X_test[:100].numpy(), y_test=y_test[:100].numpy())
-    return path
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_threads")
 
 
 def experiment(data_path, out):
