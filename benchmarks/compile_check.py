@@ -161,7 +161,7 @@ def force_tiles(module, pick):
 def exercise(impl, module):
     """Every launcher, dtype, x~ mode and kind, with the first candidate tile of each dtype."""
     from sslkern.backends.base import StepConfig
-    from sslkern.kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
+    from sslkern.kinds import ACTIVATIONS, CORRUPTIONS, ELEMENTWISE_CORRUPTIONS, LOSSES
 
     tiles = {torch.bfloat16: module._HALF_TILES[0], torch.float16: module._HALF_TILES[0],
              torch.float32: module._FP32_TILES[0], torch.float64: module._FP64_TILES[0]}
@@ -184,16 +184,19 @@ def exercise(impl, module):
         # loss, each corruption (forward in the encoder's loads, and the input gradient)
         module.XT_MODE = "load"
         for act, corruption in zip(ACTIVATIONS.names(), CORRUPTIONS.names() * len(ACTIVATIONS)):
+            images = dict(image_height=5, image_width=6, patch=2) if CORRUPTIONS[corruption].needs_image_shape else {}
             for loss in LOSSES.names():
                 decoder = LOSSES[loss].needs_decoder or act
                 cfg = StepConfig(encoder=act, decoder=decoder, loss=loss, corruption=corruption, level=0.2,
-                                 contractive=0.3, seed=3, offset=5)
+                                 contractive=0.3, seed=3, offset=5, sparsity=0.1, sparsity_kind="l1",
+                                 higher_order=0.2, hole_weight=1.0 if CORRUPTIONS[corruption].passes_gradient else 2.0,
+                                 **images)
                 impl.ae_backward(grad, x, W, c, impl.ae_forward(x, W, b, c, cfg), cfg, True)
             impl.linear_act(x, W, b, act, True)
             impl.linear_act_backward(x[:, :H].contiguous(), x[:, :H].contiguous(), x, W, act, True)
             _, h, r, s2col = impl.contractive(x, W, b, act)
             impl.contractive_backward(grad, x, W, h, r, s2col, act)
-        for corruption in CORRUPTIONS.names():
+        for corruption in ELEMENTWISE_CORRUPTIONS:  # block, patch: the encoder's, above, after a PyTorch mask
             impl.corrupt(x, corruption, 0.3, 2**64 - 1, 7)
             impl.corrupt_grad(x, corruption, 0.3, 1, 7)
         impl.linear_act(x[:, :H].contiguous(), W, c, "softplus", False)
