@@ -10,8 +10,8 @@ With x~ the encoder's input, h = f(z) [B, H], s = f'(z), r_j = ||W_j||^2:
 - sparsity, l1:  beta * mean_i sum_j |h_ij|
 - higher order:  gamma * mean over i and the n samples k of sum_j (s_ij - s'_kij)^2 r_j, where
   s' = f'(z') at z' = (x~ + eps_k) W^T + b, eps_k = sigma * the Philox normals of counters
-  offset + (1 + k) B D + i (`noise_offset`): past the corruption's B D counters, so the two never
-  share a draw.
+  offset + (1 + k) B D + i (`perturbation_counter`): past the corruption's B D counters, so the
+  two never share a draw.
 
 `backward` returns the terms as the fused backward wants them: dz_add [B, H] joins dL/dz
 (so the existing weight-gradient product with x~ and the input-gradient product with W carry
@@ -37,6 +37,7 @@ def act_d2(act, h, s=None):
     from .reference import act_d2 as d2
     return d2(act, h, s)
 
+
 COUNTERS = 2**32
 
 
@@ -45,9 +46,9 @@ class PenaltyGrads(NamedTuple):
     dW_add: Optional[torch.Tensor]     # [H, D], or None without a higher-order term
 
 
-def noise_offset(offset, batch, visible, sample):
-    """The first counter of higher-order sample `sample` (mod 2**32)."""
-    return (offset + (1 + sample) * batch * visible) % COUNTERS
+def perturbation_counter(batch, visible, sample):
+    """The first counter of higher-order sample `sample`, relative to the call's offset."""
+    return (1 + sample) * batch * visible
 
 
 def _shifted(seed, offset, by):
@@ -63,8 +64,9 @@ def _shifted(seed, offset, by):
 def perturbations(backend, x_tilde, cfg):
     """eps [n B, D]: sigma times the normals of each sample's counters, in x~'s dtype."""
     batch, visible = x_tilde.shape
-    draws = [backend.philox(batch * visible, *_shifted(cfg.seed, cfg.offset, noise_offset(0, batch, visible, k)),
-                            x_tilde.device, True) for k in range(cfg.higher_order_samples)]
+    streams = [_shifted(cfg.seed, cfg.offset, perturbation_counter(batch, visible, k))
+               for k in range(cfg.higher_order_samples)]
+    draws = [backend.philox(batch * visible, seed, offset, x_tilde.device, True) for seed, offset in streams]
     eps = torch.cat(draws).view(-1, visible).to(x_tilde.dtype)
     return eps.mul_(cfg.higher_order_sigma)
 
