@@ -7,6 +7,7 @@ import torch
 from .kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, SPARSITIES, unit_interval
 
 MAX_COUNTERS = 2**32  # Philox counters are 32-bit (docs/random.md)
+FLOAT32_MAX = 3.4028234663852886e38
 MAX_SEED = 2**64
 
 
@@ -91,6 +92,8 @@ def penalties(encoder, sparsity, sparsity_target, sparsity_kind, higher_order, h
         if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value) or value < 0:
             raise ValueError(f"{prefix}{name} must be a finite number >= 0, got {value!r}")
         values[name] = float(value)
+    if values["higher_order_sigma"] > FLOAT32_MAX:  # the normals are float32 (docs/random.md §3)
+        raise ValueError(f"{prefix}higher_order_sigma must be a finite float32, got {higher_order_sigma!r}")
     row = choice("sparsity_kind", sparsity_kind, SPARSITIES, prefix)
     if row.needs_unit_interval:
         if (isinstance(sparsity_target, bool) or not isinstance(sparsity_target, Real)
@@ -141,6 +144,9 @@ def mask_shape(kind, level, visible, shape, patch, hole_weight, prefix=""):
                              f"have {visible}")
     if row.name == "block":
         side = int(round(math.sqrt(level * height * width)))
+        if level > 0 and side == 0:
+            raise ValueError(f"{prefix}level={level} makes a square hole of side 0 in images of {height} x {width}: "
+                             f"nothing would be dropped")
         if side > min(height, width):
             raise ValueError(f"{prefix}level={level} makes a square hole of side {side}, which does not fit in "
                              f"images of {height} x {width}")

@@ -274,3 +274,35 @@ def test_higher_order_counters_are_checked():
     W, b, c = torch.zeros(1, 2**15 + 1), torch.zeros(1), torch.zeros(2**15 + 1)
     with pytest.raises(ValueError, match=r"higher_order_samples=1: \(1 \+ samples\)"):
         sslkern.autoencoder_loss(x, W, b, c, higher_order=0.1)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b in ("reference", "native")])
+def test_a_seed_tensor_reaches_the_backward_of_the_higher_order_term(backend):
+    """The backward redraws the perturbations: with a seed tensor it must read the same one
+    (saved for the backward even when x needs no gradient), through the op and eagerly."""
+    x, W, b, c = make_inputs(5, 9, 4, torch.float64, "cpu")
+    step = ("sigmoid", "sigmoid", "bce", "mask", 0.3, 0.0)
+    trailing = (0.0, 0.05, "kl", 2.0, 0.5, 2)
+    seed = 2**40 + 9
+    params = leaves([W, b, c])
+    with sslkern.use_backend(backend):
+        by_int = torch.ops.sslkern.autoencoder_loss(x, *params, *step, seed, 3, backend, None, *trailing)[0]
+        want = torch.autograd.grad(by_int, params)
+        rng = torch.tensor([seed, 3])
+        by_tensor = torch.ops.sslkern.autoencoder_loss(x, *params, *step, 0, 0, backend, rng, *trailing)[0]
+        for got, exp in zip(torch.autograd.grad(by_tensor, params), want):
+            assert torch.equal(got, exp)
+        # eager: advancing the tensor before the backward raises instead of drawing other noise
+        monkey = sslkern.autoencoder_loss(x, *params, corruption="mask", level=0.3, higher_order=2.0, seed=rng,
+                                          higher_order_sigma=0.5, higher_order_samples=2)
+        rng[1] += 45
+        if backend == "reference":  # native computed its gradients in the forward's one C++ call
+            with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+                torch.autograd.grad(monkey, params)
+
+
+def test_a_one_dimensional_x_is_named_not_an_index_error():
+    W, b, c = make_inputs(3, 5, 4, torch.float32, "cpu")[1:]
+    with pytest.raises(ValueError, match="x must have 2 dimension"):
+        torch.ops.sslkern.autoencoder_loss(torch.rand(5), W, b, c, "sigmoid", "sigmoid", "bce", "none", 0.0, 0.0,
+                                           0, 0, "auto", None, 0.1)

@@ -216,6 +216,7 @@ def test_models_and_the_step_object_take_the_masks():
     (dict(kind="patch", image_shape=(6, 7), patch=8), "needs patch= (the tile side) between 1 and 7, got 8"),
     (dict(kind="block", image_shape=(1, 42), level=0.5), "makes a square hole of side 5, which does not fit"),
     (dict(kind="block", image_shape=(6, 7, 1)), "image_shape must be a pair (height, width)"),
+    (dict(kind="block", image_shape=(6, 7), level=0.005), "makes a square hole of side 0"),
     (dict(kind="block", image_shape=(6, 0)), "image_shape must be a pair of positive integers"),
 ])
 def test_bad_mask_arguments_name_the_argument(kwargs, message):

@@ -113,7 +113,9 @@ sslkern::cpu::ExtraPenalties extra_penalties(int64_t batch, int64_t visible, dou
     fail("higher_order_sigma", "not a finite float32 >= 0");
   if (higher_order_samples < 1 || higher_order_samples > (int64_t(1) << 32))
     fail("higher_order_samples", "must be in [1, 2**32]");
-  if (higher_order != 0.0) check_counters((1 + higher_order_samples) * batch * visible);
+  // (1 + samples) B D counters, checked without overflowing: B D <= 2^32 already holds.
+  if (higher_order != 0.0 && higher_order_samples > (int64_t(1) << 32) / (batch * visible) - 1)
+    fail("higher_order_samples", "(1 + samples) * B * D counters exceed the 2^32 of the Philox stream");
   sslkern::cpu::ExtraPenalties p;
   p.sparsity = sparsity, p.sparsity_target = sparsity_target, p.sparsity_kind = sparsity_kind;
   p.higher_order = higher_order, p.sigma = float(higher_order_sigma), p.samples = higher_order_samples;

@@ -1,4 +1,4 @@
-// Pretext-task generators (docs/random.md §9): each batch row is one image whose pixels are
+// Pretext-task generators (docs/random.md §10): each batch row is one image whose pixels are
 // copied to where the row's label, drawn from the Philox stream, says. Pure copies: the
 // kernels move elements as raw words of their size (E is uint16_t, uint32_t or uint64_t),
 // so every floating dtype comes out bit for bit.
@@ -13,7 +13,7 @@ constexpr int kJigsawDraws = 1;    // j = 0: the label
 constexpr int kRelativeDraws = 3;  // j = 0: the label, 1: the arrangement's top, 2: its left
 
 // A draw in [0, n) is (c0 * n) >> 32 of the Philox word at its counter (draw_labels in
-// pretext_rows.h; docs/random.md §9).
+// pretext_rows.h; docs/random.md §10).
 
 // x [batch, side*side] -> out: row i rotated by labels[i] * 90 degrees counter-clockwise.
 template <typename E>

@@ -7,7 +7,7 @@
 constexpr int64_t kVecBytes = SSLK_ROWS_ISA == 2 ? 64 : SSLK_ROWS_ISA == 1 ? 32 : 16;
 
 // labels[i] = (c0 * n) >> 32 of the word at counter offset + draws * i + j, for every row i
-// (docs/random.md §9). Here, not in pretext.cpp, so the Philox loop vectorises at the ISA's width.
+// (docs/random.md §10). Here, not in pretext.cpp, so the Philox loop vectorises at the ISA's width.
 inline void draw_labels(int64_t* labels, int64_t batch, int draws, int j, uint32_t n, uint64_t seed,
                         uint32_t offset) {
   for (int64_t i = 0; i < batch; ++i) {

@@ -34,10 +34,13 @@ def block_side(level, image_shape):
 
 def draws_per_image(kind, image_shape, patch):
     """The Philox counters one image (row) uses."""
-    if kind == "block":
+    name = CORRUPTIONS[kind].name
+    if name == "block":
         return 2
-    height, width = image_shape
-    return math.ceil(height / patch) * math.ceil(width / patch)
+    if name == "patch":
+        height, width = image_shape
+        return math.ceil(height / patch) * math.ceil(width / patch)
+    raise ValueError(f"{kind!r} is not a structured mask (block, patch)")
 
 
 def keep_mask(backend, kind, level, seed, offset, batch, image_shape, patch, device, dtype):

@@ -223,6 +223,8 @@ def build_model(args, model_kind, n_visible, corruption=None, level=None, contra
     from sslkern import nn
     from sslkern.kinds import CORRUPTIONS
 
+    from ._args import UsageError
+
     default_corruption, default_level, default_contractive = MODEL_NOISE[model_kind]
     corruption = _first(corruption, args.corruption, default_corruption)
     level = _first(level, args.level, default_level if corruption == default_corruption else 0.25)
@@ -233,10 +235,11 @@ def build_model(args, model_kind, n_visible, corruption=None, level=None, contra
                  **{name: getattr(args, name) for name in nn.PENALTIES + ("hole_weight",)
                     if getattr(args, name, None) is not None}}
     if CORRUPTIONS[corruption].needs_image_shape:  # block and patch masks work on the images
+        if model_kind == "stacked":
+            raise UsageError(f"--corruption {corruption} needs images: the layers of --model stacked above the "
+                             f"first see codes, not images")
         penalties.update(image_shape=image_shape, patch=args.patch if corruption == "patch" else None)
     sizes = list(args.hidden)  # parsed by _args.hidden_sizes
-    from ._args import UsageError
-
     try:
         if model_kind == "stacked":
             if len(sizes) == 1:

@@ -289,7 +289,7 @@ def penalties(op, encoder, corruption_, level, x, values):
     higher_order, samples = values[3], values[5]
     if higher_order and isinstance(samples, int) and samples >= 1:
         counters(op, "x", (1 + samples) * x.numel())
-    if corruption_ in CORRUPTIONS and check.level_ok(corruption_, level):  # else objective() says why
+    if corruption_ in CORRUPTIONS and check.level_ok(corruption_, level) and x.dim() == 2:  # else objective() says why
         check.mask_shape(corruption_, level, x.shape[1], values[6:8], *values[8:], prefix=prefix)
 
 

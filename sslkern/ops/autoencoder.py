@@ -157,10 +157,12 @@ def first_order_only(grads, anchors):
 # they differ only in how the backward is run (the backward op, or the backend directly).
 
 
-def save_forward(ctx, x, W, c, out: AEForward, rng):
-    """Saves what the backward needs. Only dx redraws the noise: then rng is saved too, so
-    advancing it in place before the backward raises."""
-    ctx.save_for_backward(x, W, c, *out[1:], rng if ctx.needs_input_grad[0] else None)
+def save_forward(ctx, x, W, c, out: AEForward, rng, higher_order):
+    """Saves what the backward needs. dx and the higher-order term redraw noise: then rng is
+    saved too, so the backward reads the same (seed, offset), and advancing it in place before
+    the backward raises."""
+    redraws = ctx.needs_input_grad[0] or higher_order != 0.0
+    ctx.save_for_backward(x, W, c, *out[1:], rng if redraws else None)
 
 
 def saved_gradients(ctx, grad, run_backward):
@@ -178,7 +180,7 @@ def _setup(ctx, inputs, output):
     x, W, _, c = inputs[:4]
     ctx.config, rng = inputs[4:13], inputs[13]  # encoder ... backend; rng
     ctx.extras = tuple(inputs[14:]) + tuple(TRAILING_DEFAULTS.values())[len(inputs) - 14:]
-    save_forward(ctx, x, W, c, AEForward(*output), rng)
+    save_forward(ctx, x, W, c, AEForward(*output), rng, ctx.extras[3])  # extras[3]: higher_order
     ctx.set_materialize_grads(False)  # the auxiliary outputs' zero gradients cost a [2B, D] fill
 
 
@@ -359,7 +361,7 @@ class EagerAutoencoderLoss(torch.autograd.Function):
                 ctx.save_for_backward(dW, db, dc, W)
                 return loss
         out = impl.ae_forward(x, W, b, c, cfg)
-        save_forward(ctx, x, W, c, out, rng)
+        save_forward(ctx, x, W, c, out, rng, cfg.higher_order)
         return out.loss
 
     @staticmethod

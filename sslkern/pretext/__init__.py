@@ -14,7 +14,7 @@ batch with its labels (int64 [B]):
   neighbours and its number (0..7, row by row, the centre skipped).
 
 Row i draws the Philox words at counters offset + k*i + j, k = 1 (rotations, jigsaw) or 3
-(relative patches: label, top, left); docs/random.md §9. Successive calls must move the
+(relative patches: label, top, left); docs/random.md §10. Successive calls must move the
 offset past offset + k*B, or change the seed, as with corruption. Every backend gives the
 same outputs and labels, bit for bit; on a GPU nothing is read back to the host (except
 that jigsaw checks user-given permutations once per call: see `jigsaw`).

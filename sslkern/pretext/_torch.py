@@ -13,7 +13,7 @@ _MASK32 = 0xFFFFFFFF
 
 def draws(batch, task, n_choices, seed, offset, device):
     """[batch] int64 per entry of n_choices: row i's j-th pick, (c0 * n_j) >> 32 of the word at
-    counter offset + draws_per_row * i + j (docs/random.md §9)."""
+    counter offset + draws_per_row * i + j (docs/random.md §10)."""
     per_row = PRETEXT_TASKS[task].draws_per_row
     words = philox_words(batch * per_row, seed, offset, device)[0].bitwise_and_(_MASK32).view(batch, per_row)
     return [(words[:, j] * n) >> 32 for j, n in enumerate(n_choices)]

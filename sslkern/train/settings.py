@@ -134,7 +134,9 @@ def check_cuda_graph(settings, device, world_size, model):
         # copy it to the host, a sync that a capture forbids.
         from .. import backends
 
-        name = backends.resolve(backends.requested(), device, noisy[0].weight.dtype).name
+        module = noisy[0]  # `auto` may choose by shape on CUDA: ask with the step's
+        name = backends.resolve(backends.requested(), device, module.weight.dtype,
+                                (settings.batch_size, module.n_visible, module.n_hidden)).name
         if name != "triton":
             raise ValueError(f"cuda_graph=True with noise (corruption={noisy[0].corruption!r}, or a higher-order "
                              f"term) needs the triton backend, which reads the noise seed on the device; the "

@@ -4,7 +4,7 @@ Each kernel runs one program per (batch row, block of output pixels): it draws t
 label (and, for relative patches, the arrangement's position) from the Philox stream with a
 scalar counter, turns each output pixel's index into its source index and copies. Program
 (row, 0) also writes the label. Counters: row i draws words offset + DRAWS * i + j
-(docs/random.md §9), so the labels are those of every other backend, bit for bit.
+(docs/random.md §10), so the labels are those of every other backend, bit for bit.
 """
 import torch
 import triton
