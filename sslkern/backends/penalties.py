@@ -106,9 +106,10 @@ def kl_divergence(rho, rho_hat):
     return rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
 
 
-def _delta(h, h_noisy, cfg):
-    """s - s' for every sample, [n B, H]."""
-    return act_d1(cfg.encoder, h).repeat(cfg.higher_order_samples, 1).sub_(act_d1(cfg.encoder, h_noisy))
+def _delta(h, h_noisy, cfg, s=None):
+    """s - s' for every sample, [n B, H]; s = f'(z) from h unless given."""
+    s = act_d1(cfg.encoder, h) if s is None else s
+    return s.repeat(cfg.higher_order_samples, 1).sub_(act_d1(cfg.encoder, h_noisy))
 
 
 def backward(backend, x_tilde, h, W, r, hcol, h_noisy, cfg):
@@ -131,7 +132,7 @@ def backward(backend, x_tilde, h, W, r, hcol, h_noisy, cfg):
     n = cfg.higher_order_samples
     r = r if r.numel() else row_sq_norms(W)
     coef = 2.0 * cfg.higher_order * inv_batch / n
-    delta = _delta(h, h_noisy, cfg)                                    # s - s', [n B, H]
+    delta = _delta(h, h_noisy, cfg, s)                                 # s - s', [n B, H]
     delta_sq = delta.square().sum(0)                                   # over i and k
     delta_r = delta.mul_(r)
     dz_noisy = act_d2(cfg.encoder, h_noisy).mul_(delta_r).mul_(-coef)  # dP/dz' of each sample

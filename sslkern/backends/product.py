@@ -191,10 +191,12 @@ class ProductBackend(Backend):
         contractive = cfg.contractive != 0.0
         ax = W.new_empty(2 * batch, x.shape[1])
         d_a, x_tilde = ax[:batch], ax[batch:]
+        keep = None  # a structured mask, drawn once for x~ and the hole weight
         if CORRUPTIONS[cfg.corruption].name == "none":
             x_tilde.copy_(x)
         elif cfg.structured:
-            torch.mul(x, structured.keep_of(self, x, cfg), out=x_tilde)
+            keep = structured.keep_of(self, x, cfg)
+            torch.mul(x, keep, out=x_tilde)
         else:
             self.ep.corrupt(x, x_tilde, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
         r = self.ep.row_sq_norms(W) if contractive or cfg.higher_order != 0.0 else W.new_empty(0)
@@ -209,7 +211,7 @@ class ProductBackend(Backend):
         recon = self.ep.loss_grad(d_a, x, c, cfg.loss, cfg.decoder, inv_batch, dc)
         loss = recon * inv_batch
         if cfg.hole_weight != 1.0:
-            loss = structured.add_hole_terms(self, h, W, c, x, d_a, dc, loss, cfg)
+            loss = structured.add_hole_terms(self, h, W, c, x, d_a, dc, loss, cfg, keep)
         if contractive:
             loss = loss + (cfg.contractive * inv_batch) * penalty
         if extra is not None:

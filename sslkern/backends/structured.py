@@ -101,11 +101,12 @@ def keep_of(backend, like, cfg):
     return backend.corrupt_grad(torch.ones_like(like), cfg.corruption, cfg.level, cfg.seed, cfg.offset)
 
 
-def add_hole_terms(backend, h, W, c, x, d_a, dc, loss, cfg):
+def add_hole_terms(backend, h, W, c, x, d_a, dc, loss, cfg, keep=None):
     """The forward's hole weighting, after the fused loss epilogue: d_a and dc (already
     scale * dL/da and its column sums) gain the dropped pixels' extra weight in place; returns
-    the loss with it. Recomputes the logits h W + c (one more product)."""
-    keep = keep_of(backend, x, cfg)
+    the loss with it. Recomputes the logits h W + c (one more product); `keep`, the mask when
+    the caller already drew it, else drawn here."""
+    keep = keep_of(backend, x, cfg) if keep is None else keep
     extra_loss, extra_slope = hole_loss_terms(torch.addmm(c, h, W), x, keep, cfg.hole_weight, cfg.loss,
                                               cfg.decoder, 1.0 / max(x.shape[0], 1))
     d_a += extra_slope

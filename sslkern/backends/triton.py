@@ -564,8 +564,10 @@ class TritonBackend(Backend):
         s2col = W.new_empty(hidden if contractive else 0)
         h = W.new_empty(batch, hidden)
         rng = _rng(cfg.seed, cfg.offset, x.device)
+        keep = None  # a structured mask, drawn once for x~ and the hole weight
         if cfg.structured:  # drawn per image in PyTorch (backends/structured.py), then a plain encoder
-            torch.mul(x, structured.keep_of(self, x, cfg), out=x_tilde)
+            keep = structured.keep_of(self, x, cfg)
+            torch.mul(x, keep, out=x_tilde)
             s2_parts, pen_parts = _encode(x_tilde, W, b, h, cfg.encoder, True, prec, r=r,
                                           contractive=contractive)
         elif _xt_in_encoder(cfg, batch, visible, hidden, x.device):
@@ -591,7 +593,7 @@ class TritonBackend(Backend):
         if extra is not None:
             loss += extra
         if cfg.hole_weight != 1.0:
-            loss = structured.add_hole_terms(self, h, W, c, x, d_a, dc, loss, cfg)
+            loss = structured.add_hole_terms(self, h, W, c, x, d_a, dc, loss, cfg, keep)
         return AEForward(loss, h, ax, r, s2col, dc, hcol, h_noisy)
 
     def ae_backward(self, grad, x, W, c, saved, cfg, need_dx):
