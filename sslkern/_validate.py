@@ -4,7 +4,7 @@ from numbers import Integral, Real
 
 import torch
 
-from .kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, SPARSITIES, unit_interval
+from .kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, PRECISIONS, SPARSITIES, unit_interval
 
 MAX_COUNTERS = 2**32  # Philox counters are 32-bit (docs/random.md)
 FLOAT32_MAX = 3.4028234663852886e38
@@ -112,6 +112,17 @@ def penalties(encoder, sparsity, sparsity_target, sparsity_kind, higher_order, h
         raise ValueError(f"{prefix}higher_order_samples must be an integer >= 1, got {higher_order_samples!r}")
     return (values["sparsity"], float(sparsity_target), sparsity_kind, values["higher_order"],
             values["higher_order_sigma"], int(higher_order_samples))
+
+
+def precision(value, dtype, prefix=""):
+    """A row name of kinds.PRECISIONS that parameters of `dtype` can train with: a rounded
+    precision keeps fp32 master parameters (the products' operands are rounded, not them)."""
+    row = choice("precision", value, PRECISIONS, prefix)
+    if row.operands is not None and dtype != torch.float32:
+        raise TypeError(f"{prefix}precision={value!r} rounds the products' operands of float32 parameters "
+                        f"(fp32 master weights); the parameters are {dtype}: use float32 parameters, or "
+                        f"precision='default'")
+    return value
 
 
 def image_shape(value, name="image_shape"):

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 import sslkern
+from sslkern.kinds import PRECISIONS
 
 LEARNING_RATE = 0.01
 JACOBIAN_BYTES_LIMIT = 2**30  # the B x H x D Jacobian the peer materialises
@@ -184,6 +185,7 @@ class Objective:
     higher_order: float = 0.0
     higher_order_sigma: float = 0.1
     higher_order_samples: int = 1
+    precision: str = "default"  # the products' precision (sslkern.kinds.PRECISIONS)
 
     def penalties(self):
         return {name: getattr(self, name) for name in sslkern.nn.PENALTIES}
@@ -278,7 +280,7 @@ def sslkern_step(backend, x, params, obj, seed=0, route="sslkern"):
 
     def step():
         options = dict(corruption=obj.corruption, level=obj.level, contractive=obj.contractive,
-                       seed=seed, offset=counter["offset"], **obj.penalties())
+                       seed=seed, offset=counter["offset"], precision=obj.precision, **obj.penalties())
         with sslkern.use_backend(backend):
             if route == "sgd_step":
                 sslkern.autoencoder_sgd_step(x, W, b, c, lr=LEARNING_RATE, **options)
@@ -290,9 +292,12 @@ def sslkern_step(backend, x, params, obj, seed=0, route="sslkern"):
     return step
 
 
-def products_step(x, params):
-    """The five products of a step, into preallocated outputs: x~Wᵀ, hW, dA Wᵀ, hᵀdA, dZᵀx~."""
+def products_step(x, params, dtype=None):
+    """The five products of a step, into preallocated outputs: x~Wᵀ, hW, dA Wᵀ, hᵀdA, dZᵀx~
+    (in `dtype`, e.g. bf16: the floor of a rounded precision)."""
     W = params[0].detach()
+    if dtype is not None:
+        x, W = x.to(dtype), W.to(dtype)
     batch, hidden = x.shape[0], W.shape[0]
     h, d_a = x.new_empty(batch, hidden), torch.empty_like(x)
     d_z, dW, dW2 = x.new_empty(batch, hidden), torch.empty_like(W), torch.empty_like(W)
@@ -318,28 +323,37 @@ def sslkern_backends(device):
     return names
 
 
-def variants(shape, device, obj, include=None):
-    """{name: zero-argument builder of a step function} for this shape."""
+def variants(shape, device, obj, include=None, precisions=("default",)):
+    """{name: zero-argument builder of a step function} for this shape. Each precision other
+    than the default adds its products floor and sslkern routes, named with "@precision"."""
     table = {"products": None, "eager": None, "compile": None}
-    for route in SSLKERN_ROUTES:
-        table.update({f"{route}[{name}]": (route, name) for name in sslkern_backends(device)})
+    for precision in precisions:
+        suffix = "" if precision == "default" else f"@{precision}"
+        if suffix:
+            table["products" + suffix] = precision
+        for route in SSLKERN_ROUTES:
+            table.update({f"{route}[{name}]{suffix}": (route, name, precision)
+                          for name in sslkern_backends(device)
+                          if not (precision == "fp16" and name == "triton")})
     jac_bytes = shape.batch * shape.hidden * shape.visible * 4
     if jac_bytes <= JACOBIAN_BYTES_LIMIT:
         table["jacobian"] = None
-    names = [n for n in table if include is None or n in include or n.split("[")[0] in include]
+    names = [n for n in table if include is None or n in include or n.split("[")[0].split("@")[0] in include]
 
     def build(name):
         x, params = make_problem(shape, device)
         if name == "products":
             return products_step(x, params)
+        if name.startswith("products@"):
+            return products_step(x, params, getattr(torch, PRECISIONS[table[name]].operands))
         if name == "eager":
             return _torch_step(torch_objective, x, params, obj)
         if name == "compile":
             return _torch_step(torch.compile(torch_objective), x, params, obj)
         if name == "jacobian":
             return _torch_step(jacobian_objective, x, params, obj)
-        route, backend = table[name]
-        return sslkern_step(backend, x, params, obj, route=route)
+        route, backend, precision = table[name]
+        return sslkern_step(backend, x, params, replace(obj, precision=precision), route=route)
     return names, build
 
 
@@ -403,7 +417,7 @@ class Result:
 
 
 def compare(shapes, device="cpu", obj=Objective(), warmup=10, steps=100, max_seconds=20.0,
-            include=None, progress=True, clock="wall"):
+            include=None, progress=True, clock="wall", precisions=("default",)):
     """Times every variant at every shape (interleaved within a shape, see
     measure_interleaved); returns a list of Result."""
     from tqdm import tqdm
@@ -412,7 +426,7 @@ def compare(shapes, device="cpu", obj=Objective(), warmup=10, steps=100, max_sec
     bar = tqdm(total=len(shapes) * steps, desc="sslkern bench", unit="step", disable=not progress,
                file=sys.stderr)
     for shape in shapes:
-        names, build = variants(shape, device, obj, include)
+        names, build = variants(shape, device, obj, include, precisions)
         fast = [n for n in names if n != "jacobian"]  # the peer is slow: timed on its own
         bar.set_postfix_str(str(shape))
         done = bar.n

@@ -117,7 +117,7 @@ def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="
                      corruption="none", level=0.0, contractive=0.0, seed=0, offset=0,
                      sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl",
                      higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1,
-                     image_shape=None, patch=None, hole_weight=1.0):
+                     image_shape=None, patch=None, hole_weight=1.0, precision="default"):
     """The scalar objective L + λP + the extra penalties of docs/design.md.
 
     L reconstructs the clean x from the corrupted x~ = C(x; seed, offset) (bce from the
@@ -135,11 +135,17 @@ def autoencoder_loss(x, W, b, c, *, encoder="sigmoid", decoder="sigmoid", loss="
     Structured masks (corruption "block" or "patch", see `corrupt`) take `image_shape` (and
     `patch`); `hole_weight` multiplies the reconstruction loss of the pixels a mask dropped
     (the context encoder's weighting of the hole; any corruption that drops pixels).
+
+    `precision` (float32 parameters only): "bf16" or "fp16" round the operands of the
+    objective's matrix products to that format and accumulate in fp32; the loss, the penalty
+    statistics and the gradients stay fp32 (mixed precision with fp32 master weights). "fp16"
+    scales the gradient operands by a power of two against underflow. "default": products in
+    the parameters' dtype. docs/design.md "Mixed precision" says which route rounds what.
     """
     args, penalties = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed,
                                       offset, sparsity, sparsity_target, sparsity_kind, higher_order,
                                       higher_order_sigma, higher_order_samples, image_shape=image_shape,
-                                      patch=patch, hole_weight=hole_weight)
+                                      patch=patch, hole_weight=hole_weight, precision=precision)
     if ops.autoencoder.eager_fast_path_ok(*args[:4], args[-1]):  # same kernels, no dispatcher overhead
         return ops.autoencoder.autoencoder_loss_eager(*args, *penalties)
     return _sslkern.autoencoder_loss(*args, *penalties)[0]
@@ -149,7 +155,7 @@ def autoencoder_value_and_grad(x, W, b, c, *, encoder="sigmoid", decoder="sigmoi
                                corruption="none", level=0.0, contractive=0.0, seed=0, offset=0,
                                sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl",
                                higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1,
-                               image_shape=None, patch=None, hole_weight=1.0):
+                               image_shape=None, patch=None, hole_weight=1.0, precision="default"):
     """(loss, (dW, db, dc)): `autoencoder_loss` (same arguments) and its gradients in W, b and
     c, computed together without an autograd graph — for a training loop that applies its own
     update. x is data here (no dx). Nothing returned requires grad.
@@ -160,7 +166,7 @@ def autoencoder_value_and_grad(x, W, b, c, *, encoder="sigmoid", decoder="sigmoi
     args, penalties = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed,
                                       offset, sparsity, sparsity_target, sparsity_kind, higher_order,
                                       higher_order_sigma, higher_order_samples, image_shape=image_shape,
-                                      patch=patch, hole_weight=hole_weight)
+                                      patch=patch, hole_weight=hole_weight, precision=precision)
     args = (*(t.detach() for t in args[:4]), *args[4:], *penalties)
     if ops.autoencoder.eager_fast_path_ok(*args[:4], args[13]):
         value, *grads = ops.autoencoder.value_and_grad_body(*args)
@@ -173,7 +179,7 @@ def autoencoder_sgd_step(x, W, b, c, *, lr, encoder="sigmoid", decoder="sigmoid"
                          corruption="none", level=0.0, contractive=0.0, seed=0, offset=0,
                          sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl",
                          higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1,
-                         image_shape=None, patch=None, hole_weight=1.0):
+                         image_shape=None, patch=None, hole_weight=1.0, precision="default"):
     """One step of plain SGD in place: W, b, c -= lr * their gradients of `autoencoder_loss`
     (same arguments). Returns that loss, from before the update; x is data here.
 
@@ -189,7 +195,7 @@ def autoencoder_sgd_step(x, W, b, c, *, lr, encoder="sigmoid", decoder="sigmoid"
     args, penalties = _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed,
                                       offset, sparsity, sparsity_target, sparsity_kind, higher_order,
                                       higher_order_sigma, higher_order_samples, image_shape=image_shape,
-                                      patch=patch, hole_weight=hole_weight)
+                                      patch=patch, hole_weight=hole_weight, precision=precision)
     *named, rng = args[4:]
     args = (*(t.detach() for t in args[:4]), *named, lr, rng, *penalties)
     if ops.autoencoder.eager_fast_path_ok(*args[:4], rng):
@@ -198,9 +204,9 @@ def autoencoder_sgd_step(x, W, b, c, *, lr, encoder="sigmoid", decoder="sigmoid"
 
 
 def _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
-                    *penalties, image_shape=None, patch=None, hole_weight=1.0):
+                    *penalties, image_shape=None, patch=None, hole_weight=1.0, precision="default"):
     """The checked arguments of the objective ops: ((x, W, b, c, names..., backend, rng),
-    the penalties' trailing arguments)."""
+    their trailing arguments: the penalties', the masks', the precision)."""
     check.activation("encoder", encoder)
     check.activation("decoder", decoder)
     check.loss(loss, decoder)
@@ -219,5 +225,6 @@ def _objective_args(x, W, b, c, encoder, decoder, loss, corruption, level, contr
     check.same_dtype(W=W, c=c)
     if c.shape[0] != W.shape[1]:
         raise ValueError(f"c has {c.shape[0]} entries but W of shape {tuple(W.shape)} needs {W.shape[1]}")
+    precision = check.precision(precision, W.dtype)
     return (x, W, b, c.contiguous(), encoder, decoder, loss, corruption, level, contractive,
-            check.signed_seed(seed), offset, backends.requested(), rng), penalties + masks
+            check.signed_seed(seed), offset, backends.requested(), rng), penalties + masks + (precision,)

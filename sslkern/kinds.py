@@ -1,5 +1,6 @@
 """The registry of kinds: every activation, loss, corruption and sparsity kind sslkern knows, one table
-each (and the pretext tasks of sslkern.pretext, whose codes no kernel switches on).
+each (and the pretext tasks of sslkern.pretext and the product precisions, whose codes no kernel
+switches on).
 
 A kind is declared here and nowhere else. Each row carries its name (what users pass), its
 integer code (what the compiled kernels and the Triton constexprs receive) and the properties
@@ -186,6 +187,31 @@ PRETEXT_TASKS: Table[PretextTask] = Table(
     PretextTask("jigsaw", 1, draws_per_row=1, classes=None, doc="tiles shuffled by permutation `label`"),
     PretextTask("relative", 2, draws_per_row=3, classes=8, siamese=True,
                 doc="which of the 8 neighbours of a centre patch the second patch is"),
+)
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str
+    code: int
+    #: the torch dtype (by name) the products' operands are rounded to; None: the parameters' dtype.
+    operands: "str | None"
+    #: the backward's gradient operands are scaled by a power of two before the rounding, and
+    #: the products' outputs unscaled (fp16's narrow exponent range would flush dL/da to zero).
+    scales_gradients: bool = False
+    doc: str = ""
+
+
+# How the objective's matrix products round their operands (the `precision` argument). Not in
+# FAMILIES: the kernels receive an operand dtype, not this code. Every precision accumulates in
+# fp32 or wider, and keeps the loss, the penalty statistics, the gradients and the (fp32)
+# parameters in the parameters' dtype.
+PRECISIONS: Table[Precision] = Table(
+    "precision", "Precision",
+    Precision("default", 0, None, doc="products in the parameters' dtype (fp32: tf32 only where torch allows it)"),
+    Precision("bf16", 1, "bfloat16", doc="bf16 operands, fp32 accumulation; fp32 parameters"),
+    Precision("fp16", 2, "float16", scales_gradients=True,
+              doc="fp16 operands with the gradient operands scaled, fp32 accumulation; fp32 parameters"),
 )
 
 

@@ -49,8 +49,9 @@ class TiedAutoencoder(nn.Module):
     keyword-only `sparsity`, `sparsity_target`, `sparsity_kind`, `higher_order`,
     `higher_order_sigma`, `higher_order_samples` add the extra penalties of
     sslkern.autoencoder_loss (all off by default); `image_shape`, `patch` and `hole_weight`
-    serve the structured masks (corruption "block", "patch") and weight their holes.
-    Initialisation as in the classic tutorials: W uniform in ±4·√(6/(H+D)) for sigmoid
+    serve the structured masks (corruption "block", "patch") and weight their holes;
+    `precision` "bf16"/"fp16" rounds the objective's product operands (float32 parameters stay
+    the master weights; sslkern.autoencoder_loss). Initialisation as in the classic tutorials: W uniform in ±4·√(6/(H+D)) for sigmoid
     encoders, ±√(6/(H+D)) otherwise, biases zero; drawn on the CPU from `seed`, so the same
     seed gives the same weights on every device.
     """
@@ -58,7 +59,7 @@ class TiedAutoencoder(nn.Module):
     def __init__(self, n_visible, n_hidden, encoder="sigmoid", decoder="sigmoid", loss="bce",
                  corruption="none", level=0.0, contractive=0.0, seed=0, *, sparsity=0.0, sparsity_target=0.05,
                  sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1,
-                 image_shape=None, patch=None, hole_weight=1.0, dtype=None, device=None):
+                 image_shape=None, patch=None, hole_weight=1.0, precision="default", dtype=None, device=None):
         super().__init__()
         self.n_visible = _positive_int("n_visible", n_visible)
         self.n_hidden = _positive_int("n_hidden", n_hidden)
@@ -86,6 +87,7 @@ class TiedAutoencoder(nn.Module):
         self.weight = nn.Parameter(torch.empty(self.n_hidden, self.n_visible, **factory))
         self.hidden_bias = nn.Parameter(torch.zeros(self.n_hidden, **factory))
         self.visible_bias = nn.Parameter(torch.zeros(self.n_visible, **factory))
+        self.precision = check.precision(precision, self.weight.dtype)
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -100,7 +102,8 @@ class TiedAutoencoder(nn.Module):
         """The constructor arguments (what a checkpoint needs to rebuild this model)."""
         return {"n_visible": self.n_visible, "n_hidden": self.n_hidden, "encoder": self.encoder,
                 "decoder": self.decoder, "loss": self.loss, "corruption": self.corruption,
-                "level": self.level, "contractive": self.contractive, "seed": self.seed, **self.penalties, **self.masks}
+                "level": self.level, "contractive": self.contractive, "seed": self.seed, **self.penalties, **self.masks,
+                "precision": self.precision}
 
     def noise_seed(self):
         """The Philox seed the next training call will use."""
@@ -186,7 +189,7 @@ class TiedAutoencoder(nn.Module):
             seed, offset = self.take_noise(x)
         return dict(encoder=self.encoder, decoder=self.decoder, loss=self.loss,
                     corruption=self.corruption, level=self.level, contractive=self.contractive,
-                    seed=seed, offset=offset, **self.penalties, **self.masks)
+                    seed=seed, offset=offset, **self.penalties, **self.masks, precision=self.precision)
 
     def encode(self, x):
         """Hidden codes h = f(x Wᵀ + b) of the clean input (no corruption)."""
@@ -217,7 +220,8 @@ class TiedAutoencoder(nn.Module):
                 f"decoder={self.decoder!r}, loss={self.loss!r}, corruption={self.corruption!r}, "
                 f"level={self.level}, contractive={self.contractive}, seed={self.seed}"
                 + "".join(f", {k}={v!r}" for k, v in self.penalties.items() if v != PENALTY_DEFAULTS[k])
-                + "".join(f", {k}={v!r}" for k, v in self.masks.items() if v not in (None, 1.0)))
+                + "".join(f", {k}={v!r}" for k, v in self.masks.items() if v not in (None, 1.0))
+                + (f", precision={self.precision!r}" if self.precision != "default" else ""))
 
 
 class DenoisingAutoencoder(TiedAutoencoder):

@@ -40,7 +40,8 @@ __all__ = ["AutoencoderStep"]
 _PLAIN = (torch.Tensor, torch.nn.Parameter)  # as ops.autoencoder's fast path: subclasses get the op
 _OPTIONS = ("encoder", "decoder", "loss", "corruption", "level", "contractive")
 _PENALTIES = tuple(ops_ae.PENALTY_DEFAULTS)  # sparsity ... higher_order_samples
-_MASKS = ("image_shape", "patch", "hole_weight")  # the structured masks' keywords
+# The keywords after the penalties: the structured masks' and the products' precision.
+_KEYWORDS = ("image_shape", "patch", "hole_weight", "precision")
 
 
 class AutoencoderStep:
@@ -53,7 +54,7 @@ class AutoencoderStep:
 
     def __init__(self, model_or_params, *, encoder=None, decoder=None, loss=None, corruption=None,
                  level=None, contractive=None, seed=None, **penalties):
-        unknown = set(penalties) - set(_PENALTIES) - set(_MASKS)
+        unknown = set(penalties) - set(_PENALTIES) - set(_KEYWORDS)
         if unknown:
             raise TypeError(f"AutoencoderStep got unexpected keyword(s) {sorted(unknown)}")
         given = {k: v for k, v in dict(encoder=encoder, decoder=decoder, loss=loss, corruption=corruption,
@@ -65,14 +66,14 @@ class AutoencoderStep:
             model = model_or_params
             options = {name: getattr(model, name) for name in _OPTIONS}
             options.update(model.penalties)
-            masks = model.masks
+            keywords = dict(model.masks, precision=model.precision)
             params = (model.weight, model.hidden_bias, model.visible_bias)
             self.seed = model.seed
         elif isinstance(model_or_params, (tuple, list)) and len(model_or_params) == 3:
             model = None
             options = dict(encoder="sigmoid", decoder="sigmoid", loss="bce", corruption="none", level=0.0,
                            contractive=0.0, **ops_ae.PENALTY_DEFAULTS)
-            masks = {name: given.pop(name) for name in _MASKS if name in given}
+            keywords = {name: given.pop(name) for name in _KEYWORDS if name in given}
             options.update({k: v for k, v in given.items() if k != "seed"})
             params = tuple(model_or_params)
             self.seed = check.seed(given.get("seed", 0))
@@ -84,12 +85,12 @@ class AutoencoderStep:
         # Everything but the batch, checked as the public op checks it (on an empty batch).
         args, penalties = F._objective_args(W.detach().new_empty(0, W.shape[1]), W, b, c,
                                             *(options[name] for name in _OPTIONS), self.seed, 0,
-                                            *(options[name] for name in _PENALTIES), **masks)
+                                            *(options[name] for name in _PENALTIES), **keywords)
         self.model, self.params = model, params
         self.names = args[4:10]  # encoder, decoder, loss, corruption, level, contractive (checked)
         self.penalties = penalties  # the ops' trailing arguments (checked)
-        self.options = dict(zip(_OPTIONS + _PENALTIES, self.names + penalties[:len(_PENALTIES)]), **masks)
-        self._masks = masks
+        self.options = dict(zip(_OPTIONS + _PENALTIES, self.names + penalties[:len(_PENALTIES)]), **keywords)
+        self._keywords = keywords
         self.step = 0  # calls so far (the noise counter when built from (W, b, c))
         self._dtype, self._device, self._n_visible = W.dtype, W.device, W.shape[1]
         # Philox counters a call draws per element of x (the corruption's, then the higher-order term's).
@@ -170,6 +171,6 @@ class AutoencoderStep:
         if self.model is not None:  # the model's methods move the batch to the model's device
             x = ssl_nn._on_model_device(x, self.params[0])
         x = F._objective_args(x, *self.params, *self.names, self.seed, 0, *self.penalties[:len(_PENALTIES)],
-                              **self._masks)[0][0]
+                              **self._keywords)[0][0]
         self._batch = (x.dtype, x.device)
         return x

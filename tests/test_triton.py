@@ -237,23 +237,21 @@ def test_half_precision_parameters(dtype):
             ["x", "W", "b", "c"])
 
 
-@pytest.mark.parametrize("half_operands", [False, True])
-def test_half_input_with_fp32_parameters(half_operands, monkeypatch):
-    """bf16 x with fp32 parameters: fp32 math by default (the ops' contract); with
-    HALF_INPUT_OPERANDS, bf16 product operands and fp32 accumulation. Loss and parameter
-    gradients are fp32 either way, dx bf16."""
-    from sslkern.backends import triton as module
-    monkeypatch.setattr(module, "HALF_INPUT_OPERANDS", half_operands)
+@pytest.mark.parametrize("precision", ["default", "bf16"])
+def test_half_input_with_fp32_parameters(precision):
+    """bf16 x with fp32 parameters: fp32 math by default (the ops' contract); precision="bf16"
+    gives bf16 product operands and fp32 accumulation. Loss and parameter gradients are fp32
+    either way, dx bf16."""
     x, W, b, c = make_inputs(*SHAPES[1])
     xs = x.to(torch.bfloat16).requires_grad_(True)
     params = [t.float().requires_grad_(True) for t in (W, b, c)]
-    loss = sslkern.autoencoder_loss(xs, *params, **objective("mask", 0.3))
+    loss = sslkern.autoencoder_loss(xs, *params, **objective("mask", 0.3), precision=precision)
     grads = torch.autograd.grad(loss, [xs, *params])
     assert loss.dtype == torch.float32 and grads[0].dtype == torch.bfloat16
     assert all(g.dtype == torch.float32 for g in grads[1:])
     ref = [xs.detach().double().requires_grad_(True)] + [t.detach().double().requires_grad_(True) for t in (W, b, c)]
     expected = oracle.autoencoder_loss(*ref, **objective("mask", 0.3))
-    tolerance = TOLERANCES[torch.bfloat16 if half_operands else torch.float32]
+    tolerance = TOLERANCES[torch.bfloat16 if precision == "bf16" else torch.float32]
     assert_close(loss.detach(), expected.detach(), tolerance, "loss")
     for name, g, e in zip("Wbc", grads[1:], torch.autograd.grad(expected, ref)[1:]):
         assert_close(g, e, tolerance, f"d{name}")

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..kinds import CORRUPTIONS
+from ..kinds import CORRUPTIONS, PRECISIONS
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class StepConfig:
     image_width: int = 0
     patch: int = 0                     # the tile side of the patch mask
     hole_weight: float = 1.0           # multiplies the reconstruction loss of the dropped pixels
+    precision: str = "default"         # a row of kinds.PRECISIONS: how the products round their operands
 
     @property
     def structured(self):
@@ -44,6 +45,12 @@ class StepConfig:
     @property
     def image_shape(self):
         return self.image_height, self.image_width
+
+    @property
+    def operand_dtype(self):
+        """The dtype the products' operands are rounded to (None: the parameters')."""
+        name = PRECISIONS[self.precision].operands
+        return None if name is None else getattr(torch, name)
 
     @property
     def extra_penalties(self):

@@ -148,9 +148,11 @@ class NativeCpuBackend(ProductBackend):
         """Whether the compiled step runs this call. The extra penalties exist in the one-call
         routes (value_and_grad, sgd_step) only; the split ae_forward/ae_backward then go pass
         by pass (the penalties' terms in PyTorch, sslkern/backends/penalties.py). Structured
-        masks and the hole weight always go pass by pass (sslkern/backends/structured.py)."""
+        masks and the hole weight always go pass by pass (sslkern/backends/structured.py), and
+        so does a rounded precision (its products are torch's bf16/fp16 ones)."""
         addresses, _ = blas.gemm_addresses()
         return ((one_call or not cfg.extra_penalties) and not cfg.structured and cfg.hole_weight == 1.0
+                and cfg.precision == "default"
                 and addresses is not None and blas.step_mode() == "fused" and x.shape[0] > 0
                 and min(W.shape) > 0 and 2 * x.shape[0] < 2**31 and max(W.shape) < 2**31
                 and W.stride(1) == 1)

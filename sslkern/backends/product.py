@@ -10,11 +10,12 @@ The random stream's seed may be the int64 [2] device tensor (seed bits, offset) 
 for a tensor seed: these backends read it back to the host once per call that draws numbers
 (a sync), so a CUDA-graph capture of a step with fresh noise per replay needs the triton backend.
 """
+import math
 from typing import Optional, Protocol, Union, runtime_checkable
 
 import torch
 
-from ..kinds import CORRUPTIONS, LOSSES
+from ..kinds import CORRUPTIONS, LOSSES, PRECISIONS
 from . import penalties, structured
 from .base import AEForward, Backend
 
@@ -106,6 +107,54 @@ class Epilogues(Protocol):
 
 
 PROD_DTYPES = (torch.float32, torch.float64)
+
+
+# --- the objective's products at the step's precision (kinds.PRECISIONS) -----------------
+
+def _half_product(a, b):
+    """a @ b for half-precision operands, accumulated in fp32, as an fp32 tensor. cuBLAS
+    writes fp32 (mm's out_dtype); torch's CPU products (oneDNN) write the operands' dtype, so
+    there the result is rounded once more (docs/design.md "Mixed precision")."""
+    if a.device.type == "cuda":
+        try:
+            return torch.mm(a, b, out_dtype=torch.float32)
+        except (TypeError, RuntimeError, NotImplementedError):  # torch without mm(out_dtype=)
+            pass
+    return torch.mm(a, b).float()
+
+
+def gradient_scale(cfg, batch):
+    """The power of two the backward's gradient operands are multiplied by before an fp16
+    rounding: they carry a 1/B, so scaling by about B lifts them out of fp16's subnormals."""
+    if not PRECISIONS[cfg.precision].scales_gradients:
+        return 1.0
+    return float(2 ** max(0, round(math.log2(max(batch, 1)))))
+
+
+def rounded(t, cfg, scale=1.0, rows=slice(None)):
+    """t in the step's operand dtype (t itself at the default precision); `rows` of it, the
+    gradient operands, multiplied by `scale` first (gradient_scale)."""
+    if cfg.operand_dtype is None:
+        return t
+    if scale == 1.0:
+        return t.to(cfg.operand_dtype)
+    out = t.to(cfg.operand_dtype, copy=True)
+    out[rows] = t[rows] * scale
+    return out
+
+
+def mm(a, b, cfg, out=None, unscale=1.0, bias=None):
+    """a @ b (+ bias, a row vector) at the step's precision: torch's product in the
+    parameters' dtype, or the operands rounded (see rounded), fp32 accumulation and an fp32
+    result divided by `unscale` (the scale of a gradient operand)."""
+    if cfg.operand_dtype is None:
+        return torch.mm(a, b, out=out) if bias is None else torch.addmm(bias, a, b, out=out)
+    result = _half_product(rounded(a, cfg), rounded(b, cfg))
+    if unscale != 1.0:
+        result.mul_(1.0 / unscale)
+    if bias is not None:
+        result.add_(bias)
+    return result if out is None else out.copy_(result)
 
 
 def host_stream(seed, offset):
@@ -201,12 +250,12 @@ class ProductBackend(Backend):
             self.ep.corrupt(x, x_tilde, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
         r = self.ep.row_sq_norms(W) if contractive or cfg.higher_order != 0.0 else W.new_empty(0)
         s2col = W.new_empty(hidden if contractive else 0)
-        h = torch.mm(x_tilde, W.t())
+        h = mm(x_tilde, W.t(), cfg)
         penalty = self.ep.bias_act(h, b, cfg.encoder, r if contractive else None,
                                    s2col if contractive else None)
         extra, hcol, h_noisy = (penalties.forward(self, x_tilde, h, W, b, r, cfg) if cfg.extra_penalties
                                 else (None, W.new_empty(0), W.new_empty(0, hidden)))
-        torch.mm(h, W, out=d_a)
+        mm(h, W, cfg, out=d_a)
         dc = W.new_empty(x.shape[1])
         recon = self.ep.loss_grad(d_a, x, c, cfg.loss, cfg.decoder, inv_batch, dc)
         loss = recon * inv_batch
@@ -227,7 +276,8 @@ class ProductBackend(Backend):
         # [g h ; dZ] beside [dA ; x~]: both weight-gradient products as one call over K = 2B.
         hz = W.new_empty(2 * batch, hidden)
         d_z = hz[batch:]
-        torch.mm(ax[:batch], W.t(), out=d_z)
+        scale = gradient_scale(cfg, batch)  # fp16: dL/da and dZ scaled into range before rounding
+        mm(rounded(ax[:batch], cfg, scale), W.t(), cfg, out=d_z, unscale=scale)
         db = W.new_empty(hidden)
         self.ep.act_grad(d_z, h, cfg.encoder, d_z, r=saved.r if contractive else None,
                          coef=coef, g=grad, h_copy=hz[:batch], db=db)
@@ -236,7 +286,8 @@ class ProductBackend(Backend):
         if extra is not None:
             d_z.add_(extra.dz_add * grad)
             db.add_(extra.dz_add.sum(0) * grad)
-        dW = torch.mm(hz.t(), ax)
+        dW = mm(rounded(hz, cfg, scale, slice(batch, None)).t(), rounded(ax, cfg, scale, slice(batch)), cfg,
+                unscale=scale)
         if contractive:
             self.ep.row_scale_add(dW, W, saved.s2col, coef * grad)
         if extra is not None and extra.dW_add is not None:
@@ -246,7 +297,8 @@ class ProductBackend(Backend):
 
     def _input_grad(self, grad, x, W, c, h, d_z, cfg):
         """dL/dx: through x~ (dZ W, masked like the corruption) plus the reconstruction target."""
-        dx = torch.mm(d_z, W)
+        scale = gradient_scale(cfg, h.shape[0])
+        dx = mm(rounded(d_z, cfg, scale), W, cfg, unscale=scale)
         keep = None
         if cfg.structured or cfg.hole_weight != 1.0:
             keep = structured.keep_of(self, x, cfg)
@@ -255,9 +307,9 @@ class ProductBackend(Backend):
             self.ep.corrupt_grad(dx, dx, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
         loss = LOSSES[cfg.loss].name  # target = -d(summed loss)/dx at the clean x
         if loss == "bce":  # softplus(a) - x a
-            target = torch.addmm(c, h, W)
+            target = mm(h, W, cfg, bias=c)
         elif loss == "mse":  # (g(a) - x)^2 / 2
-            target = torch.mm(h, W)
+            target = mm(h, W, cfg)
             self.ep.bias_act(target, c, cfg.decoder)
             target.sub_(x)
         else:

@@ -23,8 +23,10 @@ Environment:
   candidate tile and keeps the fastest for the process. Faster, but which tile wins can vary
   between runs and machines, and with it the last bits of the sums above. Off by default.
 - SSLKERN_TRITON_XT=auto|load|prepass: where the encoder's x~ is made (XT_MODE below).
-- SSLKERN_TRITON_HALF_OPERANDS=1: bf16/fp16 product operands for a half x with fp32
-  parameters (_precision).
+
+Mixed precision is the objective's `precision` argument (_precision): "bf16" casts each
+product tile to bf16 as it is loaded; "fp16" is refused here (no gradient scaling in the
+kernels).
 """
 import contextlib
 import functools
@@ -43,7 +45,7 @@ from ..kernels.triton import corrupt as rng_kernels
 from ..kernels.triton.decoder import decoder_loss_kernel
 from ..kernels.triton.encoder import encoder_kernel
 from ..kernels.triton.reduce import finalize_kernel
-from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES
+from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, PRECISIONS
 from . import penalties, structured
 from .base import AEForward, Backend
 
@@ -58,9 +60,6 @@ _TL_DTYPES = {torch.float16: tl.float16, torch.bfloat16: tl.bfloat16, torch.floa
 XT_MODE = os.environ.get("SSLKERN_TRITON_XT", "auto")
 _XT_LOAD_LIMIT = 1 << 22  # Philox evaluations (B·D·N-blocks) that in-load regeneration may cost
 AUTOTUNE = os.environ.get("SSLKERN_TRITON_AUTOTUNE", "0") == "1"  # opt-in: see the docstring
-# Opt-in mixed precision (see _precision): off by default, as the ops promise fp32 math for
-# fp32 parameters whatever x's dtype.
-HALF_INPUT_OPERANDS = os.environ.get("SSLKERN_TRITON_HALF_OPERANDS", "0") == "1"
 
 
 def _interpreting():
@@ -262,14 +261,18 @@ def _tf32_matmul():
     return precision == "tf32"
 
 
-def _precision(W, x=None):
-    """Products take the parameters' dtype (the ops' contract: x is computed in it). With
-    HALF_INPUT_OPERANDS, a bf16/fp16 x with fp32 parameters gives half-precision operands
-    instead (fp32 accumulation, fp32 weights and gradients). fp32 products use tf32 only
-    where torch allows it."""
+def _precision(W, precision="default"):
+    """Products take the parameters' dtype (the ops' contract: x is computed in it), unless the
+    step's `precision` (kinds.PRECISIONS) rounds their operands: then the kernels cast each
+    tile to it as they load it (fp32 accumulation; fp32 weights, loss and gradients). fp32
+    products use tf32 only where torch allows it."""
     wide = W.dtype == torch.float64
-    mixed = HALF_INPUT_OPERANDS and x is not None and x.dtype in _HALF and W.dtype == torch.float32
-    operands = x.dtype if mixed else W.dtype
+    rounded_to = PRECISIONS[precision].operands
+    if rounded_to is not None and PRECISIONS[precision].scales_gradients:
+        raise ValueError(f"triton: precision={precision!r} is not implemented: the kernels round dL/da "
+                         "without the gradient scale fp16 needs; use precision='bf16', or the native or "
+                         "reference backend")
+    operands = W.dtype if rounded_to is None else getattr(torch, rounded_to)
     tf32 = operands == torch.float32 and W.device.type == "cuda" and _tf32_matmul()
     return _Precision(tl.float64 if wide else tl.float32, _TL_DTYPES[operands],
                       "tf32" if tf32 else "ieee", _interpreting() and operands in _HALF,
@@ -510,11 +513,11 @@ class TritonBackend(Backend):
     # single layers -------------------------------------------------------------------------
     def linear_act(self, x, W, bias, act, transpose):
         out = W.new_empty(x.shape[0], W.shape[0] if transpose else W.shape[1])
-        _encode(x, W, bias, out, act, transpose, _precision(W, x))
+        _encode(x, W, bias, out, act, transpose, _precision(W))
         return out
 
     def linear_act_backward(self, grad_y, y, x, W, act, transpose, need_dx=True):
-        prec = _precision(W, x)
+        prec = _precision(W)
         dz, db_parts = _act_grad(grad_y, y, None, act, 0.0, prec)
         dbias = W.new_empty(y.shape[1])
         _finalize(W.device, prec, sums=[(db_parts, dbias)])
@@ -531,7 +534,7 @@ class TritonBackend(Backend):
         return dx, dW, dbias
 
     def contractive(self, x, W, b, act):
-        prec = _precision(W, x)
+        prec = _precision(W)
         hidden = W.shape[0]
         h = W.new_empty(x.shape[0], hidden)
         r, s2col, penalty = W.new_empty(hidden), W.new_empty(hidden), W.new_empty(())
@@ -541,7 +544,7 @@ class TritonBackend(Backend):
         return penalty, h, r, s2col
 
     def contractive_backward(self, grad, x, W, h, r, s2col, act, need_dx=True):
-        prec = _precision(W, x)
+        prec = _precision(W)
         coef = 2.0 / max(h.shape[0], 1)
         dz, db_parts = _act_grad(None, h, r, act, coef, prec)
         db = W.new_empty(W.shape[0])
@@ -554,7 +557,7 @@ class TritonBackend(Backend):
 
     # the objective -------------------------------------------------------------------------
     def ae_forward(self, x, W, b, c, cfg):
-        prec = _precision(W, x)
+        prec = _precision(W, cfg.precision)
         batch, visible = x.shape
         hidden = W.shape[0]
         contractive = cfg.contractive != 0.0
@@ -597,7 +600,7 @@ class TritonBackend(Backend):
         return AEForward(loss, h, ax, r, s2col, dc, hcol, h_noisy)
 
     def ae_backward(self, grad, x, W, c, saved, cfg, need_dx):
-        prec = _precision(W, x)
+        prec = _precision(W, cfg.precision)
         h, ax = saved.h, saved.ax
         batch, hidden = h.shape
         contractive = cfg.contractive != 0.0

@@ -7,6 +7,7 @@ against a plain copy of the same batch instead."""
 import shlex
 import sys
 
+from ..kinds import PRECISIONS
 from . import _args
 
 DEFAULT_SHAPES = ["32x784x512", "256x784x512", "1024x784x512"]
@@ -26,6 +27,9 @@ def add_arguments(parser):
     parser.add_argument("--corruption", default="mask", choices=["none", "mask"])
     parser.add_argument("--level", type=_args.probability, default=0.25, help="masking probability")
     parser.add_argument("--contractive", type=_args.finite_nonnegative_float, default=0.1)
+    parser.add_argument("--precision", nargs="+", choices=PRECISIONS.names(), default=["default"],
+                        help="the sslkern routes at each of these product precisions, interleaved; a "
+                             "rounded one adds its products floor (products@bf16)")
     parser.add_argument("--threads", type=_args.nonnegative_int, default=None,
                         help="torch.set_num_threads (0 or unset: torch's choice)")
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"],
@@ -71,12 +75,12 @@ def run(args):
                                    f"here; available: {' '.join(every)}")
     results = bench.compare(shapes, device, obj, warmup=args.warmup, steps=args.steps,
                             max_seconds=args.max_seconds, include=args.variants,
-                            progress=not args.no_progress, clock=args.clock)
+                            progress=not args.no_progress, clock=args.clock, precisions=args.precision)
     info = bench.machine()
     print(f"# {info['cpu']} ({info['cores']} cores, torch threads {info['torch_threads']}), "
           f"GPU {info['gpu']}; python {info['python']}, torch {info['torch']}, "
-          f"triton {info['triton']}, sslkern {info['sslkern']}; device {device}, fp32, "
-          f"{obj.corruption} {obj.level} + contractive {obj.contractive}; {args.clock} clock; "
+          f"triton {info['triton']}, sslkern {info['sslkern']}; device {device}, fp32 parameters, "
+          f"precisions {' '.join(args.precision)}; {obj.corruption} {obj.level} + contractive {obj.contractive}; {args.clock} clock; "
           f"load {info['load_average']}")
     print(bench.table(results))
     command = " ".join(shlex.quote(a) for a in sys.argv)  # as typed: sslkern bench ... or compare.py ...

@@ -68,7 +68,7 @@ TRANSFER_SPLIT = 5  # transfer rows: pretrained on the digits 0-4, probed on the
 
 
 def add_arguments(parser):
-    from sslkern.kinds import CORRUPTIONS, SPARSITIES
+    from sslkern.kinds import CORRUPTIONS, PRECISIONS, SPARSITIES
 
     from . import _args
 
@@ -116,6 +116,9 @@ def add_arguments(parser):
                         help="with --resume: continue even though --data differs from the checkpoint's "
                              "(its length or fingerprint); without it such a resume is refused")
     parser.add_argument("--checkpoint-every", type=_args.positive_int, default=None, help="also checkpoint every N steps")
+    parser.add_argument("--precision", choices=PRECISIONS.names(), default=None,
+                        help="the products' precision: bf16/fp16 operands, fp32 accumulation and weights "
+                             "(autoencoders; default: the parameters' fp32)")
     parser.add_argument("--cuda-graph", action="store_true", help="capture the step in a CUDA graph (noisy models need --backend triton)")
     parser.add_argument("--threads", type=_args.nonnegative_int, default=0,
                         help="CPU threads for torch; 0 (the default) keeps torch's choice. On a machine "
@@ -194,7 +197,8 @@ def train_one(args, out, model_kind, corruption=None, level=None, contractive=No
     history = train.fit(model, X_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                         optimizer=args.optimizer, device=device, seed=args.seed,
                         checkpoint_dir=os.path.join(out, "checkpoints"), checkpoint_every=args.checkpoint_every,
-                        resume="new-data" if args.new_data else args.resume, progress=not args.no_progress, cuda_graph=args.cuda_graph)
+                        resume="new-data" if args.new_data else args.resume, progress=not args.no_progress, cuda_graph=args.cuda_graph,
+                        precision=args.precision)
     train_seconds = time.perf_counter() - started
     metrics = {"final_loss": history["loss"][-1] if history["loss"] else None,
                "samples_per_second": _mean(history["samples_per_second"]),

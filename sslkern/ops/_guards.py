@@ -253,6 +253,8 @@ def objective(op, x, W, b, c, encoder, decoder, loss, corruption_, level, contra
     """The arguments every objective op shares (b may be None: the backward has none);
     `penalties_` the trailing sparsity and higher-order arguments (None: their defaults)."""
     penalties(op, encoder, corruption_, level, x, _DEFAULT_TRAILING if penalties_ is None else penalties_)
+    if penalties_ is not None and penalties_[10] != "default":
+        check.precision(penalties_[10], W.dtype, prefix=f"sslkern::{op}: ")
     if _objective_ok(x, W, b, c, encoder, decoder, loss, corruption_, level, contractive_, offset_, backend_, rng_):
         return
     backend(op, backend_)
@@ -279,7 +281,7 @@ def objective(op, x, W, b, c, encoder, decoder, loss, corruption_, level, contra
 def penalties(op, encoder, corruption_, level, x, values):
     """The trailing arguments: the sparsity and higher-order ones (sslkern._validate.penalties)
     with the counters a higher-order term draws, then the structured masks' image shape, tile
-    side and hole weight (sslkern._validate.mask_shape)."""
+    side and hole weight (sslkern._validate.mask_shape); the precision is objective()'s."""
     structured = corruption_ in CORRUPTIONS and CORRUPTIONS[corruption_].needs_image_shape
     if values == _DEFAULT_TRAILING and not structured:
         return
@@ -290,10 +292,10 @@ def penalties(op, encoder, corruption_, level, x, values):
     if higher_order and isinstance(samples, int) and samples >= 1:
         counters(op, "x", (1 + samples) * x.numel())
     if corruption_ in CORRUPTIONS and check.level_ok(corruption_, level) and x.dim() == 2:  # else objective() says why
-        check.mask_shape(corruption_, level, x.shape[1], values[6:8], *values[8:], prefix=prefix)
+        check.mask_shape(corruption_, level, x.shape[1], values[6:8], *values[8:10], prefix=prefix)
 
 
-_DEFAULT_TRAILING = (0.0, 0.05, "kl", 0.0, 0.1, 1, 0, 0, 0, 1.0)
+_DEFAULT_TRAILING = (0.0, 0.05, "kl", 0.0, 0.1, 1, 0, 0, 0, 1.0, "default")
 
 _SAVED = ("h", "ax", "r", "s2col", "dc", "hcol", "h_noisy")
 

@@ -21,11 +21,13 @@ from ._common import backend_for, cast_like, stream
 
 # The trailing arguments of every objective op (after rng), with their defaults: the penalties
 # of sslkern/backends/penalties.py, then the structured masks' image shape and tile side and
-# the hole weight (sslkern/backends/structured.py; 0 for "no image shape").
+# the hole weight (sslkern/backends/structured.py; 0 for "no image shape"), then the precision
+# of the products.
 PENALTY_DEFAULTS = {"sparsity": 0.0, "sparsity_target": 0.05, "sparsity_kind": "kl",
                     "higher_order": 0.0, "higher_order_sigma": 0.1, "higher_order_samples": 1}
 MASK_DEFAULTS = {"image_height": 0, "image_width": 0, "patch": 0, "hole_weight": 1.0}
-TRAILING_DEFAULTS = {**PENALTY_DEFAULTS, **MASK_DEFAULTS}
+PRECISION_DEFAULTS = {"precision": "default"}  # a row of kinds.PRECISIONS: how the products round
+TRAILING_DEFAULTS = {**PENALTY_DEFAULTS, **MASK_DEFAULTS, **PRECISION_DEFAULTS}
 
 
 def _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng=None, *extras):
@@ -44,12 +46,13 @@ def autoencoder_loss(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: torch
                      rng: Optional[torch.Tensor] = None, sparsity: float = 0.0, sparsity_target: float = 0.05,
                      sparsity_kind: str = "kl", higher_order: float = 0.0, higher_order_sigma: float = 0.1,
                      higher_order_samples: int = 1, image_height: int = 0,
-                     image_width: int = 0, patch: int = 0, hole_weight: float = 1.0
+                     image_width: int = 0, patch: int = 0, hole_weight: float = 1.0,
+                     precision: str = "default"
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                 torch.Tensor, torch.Tensor]:
     """(loss, h, ax, r, s2col, dc, hcol, h_noisy): see sslkern.backends.base.AEForward."""
     extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
-              image_height, image_width, patch, hole_weight)
+              image_height, image_width, patch, hole_weight, precision)
     guard.objective("autoencoder_loss", x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
                     offset, backend, rng, extras)
     cfg = _config(encoder, decoder, loss, corruption, level, contractive, seed, offset, rng, *extras)
@@ -69,9 +72,9 @@ def saved_shapes(batch, visible, hidden, contractive, sparsity, sparsity_kind, h
 def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None,
       sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1,
       higher_order_samples=1, image_height=0, image_width=0, patch=0,
-      hole_weight=1.0):
+      hole_weight=1.0, precision="default"):
     extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
-              image_height, image_width, patch, hole_weight)
+              image_height, image_width, patch, hole_weight, precision)
     guard.objective("autoencoder_loss", x, W, b, c, encoder, decoder, loss, corruption, level, contractive,
                     offset, backend, rng, extras)
     shapes = saved_shapes(x.shape[0], x.shape[1], W.shape[0], contractive, sparsity, sparsity_kind,
@@ -89,11 +92,12 @@ def autoencoder_loss_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.Tens
                               sparsity_target: float = 0.05, sparsity_kind: str = "kl",
                               higher_order: float = 0.0, higher_order_sigma: float = 0.1,
                               higher_order_samples: int = 1, image_height: int = 0,
-                              image_width: int = 0, patch: int = 0, hole_weight: float = 1.0
+                              image_width: int = 0, patch: int = 0, hole_weight: float = 1.0,
+                              precision: str = "default"
                               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx or an empty tensor, dW, db, dc), all scaled by grad."""
     extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
-              image_height, image_width, patch, hole_weight)
+              image_height, image_width, patch, hole_weight, precision)
     saved = (h, ax, r, s2col, dc, hcol, h_noisy)
     guard.objective_backward(grad, x, W, c, saved, encoder, decoder, loss, corruption, level,
                              contractive, offset, backend, rng, extras)
@@ -107,9 +111,9 @@ def autoencoder_loss_backward(grad: torch.Tensor, x: torch.Tensor, W: torch.Tens
 def _(grad, x, W, c, h, ax, r, s2col, dc, hcol, h_noisy, encoder, decoder, loss, corruption, level,
       contractive, seed, offset, need_dx, backend, rng=None, sparsity=0.0, sparsity_target=0.05,
       sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1, higher_order_samples=1, image_height=0, image_width=0, patch=0,
-      hole_weight=1.0):
+      hole_weight=1.0, precision="default"):
     extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
-              image_height, image_width, patch, hole_weight)
+              image_height, image_width, patch, hole_weight, precision)
     guard.objective_backward(grad, x, W, c, (h, ax, r, s2col, dc, hcol, h_noisy), encoder, decoder, loss,
                              corruption, level, contractive, offset, backend, rng, extras)
     dx = W.new_empty(x.shape) if need_dx else W.new_empty(0)
@@ -269,11 +273,12 @@ def autoencoder_value_and_grad(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor
                                sparsity_target: float = 0.05, sparsity_kind: str = "kl",
                                higher_order: float = 0.0, higher_order_sigma: float = 0.1,
                                higher_order_samples: int = 1, image_height: int = 0,
-                              image_width: int = 0, patch: int = 0, hole_weight: float = 1.0
+                              image_width: int = 0, patch: int = 0, hole_weight: float = 1.0,
+                              precision: str = "default"
                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """value_and_grad_body, after the checks."""
     extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
-              image_height, image_width, patch, hole_weight)
+              image_height, image_width, patch, hole_weight, precision)
     guard.objective("autoencoder_value_and_grad", x, W, b, c, encoder, decoder, loss, corruption, level,
                     contractive, offset, backend, rng, extras)
     return value_and_grad_body(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset,
@@ -288,10 +293,11 @@ def autoencoder_sgd_step(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: t
                          sparsity_target: float = 0.05, sparsity_kind: str = "kl",
                          higher_order: float = 0.0, higher_order_sigma: float = 0.1,
                          higher_order_samples: int = 1, image_height: int = 0,
-                         image_width: int = 0, patch: int = 0, hole_weight: float = 1.0) -> torch.Tensor:
+                         image_width: int = 0, patch: int = 0, hole_weight: float = 1.0,
+                         precision: str = "default") -> torch.Tensor:
     """sgd_step_body, after the checks."""
     extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
-              image_height, image_width, patch, hole_weight)
+              image_height, image_width, patch, hole_weight, precision)
     guard.objective("autoencoder_sgd_step", x, W, b, c, encoder, decoder, loss, corruption, level,
                     contractive, offset, backend, rng, extras)
     guard.learning_rate("autoencoder_sgd_step", lr)
@@ -303,9 +309,9 @@ def autoencoder_sgd_step(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor, c: t
 def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, rng=None,
       sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1,
       higher_order_samples=1, image_height=0, image_width=0, patch=0,
-      hole_weight=1.0):
+      hole_weight=1.0, precision="default"):
     extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
-              image_height, image_width, patch, hole_weight)
+              image_height, image_width, patch, hole_weight, precision)
     guard.objective("autoencoder_value_and_grad", x, W, b, c, encoder, decoder, loss, corruption, level,
                     contractive, offset, backend, rng, extras)
     return W.new_empty(()), torch.empty_like(W), W.new_empty(W.shape[0]), W.new_empty(W.shape[1])
@@ -315,9 +321,9 @@ def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, 
 def _(x, W, b, c, encoder, decoder, loss, corruption, level, contractive, seed, offset, backend, lr, rng=None,
       sparsity=0.0, sparsity_target=0.05, sparsity_kind="kl", higher_order=0.0, higher_order_sigma=0.1,
       higher_order_samples=1, image_height=0, image_width=0, patch=0,
-      hole_weight=1.0):
+      hole_weight=1.0, precision="default"):
     extras = (sparsity, sparsity_target, sparsity_kind, higher_order, higher_order_sigma, higher_order_samples,
-              image_height, image_width, patch, hole_weight)
+              image_height, image_width, patch, hole_weight, precision)
     guard.objective("autoencoder_sgd_step", x, W, b, c, encoder, decoder, loss, corruption, level,
                     contractive, offset, backend, rng, extras)
     guard.learning_rate("autoencoder_sgd_step", lr)

@@ -99,12 +99,19 @@ def latest_checkpoint(folder, model=None, map_location="cpu"):
     return None
 
 
+# Settings of how a model trains, not of what it is: a run may resume under another value
+# (a checkpoint from before a setting existed has no entry for it).
+TRAINING_SETTINGS = ("precision",)
+
+
 def check_compatible(checkpoint, model, path="checkpoint"):
     saved, here = checkpoint.get("config"), model.config()
     if saved != here:
-        saved_flat, here_flat = _flatten(saved), _flatten(here)
+        saved_flat, here_flat = _model_entries(saved), _model_entries(here)
         diffs = [f"{k}: checkpoint {saved_flat.get(k)!r}, model {here_flat.get(k)!r}"
                  for k in sorted(set(saved_flat) | set(here_flat)) if saved_flat.get(k) != here_flat.get(k)]
+        if not diffs:
+            return
         raise CheckpointError(f"{path} was written by a different model (" + "; ".join(diffs) + ")")
 
 
@@ -153,6 +160,11 @@ def _os_errors(what, path):
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise CheckpointError(f"{what} {os.fspath(path)}: {reason} (errno {exc.errno})") from exc
+
+
+def _model_entries(config):
+    return {key: value for key, value in _flatten(config).items()
+            if key.rsplit(".", 1)[-1] not in TRAINING_SETTINGS}
 
 
 def _flatten(config, prefix=""):

@@ -11,12 +11,13 @@ from . import steps
 from .batches import Batches, check_data
 from .checkpoints import CheckpointError, CheckpointWriter, checkpoint_paths, latest_checkpoint, prepare_folder
 from .distributed import barrier, init_distributed, on_rank_zero, set_ranks, sum_over_ranks
-from .settings import (check_cuda_graph, check_model, check_noise_counters, check_resume_settings, check_settings,
-                       data_identity, resolve_device)
+from .settings import (check_cuda_graph, check_model, check_noise_counters, check_precision, check_resume_settings,
+                       check_settings, data_identity, resolve_device)
 
 
 def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=0,
-        checkpoint_dir=None, checkpoint_every=None, resume=False, progress=True, cuda_graph=False):
+        checkpoint_dir=None, checkpoint_every=None, resume=False, progress=True, cuda_graph=False,
+        precision=None):
     """Train `model` on X and return its history.
 
     model: a TiedAutoencoder (or preset), a StackedAutoencoder (greedy layer-wise: each
@@ -31,7 +32,9 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     checkpoint in checkpoint_dir (a damaged one is skipped with a warning); a checkpoint of
     other data (another length or fingerprint) is refused unless resume="new-data".
     progress: a progress bar on a terminal, one line per epoch when stderr is not one (a
-    log file, CI). cuda_graph: capture the training step in a CUDA graph (CUDA, one
+    log file, CI). precision: "default", "bf16" or "fp16" — the autoencoders' product
+    precision for this run (sslkern.autoencoder_loss; float32 parameters, which stay the
+    master weights), restored when fit returns; None keeps each model's own. cuda_graph: capture the training step in a CUDA graph (CUDA, one
     process; a noisy model then draws its noise from a device tensor, use_device_noise, and
     needs the triton backend). In one process without a CUDA graph, a TiedAutoencoder stage whose
     parameters all train and that has no hooks steps without an autograd graph, through a
@@ -54,6 +57,7 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     settings = check_settings(epochs, batch_size, lr, optimizer, seed, checkpoint_dir, checkpoint_every, resume,
                               progress, cuda_graph)
     check_model(model)
+    precision_layers = check_precision(model, precision)
     rank, world_size = init_distributed()
     device = resolve_device(model, device, rank, world_size)
     if device.type == "cuda" and world_size > 1:
@@ -77,12 +81,19 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
                world_size)
     model.train()
     stages = model.stages()
-    for index in range(state.stage, len(stages)):
-        stage = _stage(run, index, stages, optimizer_state)
-        optimizer_state = None
-        for epoch in range(state.epoch, settings.epochs):
-            _train_epoch(state, run, stage, epoch)
-        state.start_stage(index + 1)
+    saved_precisions = [layer.precision for layer in precision_layers]
+    try:
+        for layer in precision_layers:
+            layer.precision = precision
+        for index in range(state.stage, len(stages)):
+            stage = _stage(run, index, stages, optimizer_state)
+            optimizer_state = None
+            for epoch in range(state.epoch, settings.epochs):
+                _train_epoch(state, run, stage, epoch)
+            state.start_stage(index + 1)
+    finally:
+        for layer, saved in zip(precision_layers, saved_precisions):
+            layer.precision = saved
     barrier(world_size)
     return dict(state.history, steps=state.steps, world_size=world_size)
 

@@ -89,6 +89,20 @@ def check_model(model):
             raise ValueError(f"the model's {name} is on the meta device (it holds no weights): nothing to train")
 
 
+def check_precision(model, precision):
+    """The autoencoders whose precision fit(precision=) sets for the run (none for None), each
+    checked against its parameters' dtype; ValueError/TypeError naming precision."""
+    if precision is None:
+        return []
+    layers = [m for m in model.modules() if isinstance(m, ssl_nn.TiedAutoencoder)]
+    if not layers:
+        raise ValueError(f"precision={precision!r} sets the autoencoders' product precision; "
+                         f"{type(model).__name__} has no autoencoder objective")
+    for layer in layers:
+        check.precision(precision, layer.weight.dtype)
+    return layers
+
+
 def resolve_device(model, device, rank, world_size):
     """Where to train: `device`, or the model's; a real device that is there (a tensor can be
     made on it). Under torchrun a bare "cuda" is this process's LOCAL_RANK device."""

@@ -200,14 +200,26 @@ def tile_ranges(pid_m, pid_n, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr
 
 
 @triton.jit
+def rounded_like_gpu(v, DOT_DTYPE: tl.constexpr):
+    """v rounded to DOT_DTYPE as a GPU rounds it (to nearest, ties to even), in fp32. The
+    interpreter's fp32 -> bf16 cast truncates instead, so bf16 is rounded on the bits."""
+    if DOT_DTYPE == tl.bfloat16 and v.dtype == tl.float32:
+        bits = v.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.to(tl.float32, bitcast=True)
+    return v.to(DOT_DTYPE).to(tl.float32)
+
+
+@triton.jit
 def mma(acc, a, b, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl.constexpr):
-    """acc += a @ b with operands rounded to DOT_DTYPE. EMULATE multiplies the rounded
-    operands in fp32: the interpreter's half-precision tl.dot gives wrong results."""
-    a = a.to(DOT_DTYPE)
-    b = b.to(DOT_DTYPE)
+    """acc += a @ b with operands rounded to DOT_DTYPE. EMULATE (the interpreter) multiplies
+    the rounded operands in fp32: its half-precision tl.dot gives wrong results."""
     if EMULATE:
-        a = a.to(tl.float32)
-        b = b.to(tl.float32)
+        a = rounded_like_gpu(a, DOT_DTYPE)
+        b = rounded_like_gpu(b, DOT_DTYPE)
+    else:
+        a = a.to(DOT_DTYPE)
+        b = b.to(DOT_DTYPE)
     return tl.dot(a, b, acc, input_precision=PRECISION, out_dtype=acc.dtype)
 
 
