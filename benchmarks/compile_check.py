@@ -203,14 +203,13 @@ def exercise(impl, module):
         impl.linear_act_backward(x, x, x[:, :H].contiguous(), W, "sigmoid", False)
     impl.philox(100, 5, 6, cpu, True)
     impl.philox(100, torch.tensor([1, 2]), 0, cpu, False)
-    # mixed precision: bf16 x, fp32 parameters (bf16 operands, fp32 everything else)
+    # mixed precision (precision="bf16"): fp32 parameters, an fp32 or bf16 x; bf16 operands,
+    # fp32 everything else
     force_tiles(module, lambda *args: [module._HALF_TILES[0]])
-    module.HALF_INPUT_OPERANDS = True
-    x, W = torch.rand(40, 30, dtype=torch.bfloat16), torch.randn(20, 30)
-    b, c = torch.randn(20), torch.randn(30)
-    cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5)
-    impl.ae_backward(torch.tensor(1.0), x, W, c, impl.ae_forward(x, W, b, c, cfg), cfg, True)
-    module.HALF_INPUT_OPERANDS = False
+    W, b, c = torch.randn(20, 30), torch.randn(20), torch.randn(30)
+    cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5, precision="bf16")
+    for x in (torch.rand(40, 30), torch.rand(40, 30, dtype=torch.bfloat16)):
+        impl.ae_backward(torch.tensor(1.0), x, W, c, impl.ae_forward(x, W, b, c, cfg), cfg, True)
 
 
 def exercise_pretext():
@@ -238,12 +237,14 @@ def exercise_first_choices(impl, module):
         prec.operands, M, N, products=products, smem_limit=module.SM90_SHARED_MEMORY)[:1])
     module.XT_MODE = "auto"
     cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5)
-    for dtype in (torch.bfloat16, torch.float16, torch.float32, torch.float64):
+    mixed = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5, precision="bf16")
+    for dtype, step in ((torch.bfloat16, cfg), (torch.float16, cfg), (torch.float32, cfg), (torch.float64, cfg),
+                        (torch.float32, mixed)):
         for B in (8, 256):
             D, H = 784, 512
             x, W = torch.rand(B, D, dtype=dtype), torch.randn(H, D, dtype=dtype)
             b, c = torch.randn(H, dtype=dtype), torch.randn(D, dtype=dtype)
-            impl.ae_backward(torch.tensor(1.0, dtype=dtype), x, W, c, impl.ae_forward(x, W, b, c, cfg), cfg, True)
+            impl.ae_backward(torch.tensor(1.0, dtype=dtype), x, W, c, impl.ae_forward(x, W, b, c, step), step, True)
             impl.linear_act_backward(x[:, :H].contiguous(), x[:, :H].contiguous(), x, W, "sigmoid", True)
 
 
