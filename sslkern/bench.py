@@ -64,6 +64,23 @@ def cuda_event_median_ms(fn, samples=30, warmup=5, calls_per_sample=1):
     return statistics.median(times)
 
 
+def wall_median_ms(fn, samples=30, warmup=5, calls_per_sample=1, wait=lambda out: None):
+    """Median wall time of fn() in ms, for work CUDA events cannot see (the CPU, another
+    framework's stream): wait(last output) ends the warm-up and every sample."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    wait(out)
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        for _ in range(calls_per_sample):
+            out = fn()
+        wait(out)
+        times.append((time.perf_counter() - start) * 1e3 / calls_per_sample)
+    return statistics.median(times)
+
+
 @dataclass
 class Timing:
     median_ms: float
