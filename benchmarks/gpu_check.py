@@ -8,8 +8,9 @@
 Installs nothing. Sections, cheapest and most informative first:
 
   build             the native extension in place (CUDA on, sm_90) when not built for this Python
-  tests             tests/test_triton.py, tests/test_ops.py, tests/test_pretext.py (and
-                    tests/test_native_cuda.py) on CUDA, in a subprocess
+  tests             tests/test_triton.py, tests/test_ops.py, tests/test_pretext.py,
+                    tests/test_precision.py (every backend's bf16/fp16 routes against the
+                    float64 oracle) and tests/test_native_cuda.py on CUDA, in a subprocess
   graph rng         a captured CUDA graph draws fresh noise when (seed, offset) come from a
                     device tensor
   graphed noisy fit fit(cuda_graph=True) matches the same fit without a graph
@@ -17,8 +18,9 @@ Installs nothing. Sections, cheapest and most informative first:
                     sigmoid/sigmoid/bce; forward, backward, SGD update) at the MNIST shapes:
                     PyTorch eager, jax.jit (benchmarks/jax_baseline.py; "skipped (no jax)"
                     without jax), sslkern triton (launched, x~ in-load and by pre-pass, in a
-                    CUDA graph, value_and_grad, the fused sgd_step, without the penalty) and
-                    native when it runs on CUDA
+                    CUDA graph, value_and_grad, the fused sgd_step, without the penalty),
+                    native when it runs on CUDA, and sgd_step with precision="bf16" (bf16
+                    operands, fp32 master weights; information, not a target route)
   corrupt           corrupt alone on 2^28 elements against a device-to-device copy
   step row (bf16)   the same variants at the big bf16 shape (compiles ~30 kernels)
   native paths      benchmarks/gpu_check_native.py's timings (compiled and NVRTC kernels)
@@ -246,10 +248,10 @@ def run_tests(timeout_s, full, autotune=False, collect_only=False):
     few hundred kernel variants (minutes of a fresh machine's time). `collect_only` (the dry
     run) only collects them: the subprocess, its timeout and the summary, without the hours
     the interpreter would take."""
-    files = ["tests/test_triton.py", "tests/test_ops.py", "tests/test_pretext.py"]
+    files = ["tests/test_triton.py", "tests/test_ops.py", "tests/test_pretext.py", "tests/test_precision.py"]
     if (ROOT / "tests" / "test_native_cuda.py").exists():
         files.append("tests/test_native_cuda.py")
-    selection = [] if full else ["-k", "not triton or test_triton"]
+    selection = [] if full else ["-k", "not triton or test_triton or test_precision"]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     if not collect_only:
         env.pop("TRITON_INTERPRET", None)
@@ -347,12 +349,13 @@ def sgd_step(objective, x, params):
     return loss
 
 
-def sslkern_step(contractive=True, route="sslkern"):
+def sslkern_step(contractive=True, route="sslkern", precision="default"):
     """A training step through sslkern: autoencoder_loss and autograd ("sslkern"),
-    autoencoder_value_and_grad and the same update, or autoencoder_sgd_step (fused update)."""
+    autoencoder_value_and_grad and the same update, or autoencoder_sgd_step (fused update);
+    `precision` "bf16" rounds the products' operands of the (fp32) parameters."""
     import sslkern
     counter = [0]
-    step = dict(STEP, contractive=CONTRACTIVE if contractive else 0.0)
+    step = dict(STEP, contractive=CONTRACTIVE if contractive else 0.0, precision=precision)
 
     def options(x):
         counter[0] += 1  # a fresh (seed, counter) range every step
@@ -410,9 +413,9 @@ def cheap_variants(dtype, plan):
     def eager(x, params):
         return lambda: sgd_step(torch_objective, x, params)
 
-    def ours(name, mode=None, graph=False, contractive=True, route="sslkern"):
+    def ours(name, mode=None, graph=False, contractive=True, route="sslkern", precision="default"):
         def make(x, params):
-            train_step = sslkern_step(contractive, route)
+            train_step = sslkern_step(contractive, route, precision)
 
             def step():
                 with sslkern.use_backend(name):
@@ -433,6 +436,9 @@ def cheap_variants(dtype, plan):
                 ("sgd_step[triton]", ours("triton", route="sgd_step"), False),
                 # what the penalty's epilogue work costs (r and s² sums in the encoder, dZ terms)
                 ("triton, no penalty (info)", ours("triton", contractive=False), False)]
+    if dtype == torch.float32:  # mixed precision: bf16 operands, fp32 master weights (not a target route)
+        variants += [("sgd_step[triton] precision bf16", ours("triton", route="sgd_step", precision="bf16"), False),
+                     ("sgd_step[native] precision bf16", ours("native", route="sgd_step", precision="bf16"), True)]
     # the dry run lists native's cells (as needing CUDA) so the table has their columns
     if plan.dry_run or not backends.reasons("native", torch.device("cuda"), dtype):
         variants += [("sslkern[native]", ours("native"), True),
@@ -503,7 +509,10 @@ def peak_flops(override, plan):
 
 
 def best_triton_ms(row):
-    return min((v for k, v in row["ms"].items() if "[triton]" in k and isinstance(v, float)), default=None)
+    """The fastest triton route of a row at the row's own precision (the bf16-operand
+    variants of an fp32 row are information, not a comparison with fp32 baselines)."""
+    return min((v for k, v in row["ms"].items()
+                if "[triton]" in k and "precision bf16" not in k and isinstance(v, float)), default=None)
 
 
 def targets(result, peak):
