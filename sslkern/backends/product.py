@@ -113,13 +113,18 @@ PROD_DTYPES = (torch.float32, torch.float64)
 
 def _half_product(a, b):
     """a @ b for half-precision operands, accumulated in fp32, as an fp32 tensor. cuBLAS
-    writes fp32 (mm's out_dtype); torch's CPU products (oneDNN) write the operands' dtype, so
-    there the result is rounded once more (docs/design.md "Mixed precision")."""
+    writes fp32 (mm's out_dtype). On the CPU, torch's bf16 product (oneDNN, AVX-512 BF16)
+    writes bf16, so there the result is rounded once more; its fp16 product has no fast path
+    on CPUs without AVX-512 FP16 (12x slower than fp32 here), so fp16 operands are multiplied
+    in fp32 instead: exact products of the rounded operands, fp32 sums (docs/design.md
+    "Mixed precision")."""
     if a.device.type == "cuda":
         try:
             return torch.mm(a, b, out_dtype=torch.float32)
         except (TypeError, RuntimeError, NotImplementedError):  # torch without mm(out_dtype=)
-            pass
+            return torch.mm(a, b).float()
+    if a.dtype == torch.float16:
+        return torch.mm(a.float(), b.float())
     return torch.mm(a, b).float()
 
 
@@ -250,12 +255,13 @@ class ProductBackend(Backend):
             self.ep.corrupt(x, x_tilde, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
         r = self.ep.row_sq_norms(W) if contractive or cfg.higher_order != 0.0 else W.new_empty(0)
         s2col = W.new_empty(hidden if contractive else 0)
-        h = mm(x_tilde, W.t(), cfg)
+        W_operand = rounded(W, cfg)  # rounded once for both products (W itself at the default precision)
+        h = mm(x_tilde, W_operand.t(), cfg)
         penalty = self.ep.bias_act(h, b, cfg.encoder, r if contractive else None,
                                    s2col if contractive else None)
         extra, hcol, h_noisy = (penalties.forward(self, x_tilde, h, W, b, r, cfg) if cfg.extra_penalties
                                 else (None, W.new_empty(0), W.new_empty(0, hidden)))
-        mm(h, W, cfg, out=d_a)
+        mm(h, W_operand, cfg, out=d_a)
         dc = W.new_empty(x.shape[1])
         recon = self.ep.loss_grad(d_a, x, c, cfg.loss, cfg.decoder, inv_batch, dc)
         loss = recon * inv_batch
@@ -277,7 +283,8 @@ class ProductBackend(Backend):
         hz = W.new_empty(2 * batch, hidden)
         d_z = hz[batch:]
         scale = gradient_scale(cfg, batch)  # fp16: dL/da and dZ scaled into range before rounding
-        mm(rounded(ax[:batch], cfg, scale), W.t(), cfg, out=d_z, unscale=scale)
+        W_operand = rounded(W, cfg)  # rounded once for every product below
+        mm(rounded(ax[:batch], cfg, scale), W_operand.t(), cfg, out=d_z, unscale=scale)
         db = W.new_empty(hidden)
         self.ep.act_grad(d_z, h, cfg.encoder, d_z, r=saved.r if contractive else None,
                          coef=coef, g=grad, h_copy=hz[:batch], db=db)
@@ -292,13 +299,14 @@ class ProductBackend(Backend):
             self.ep.row_scale_add(dW, W, saved.s2col, coef * grad)
         if extra is not None and extra.dW_add is not None:
             dW.add_(extra.dW_add * grad)
-        dx = self._input_grad(grad, x, W, c, h, d_z, cfg) if need_dx else W.new_empty(0)
+        dx = self._input_grad(grad, x, W, W_operand, c, h, d_z, cfg) if need_dx else W.new_empty(0)
         return dx, dW, db, saved.dc * grad
 
-    def _input_grad(self, grad, x, W, c, h, d_z, cfg):
-        """dL/dx: through x~ (dZ W, masked like the corruption) plus the reconstruction target."""
+    def _input_grad(self, grad, x, W, W_operand, c, h, d_z, cfg):
+        """dL/dx: through x~ (dZ W, masked like the corruption) plus the reconstruction target.
+        W_operand: W as the products take it (rounded(W, cfg))."""
         scale = gradient_scale(cfg, h.shape[0])
-        dx = mm(rounded(d_z, cfg, scale), W, cfg, unscale=scale)
+        dx = mm(rounded(d_z, cfg, scale), W_operand, cfg, unscale=scale)
         keep = None
         if cfg.structured or cfg.hole_weight != 1.0:
             keep = structured.keep_of(self, x, cfg)
@@ -307,9 +315,9 @@ class ProductBackend(Backend):
             self.ep.corrupt_grad(dx, dx, cfg.corruption, cfg.level, *host_stream(cfg.seed, cfg.offset))
         loss = LOSSES[cfg.loss].name  # target = -d(summed loss)/dx at the clean x
         if loss == "bce":  # softplus(a) - x a
-            target = mm(h, W, cfg, bias=c)
+            target = mm(h, W_operand, cfg, bias=c)
         elif loss == "mse":  # (g(a) - x)^2 / 2
-            target = mm(h, W, cfg)
+            target = mm(h, W_operand, cfg)
             self.ep.bias_act(target, c, cfg.decoder)
             target.sub_(x)
         else:
