@@ -25,6 +25,8 @@ Installs nothing. Sections, cheapest and most informative first:
   step row (bf16)   the same variants at the big bf16 shape (compiles ~30 kernels)
   native paths      benchmarks/gpu_check_native.py's timings (compiled and NVRTC kernels)
   pretext           the pretext generators against a copy of the same batch
+  bench cli         `sslkern bench --device cuda` at one MNIST shape, fp32 and bf16 products,
+                    as a user runs it (its exit code and table; JSON beside this one)
   compile default   torch.compile of the eager objective, every row
   compile max-autotune  the same in max-autotune mode (the longest compiles come last)
 
@@ -84,8 +86,9 @@ DRY_RUN_PEAK_TFLOPS = 1.0  # nominal: lets the dry run exercise the bf16 target
 # Seconds a piece of work must have left in the budget to start. Guesses until a GPU run's
 # "sections" (each with its seconds) calibrate them; the compiles dominate.
 COSTS = {"tests": 60, "check": 20, "variant": 10, "variant big": 30, "corrupt": 15, "native paths": 45,
-         "pretext": 30, "compile default": 60, "compile max-autotune": 180}
-DRY_RUN_COSTS = dict.fromkeys(COSTS, 2) | {"tests": 15, "compile default": 10, "compile max-autotune": 15}
+         "pretext": 30, "bench cli": 45, "compile default": 60, "compile max-autotune": 180}
+DRY_RUN_COSTS = dict.fromkeys(COSTS, 2) | {"tests": 15, "bench cli": 15, "compile default": 10,
+                                           "compile max-autotune": 15}
 
 DRY_SKIP = "skipped (dry run: needs CUDA)"
 BUDGET_SKIP = "skipped (budget)"
@@ -585,6 +588,9 @@ def failures(result):
     for key, flag in (("graph_rng", "fresh_noise_per_replay_matches_oracle"), ("graphed_noisy_fit", "matches_eager")):
         if isinstance(result.get(key), dict) and not result[key].get(flag):
             out.append(key)
+    cli = result.get("bench_cli")
+    if isinstance(cli, dict) and cli.get("exit_code") != 0:
+        out.append("bench_cli")
     return out + [s["name"] for s in result["sections"] if s["status"].startswith("error")]
 
 
@@ -693,10 +699,33 @@ def timing_sections(run):
                 costs["variant big"])
     run.section("native paths", native_paths, costs["native paths"], needs_cuda=True, key="native_paths_step_ms")
     run.section("pretext", pretext, costs["pretext"], key="pretext")
+    run.section("bench cli", lambda: result.update(bench_cli=bench_cli(run)), costs["bench cli"], key="bench_cli")
     for mode, flag in (("default", args.skip_compile and "--skip-compile"),
                        ("max-autotune", (args.skip_compile and "--skip-compile")
                         or (args.skip_max_autotune and "--skip-max-autotune"))):
         run.section(f"compile {mode}", lambda: compile_column(run, mode), costs[f"compile {mode}"], skip_flag=flag)
+
+
+def bench_cli(run):
+    """`sslkern bench --device cuda` as a user runs it (one shape, both product precisions, a
+    short budget): its exit code, its table and where its JSON went."""
+    plan = run.plan
+    shape = "x".join(map(str, plan.mnist_shapes[-1 if not plan.dry_run else 0]))
+    target = run.target.parent / "bench_cli.json"
+    command = [sys.executable, "-m", "sslkern", "bench", "--device", plan.device, "--shapes", shape,
+               "--variants", "eager", "value_and_grad", "sgd_step", "--precision", "default", "bf16",
+               "--steps", "3" if plan.dry_run else "20", "--warmup", "1" if plan.dry_run else "3",
+               "--max-seconds", "1" if plan.dry_run else "3", "--no-progress", "--json", str(target)]
+    log("bench cli:", " ".join(command[1:]))
+    timeout = max(10.0, run.budget.left() - run.args.reserve_s)
+    try:
+        proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"command": command[1:], "exit_code": None, "timed_out": True}
+    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    log(f"bench cli: exit {proc.returncode}, {max(len(table) - 2, 0)} rows")
+    return {"command": command[1:], "exit_code": proc.returncode, "table": table,
+            "json": str(target) if target.exists() else None, "stderr_tail": proc.stderr[-600:]}
 
 
 def header(plan):
@@ -704,7 +733,15 @@ def header(plan):
         return {"machine": f"cpu (dry run: {platform.machine()})", "python": platform.python_version(),
                 "torch": torch.__version__}
     return {"machine": torch.cuda.get_device_name(), "python": platform.python_version(),
-            "torch": torch.__version__, "allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+            "torch": torch.__version__, "fp32_matmul": fp32_matmul_setting()}
+
+
+def fp32_matmul_setting():
+    """"tf32"/"ieee" from the new API where torch has it: reading the legacy allow_tf32 after
+    the new one was set raises on torch >= 2.9."""
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)
+    return precision if precision is not None else ("tf32" if matmul.allow_tf32 else "ieee")
 
 
 def main(argv=None):

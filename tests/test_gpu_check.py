@@ -65,7 +65,7 @@ def test_dry_run_runs_every_section_in_order(tmp_path):
     mnist_rows = [f"step {shape} float32" for shape in plan.mnist_shapes]
     big_row = f"step {plan.big_shape} bfloat16"
     names = ["build", "tests", "graph rng", "graphed noisy fit", *mnist_rows, "corrupt", big_row,
-             "native paths", "pretext", "compile default", "compile max-autotune"]
+             "native paths", "pretext", "bench cli", "compile default", "compile max-autotune"]
     status = {s["name"]: s["status"] for s in result["sections"]}
     assert [s["name"] for s in result["sections"]] == names
     for name in ("build", "graph rng", "graphed noisy fit", "native paths"):
@@ -75,12 +75,16 @@ def test_dry_run_runs_every_section_in_order(tmp_path):
     assert status[mnist_rows[0]] == "done"
     # what runs late may meet the budget on a slow machine; it must never crash
     assert all(status[name] in ("done", gpu_check.BUDGET_SKIP)
-               for name in (*mnist_rows[1:], "corrupt", big_row, "pretext", "compile default"))
+               for name in (*mnist_rows[1:], "corrupt", big_row, "pretext", "bench cli", "compile default"))
+    if status["bench cli"] == "done":  # `sslkern bench` as a user runs it, both precisions
+        cli = result["bench_cli"]
+        assert cli["exit_code"] == 0 and any("sgd_step[native]@bf16" in line for line in cli["table"])
 
     first = result["steps"][0]
     assert (first["shape"], first["dtype"]) == (list(plan.mnist_shapes[0]), "float32")
     cells = first["ms"]
     assert isinstance(cells["eager"], float) and isinstance(cells["sslkern[triton]"], float)
+    assert isinstance(cells["sgd_step[triton] precision bf16"], float)
     assert cells["sslkern[triton] cuda-graph"] == gpu_check.DRY_SKIP
     assert isinstance(cells["jax.jit"], float) if jax_importable() else cells["jax.jit"] == gpu_check.NO_JAX
     errors = [(row["shape"], k, v) for row in result["steps"] for k, v in row["ms"].items()
