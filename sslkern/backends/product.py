@@ -111,6 +111,9 @@ PROD_DTYPES = (torch.float32, torch.float64)
 
 # --- the objective's products at the step's precision (kinds.PRECISIONS) -----------------
 
+_MM_OUT_DTYPE = None  # whether this torch's CUDA mm takes out_dtype (found at the first call)
+
+
 def _half_product(a, b):
     """a @ b for half-precision operands, accumulated in fp32, as an fp32 tensor. cuBLAS
     writes fp32 (mm's out_dtype). On the CPU, torch's bf16 product (oneDNN, AVX-512 BF16)
@@ -118,11 +121,18 @@ def _half_product(a, b):
     on CPUs without AVX-512 FP16 (12x slower than fp32 here), so fp16 operands are multiplied
     in fp32 instead: exact products of the rounded operands, fp32 sums (docs/design.md
     "Mixed precision")."""
+    global _MM_OUT_DTYPE
     if a.device.type == "cuda":
-        try:
-            return torch.mm(a, b, out_dtype=torch.float32)
-        except (TypeError, RuntimeError, NotImplementedError):  # torch without mm(out_dtype=)
-            return torch.mm(a, b).float()
+        if _MM_OUT_DTYPE is not False:
+            try:
+                result = torch.mm(a, b, out_dtype=torch.float32)
+                _MM_OUT_DTYPE = True
+                return result
+            except (TypeError, RuntimeError, NotImplementedError):  # torch without mm(out_dtype=)
+                if _MM_OUT_DTYPE:  # it worked before: this failure is another one
+                    raise
+                _MM_OUT_DTYPE = False
+        return torch.mm(a, b).float()
     if a.dtype == torch.float16:
         return torch.mm(a.float(), b.float())
     return torch.mm(a, b).float()
