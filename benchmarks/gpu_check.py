@@ -1,6 +1,6 @@
 """One-command GPU check: build, correctness tests on CUDA, then timings in one process.
 
-    python benchmarks/gpu_check.py [--json PATH] [--budget-s 480] [--reserve-s 90]
+    python benchmarks/gpu_check.py [--json PATH] [--budget-s 420] [--reserve-s 90]
                                    [--test-timeout-s 240] [--skip-build] [--skip-tests]
                                    [--full-tests] [--skip-compile] [--skip-max-autotune]
                                    [--autotune] [--quick] [--peak-tflops T] [--dry-run]
@@ -600,7 +600,7 @@ def parse_args(argv=None):
     # no abbreviations: --dry-run is looked for in sys.argv before argparse runs
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--json", help="output path (default $OUT/gpu_check.json or benchmarks/gpu_check.json)")
-    parser.add_argument("--budget-s", type=float, default=480.0,
+    parser.add_argument("--budget-s", type=float, default=420.0,
                         help="no section or variant starts unless its cost estimate fits in what is left")
     parser.add_argument("--reserve-s", type=float, default=90.0,
                         help="seconds of the budget the tests leave to the timings")
