@@ -3,6 +3,7 @@ fp32 parameters, loss and gradients. Every backend and route against the float64
 tolerances derived from the format's unit roundoff; the rounding must actually happen (the
 result moves off the fp32 one); fp16's gradient scale; the models, fit, checkpoints, the CLI
 flag, opcheck and torch.compile; the errors."""
+import numpy as np
 import pytest
 import torch
 from helpers import DEVICE, leaves, make_inputs
@@ -226,10 +227,8 @@ def test_a_checkpoint_resumes_under_another_precision(tmp_path):
 
 def test_cli_precision_flag(tmp_path):
     from sslkern.cli import main
-    X = torch.rand(40, 16).numpy()
     data = tmp_path / "x.npy"
-    import numpy as np
-    np.save(data, X)
+    np.save(data, torch.rand(40, 16).numpy())
     out = tmp_path / "run"
     code = main(["train", "--data", str(data), "--hidden", "6", "--epochs", "1", "--batch-size", "8",
                  "--precision", "bf16", "--no-progress", "--out", str(out), "--device", "cpu"])
