@@ -1,6 +1,6 @@
 """Compile every launch of the triton backend for sm_90 on a machine without a GPU.
 
-    python benchmarks/compile_check.py [--arch 90] [--all-tiles] [--spills]
+    python benchmarks/compile_check.py [--arch 90] [--all-tiles] [--spills] [--every-kind]
 
 The interpreter (TRITON_INTERPRET=1, what the tests use here) accepts code that the compiler
 rejects (non-constexpr globals, tl.dot's out_dtype rules...). This script runs the backend's
@@ -12,12 +12,16 @@ JIT's alignment specialisation (16-byte aligned pointers, ints that are multiple
 that shared memory and register use match what a launch on the device compiles.
 
 It also compiles the tiles the backend picks first on the device (`_candidates` with sm_90's
-shared memory) at a small and an MNIST-scale step, and checks that each such variant's shared
-memory fits sm_90 (a variant over it raises OutOfResources at launch). --spills runs ptxas -v
-on each variant's PTX and reports, per first-choice variant, registers per thread, shared
-memory, the blocks per SM they allow on sm_90, and spills. Exit code 1 when any kernel fails
-to compile, a first-choice tile does not fit, or (with --spills) a first-choice tile of a
-training-step kernel (HOT_KERNELS) spills.
+shared memory and each launch's register budget) at a small and an MNIST-scale step, and checks
+that each such variant's shared memory fits sm_90 (a variant over it raises OutOfResources at
+launch). --spills runs ptxas -v on each variant's PTX and reports, per first-choice variant,
+registers per thread, shared memory, the blocks per SM they allow on sm_90, and spills. Exit
+code 1 when any kernel fails to compile, a first-choice tile does not fit, or (with --spills) a
+first-choice tile of a training-step kernel (HOT_KERNELS) spills in the default step.
+
+--every-kind also runs the first-choice (and, with --all-tiles, every candidate) tiles of the
+MNIST-scale step with each activation as encoder and MSE decoder (the data behind the backend's
+_ACC_BUDGETS); their spills are listed as phase "every-kind" and do not set the exit code.
 """
 import argparse
 import os
@@ -122,7 +126,8 @@ def compiling_run(target, seen, results, phase, spills=False):
             return
         seen.add(key)
         tile = {k: v for k, v in constexprs.items() if k.startswith("BLOCK")}
-        what = f"{self.__name__} {tile} {options}"
+        kinds = "".join(f" {k}={constexprs[k]}" for k in KIND_ARGUMENTS if k in constexprs)
+        what = f"{self.__name__} {tile} {options}{kinds}"
         try:
             compiled, log = compile_logged(ASTSource(self, signature, constexprs, attrs), target, options, spills)
         except Exception as exc:  # report every failure, not just the first
@@ -139,7 +144,7 @@ def compiling_run(target, seen, results, phase, spills=False):
 
 
 class Result(NamedTuple):
-    phase: str        # "kinds", "first-choice" or "all-tiles"
+    phase: str        # "kinds", "first-choice", "every-kind" or "all-tiles"
     what: str         # kernel, tile constexprs, launch options
     error: "str | None"
     shared: int       # bytes of shared memory the compiled kernel needs
@@ -151,11 +156,30 @@ class Result(NamedTuple):
 
 # The kernels of the training step: a spill in one of their first-choice tiles fails the check.
 HOT_KERNELS = ("encoder_kernel", "decoder_loss_kernel", "dz_kernel", "weight_grad_kernel", "input_grad_kernel")
+KIND_ARGUMENTS = ("ACT", "LOSS", "DECODER")  # the constexprs that name a variant's kinds in the listing
+
 
 def force_tiles(module, pick):
-    """Make the backend's launchers use `pick(prec, M, N, products)` (a list of tiles) on CPU."""
+    """Make the backend's launchers use `pick(prec, M, N, products, acc_budget)` (a list of
+    tiles) on CPU."""
     module._chosen.clear()
-    module._tiles = lambda device, prec, M, N, products: pick(prec, M, N, products)
+    module._tiles = lambda device, prec, M, N, products, acc_budget: pick(prec, M, N, products, acc_budget)
+
+
+def training_steps(precision="default", every_kind=False):
+    """The default training step (BCE, sigmoid, mask, contractive), and with `every_kind` one
+    more per activation as encoder and MSE decoder."""
+    from sslkern.backends.base import StepConfig
+    from sslkern.kinds import ACTIVATIONS
+
+    base = dict(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5, precision=precision)
+    kinds = [dict(encoder=act, decoder=act, loss="mse") for act in ACTIVATIONS.names()] if every_kind else []
+    return [StepConfig(**base)] + [StepConfig(**base, **kind) for kind in kinds]
+
+
+# (parameter dtype, precision): every operand type a training step's products can have
+STEP_TYPES = ((torch.bfloat16, "default"), (torch.float16, "default"), (torch.float32, "default"),
+              (torch.float64, "default"), (torch.float32, "bf16"))
 
 
 def exercise(impl, module):
@@ -228,41 +252,45 @@ def exercise_pretext():
                     pretext.jigsaw(x, side, side, 2, 2, perms, seed, 7)
 
 
-def exercise_first_choices(impl, module):
+def train_steps(impl, dtype, steps, B=256):
+    """Forward and backward (with the input gradient) of each of `steps` at an MNIST-sized step."""
+    D, H = 784, 512
+    x, W = torch.rand(B, D, dtype=dtype), torch.randn(H, D, dtype=dtype)
+    b, c = torch.randn(H, dtype=dtype), torch.randn(D, dtype=dtype)
+    for step in steps:
+        impl.ae_backward(torch.tensor(1.0, dtype=dtype), x, W, c, impl.ae_forward(x, W, b, c, step), step, True)
+    return x, W
+
+
+def exercise_first_choices(impl, module, phase, every_kind=False):
     """The tiles the backend picks first on sm_90 (no autotuning), at batch 8 and 256 of an
-    MNIST-sized step, with the input gradient (two products in input_grad_kernel)."""
-    from sslkern.backends.base import StepConfig
-
-    force_tiles(module, lambda prec, M, N, products: module._candidates(
-        prec.operands, M, N, products=products, smem_limit=module.SM90_SHARED_MEMORY)[:1])
+    MNIST-sized step, with the input gradient (two products in input_grad_kernel) and the
+    single-layer backward (one); with `every_kind`, then every activation at batch 256."""
+    force_tiles(module, lambda prec, M, N, products, acc_budget: module._candidates(
+        prec.operands, M, N, products=products, acc_budget=acc_budget, smem_limit=module.SM90_SHARED_MEMORY)[:1])
     module.XT_MODE = "auto"
-    cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5)
-    mixed = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5, precision="bf16")
-    for dtype, step in ((torch.bfloat16, cfg), (torch.float16, cfg), (torch.float32, cfg), (torch.float64, cfg),
-                        (torch.float32, mixed)):
+    for dtype, precision in STEP_TYPES:
         for B in (8, 256):
-            D, H = 784, 512
-            x, W = torch.rand(B, D, dtype=dtype), torch.randn(H, D, dtype=dtype)
-            b, c = torch.randn(H, dtype=dtype), torch.randn(D, dtype=dtype)
-            impl.ae_backward(torch.tensor(1.0, dtype=dtype), x, W, c, impl.ae_forward(x, W, b, c, step), step, True)
+            x, W = train_steps(impl, dtype, training_steps(precision), B)
+            H = W.shape[0]
             impl.linear_act_backward(x[:, :H].contiguous(), x[:, :H].contiguous(), x, W, "sigmoid", True)
+    if every_kind:
+        phase[0] = "every-kind"
+        for dtype, precision in STEP_TYPES:
+            train_steps(impl, dtype, training_steps(precision, every_kind=True))
 
 
-def exercise_tiles(impl, module):
+def exercise_tiles(impl, module, every_kind=False):
     """The training step's kernels with every candidate tile (autotuning tries them all), at an
     MNIST-sized step (strides multiples of 16, as on the device)."""
-    from sslkern.backends.base import StepConfig
-
-    cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5)
-    for dtype, tiles in ((torch.bfloat16, module._HALF_TILES), (torch.float32, module._FP32_TILES)):
-        x, W = torch.rand(256, 784, dtype=dtype), torch.randn(512, 784, dtype=dtype)
-        b, c = torch.randn(512, dtype=dtype), torch.randn(784, dtype=dtype)
-        for tile in tiles:
+    tables = {torch.bfloat16: module._HALF_TILES, torch.float32: module._FP32_TILES, torch.float64: module._FP64_TILES}
+    for dtype, precision in ((torch.bfloat16, "default"), (torch.float32, "default"), (torch.float64, "default"),
+                             (torch.float32, "bf16")):
+        for tile in tables[torch.bfloat16 if precision == "bf16" else dtype]:
             force_tiles(module, lambda *args, tile=tile: [tile])
             for mode in ("load", "prepass"):
                 module.XT_MODE = mode
-                saved = impl.ae_forward(x, W, b, c, cfg)
-                impl.ae_backward(torch.tensor(1.0, dtype=dtype), x, W, c, saved, cfg, True)
+                train_steps(impl, dtype, training_steps(precision, every_kind and mode == "load"))
 
 
 def main():
@@ -270,6 +298,8 @@ def main():
     parser.add_argument("--arch", type=int, default=90)
     parser.add_argument("--all-tiles", action="store_true", help="also every autotuning candidate tile")
     parser.add_argument("--spills", action="store_true", help="report register spills (ptxas -v)")
+    parser.add_argument("--every-kind", action="store_true",
+                        help="also the first-choice (and --all-tiles) tiles with every activation")
     args = parser.parse_args()
     from sslkern.backends import triton as module
 
@@ -279,29 +309,29 @@ def main():
     exercise(impl, module)
     exercise_pretext()
     phase[0] = "first-choice"
-    exercise_first_choices(impl, module)
+    exercise_first_choices(impl, module, phase, args.every_kind)
     if args.all_tiles:
         phase[0] = "all-tiles"
-        exercise_tiles(impl, module)
+        exercise_tiles(impl, module, args.every_kind)
     limit = module.SM90_SHARED_MEMORY
     failures = [r for r in results if r.error]
     too_big = [r for r in results if not r.error and r.shared > limit]
     # a first choice must launch; other phases force tiles the backend would filter out
     failures += [r._replace(error=f"needs {r.shared} B of shared memory > {limit} B (sm_90)")
-                 for r in too_big if r.phase == "first-choice"]
+                 for r in too_big if r.phase in ("first-choice", "every-kind")]
     failed_to_compile = len(failures)
     print(f"triton {triton.__version__}, sm_{args.arch}: {len(results)} kernel variants compiled, "
           f"{failed_to_compile} failed to compile or do not fit")
     for r in too_big:
-        if r.phase != "first-choice":
+        if r.phase not in ("first-choice", "every-kind"):
             print(f"  note ({r.phase}): {r.what} needs {r.shared} B of shared memory > {limit} B: "
                   "the backend skips this tile there")
     if args.spills:
         print("  first-choice variants: registers/thread, shared memory, blocks per SM, spills")
         for r in results:
-            if r.phase == "first-choice" and not r.error:
+            if r.phase in ("first-choice", "every-kind") and not r.error:
                 print(f"    {r.registers or '?':>4} regs {r.shared:7d} B smem {r.blocks_per_sm or '?':>3} blocks/SM "
-                      f"{r.spills or 0:6d} B spilled  {r.what}")
+                      f"{r.spills or 0:6d} B spilled  {r.what}" + ("  (every-kind)" if r.phase == "every-kind" else ""))
         spilling = [r for r in results if r.spills]
         print(f"  {len(spilling)} variants spill registers" + (":" if spilling else ""))
         for r in spilling:

@@ -96,7 +96,39 @@ def test_no_spilling_tile_first():
         for products in (1, 2):
             options = module._candidates(dtype, 256, 784, products=products, smem_limit=SM90)
             assert all(module.acc_registers(t, acc, products) <= 64 for t in options), (dtype, products)
-    assert module._candidates(torch.bfloat16, 256, 784, products=2, smem_limit=SM90)[0] == Tile(64, 64, 64, 8, 4, 4)
+    recon = module.acc_budget_of("input_grad_recon", torch.bfloat16)
+    assert module._candidates(torch.bfloat16, 256, 784, products=2, acc_budget=recon,
+                              smem_limit=SM90)[0] == Tile(64, 64, 64, 8, 8, 4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+def test_each_launch_keeps_to_its_register_budget(dtype):
+    """Heavy epilogues get a smaller accumulator budget (_ACC_BUDGETS; compile_check.py measured
+    spills at 64 registers in decoder_loss, dz and the input gradient with its reconstruction
+    term, and fp64's decoder_loss at 32): their first tile at an MNIST-sized step fits it."""
+    acc = 8 if dtype == torch.float64 else 4
+    for name in module._ACC_BUDGETS:
+        products = 2 if name == "input_grad_recon" else 1
+        budget = module.acc_budget_of(name, dtype)
+        first = module._candidates(dtype, 256, 784, products=products, acc_budget=budget, smem_limit=SM90)[0]
+        assert module.acc_registers(first, acc, products) <= budget, (name, first)
+
+
+def test_register_budgets_pick_the_tiles_compile_check_measured():
+    """The decoder's and dZ's first tiles take 32 accumulator registers (16 for fp64's decoder)
+    where the old single budget of 64 let them spill; the encoder keeps the 128x128 tile."""
+    def first(name, dtype, products=1):
+        return module._candidates(dtype, 256, 784, products=products, acc_budget=module.acc_budget_of(name, dtype),
+                                  smem_limit=SM90)[0]
+    assert first("decoder_loss", torch.float32) == Tile(64, 128, 32, 8, 8, 4)
+    assert first("dz", torch.bfloat16) == Tile(64, 128, 64, 8, 8, 4)
+    assert first("input_grad_recon", torch.float32, products=2) == Tile(64, 64, 32, 8, 8, 4)
+    assert first("decoder_loss", torch.float64) == Tile(32, 64, 16, 8, 8, 2)
+    assert first("dz", torch.float64) == Tile(64, 64, 16, 8, 8, 2)
+    assert first("encoder", torch.bfloat16) == Tile(128, 128, 64, 8, 8, 4)
+    assert first("encoder", torch.float32) == Tile(128, 128, 32, 8, 8, 3)
+    assert first("weight_grad", torch.float64) == Tile(64, 64, 16, 8, 4, 2)
+    assert first("input_grad", torch.float32) == Tile(128, 128, 32, 8, 8, 3)  # no reconstruction term
 
 
 class FakeLaunch:
@@ -145,10 +177,10 @@ def fake_cuda(monkeypatch):
     return torch.device("cuda", 0)
 
 
-def product(device, M, N, K, dtype=torch.bfloat16, products=1, seed=0):
+def product(device, M, N, K, dtype=torch.bfloat16, products=1, seed=0, name="encoder"):
     kernel = FakeKernel()
     prec = module._Precision(None, None, "ieee", False, torch.float32, dtype)
-    module._product(kernel, "fake", device, prec, M, N, dict(M=M, N=N, K=K, seed=seed, FLAG=True),
+    module._product(kernel, name, device, prec, M, N, dict(M=M, N=N, K=K, seed=seed, FLAG=True),
                     products=products)
     call = kernel.calls[-1]  # the launch that counts (timing launches come first)
     return Tile(call["BLOCK_M"], call["BLOCK_N"], call["BLOCK_K"], call["GROUP_M"], call["num_warps"],
@@ -166,6 +198,15 @@ def test_one_tile_per_shape_without_autotuning(fake_cuda, monkeypatch):
     assert first == module._candidates(torch.bfloat16, 256, 784, smem_limit=SM90)[0]
     tile = product(fake_cuda, 256, 784, 512, products=2)
     assert module.smem_estimate(tile, 2, products=2) <= SM90
+
+
+def test_launches_use_their_register_budget(fake_cuda):
+    """_product looks up the launch's budget: at one shape the decoder gets a tile with half the
+    encoder's accumulator registers per thread, fp64's decoder a quarter."""
+    assert product(fake_cuda, 256, 784, 512, name="encoder") == Tile(128, 128, 64, 8, 8, 4)
+    assert product(fake_cuda, 256, 784, 512, name="decoder_loss") == Tile(64, 128, 64, 8, 8, 4)
+    wide = product(fake_cuda, 256, 784, 512, dtype=torch.float64, name="decoder_loss")
+    assert module.acc_registers(wide, 8) == 16
 
 
 def test_autotuning_is_opt_in(fake_cuda, monkeypatch):

@@ -101,18 +101,38 @@ class Tile(NamedTuple):
 _INTERPRETER_TILE = Tile(16, 16, 16, 1, 1, 1)  # small: the interpreter runs each op through numpy
 # Hopper candidates, fastest-first guesses; the first one that fits is used unless autotuning.
 # The small tiles are for MNIST-scale steps, where a 128-wide tile would leave most of the 132
-# SMs idle (and products this small are latency-, not throughput-bound). Register spills
-# (ptxas -v through benchmarks/compile_check.py --all-tiles --spills, triton 3.8, sm_90):
-# bf16 128x256x64 / 8 warps spilled 6 KB in decoder_loss_kernel and 2.4 KB in dz_kernel, and
-# 128x128x64 / 4 warps 2.5-13 KB, so both are gone; 128x128x64 / 8 warps / 4 stages spills 8 B
-# (dz_kernel). _MAX_ACC_REGISTERS keeps the two accumulators of input_grad_kernel's
-# reconstruction term in registers too (64x128 / 4 warps spilled 808 B there, 64x64 none).
-_HALF_TILES = [Tile(128, 128, 64, 8, 8, 4), Tile(64, 128, 64, 8, 4, 4), Tile(64, 64, 64, 8, 4, 4),
-               Tile(32, 64, 64, 8, 4, 3), Tile(16, 64, 64, 8, 4, 3)]
-_FP32_TILES = [Tile(128, 128, 32, 8, 8, 3), Tile(64, 128, 32, 8, 4, 4), Tile(64, 64, 32, 8, 4, 4),
-               Tile(32, 64, 32, 8, 4, 3), Tile(16, 64, 64, 8, 4, 3)]
-_FP64_TILES = [Tile(64, 64, 16, 8, 4, 2), Tile(32, 64, 16, 8, 4, 2)]
-_MAX_ACC_REGISTERS = 64  # 32-bit registers per thread the accumulators may take
+# SMs idle (and products this small are latency-, not throughput-bound). The 64-row tiles (and
+# fp64's 32-row one) come with 4 warps and then again with 8: the same tile, half the
+# accumulator registers per thread, for the launches with a smaller budget (_ACC_BUDGETS).
+# 128x128 with 16 warps is not listed: a thread then gets at most 128 registers (bf16 dz_kernel
+# spilled 16 B). bf16 128x256x64 / 8 warps spilled 6 KB in decoder_loss_kernel and 2.4 KB in
+# dz_kernel, and 128x128x64 / 4 warps 2.5-13 KB, so both are gone (ptxas -v, compile_check.py).
+_HALF_TILES = [Tile(128, 128, 64, 8, 8, 4), Tile(64, 128, 64, 8, 4, 4), Tile(64, 128, 64, 8, 8, 4),
+               Tile(64, 64, 64, 8, 4, 4), Tile(64, 64, 64, 8, 8, 4), Tile(32, 64, 64, 8, 4, 3),
+               Tile(16, 64, 64, 8, 4, 3)]
+_FP32_TILES = [Tile(128, 128, 32, 8, 8, 3), Tile(64, 128, 32, 8, 4, 4), Tile(64, 128, 32, 8, 8, 4),
+               Tile(64, 64, 32, 8, 4, 4), Tile(64, 64, 32, 8, 8, 4), Tile(32, 64, 32, 8, 4, 3),
+               Tile(16, 64, 64, 8, 4, 3)]
+_FP64_TILES = [Tile(64, 64, 16, 8, 4, 2), Tile(64, 64, 16, 8, 8, 2), Tile(32, 64, 16, 8, 4, 2),
+               Tile(32, 64, 16, 8, 8, 2)]
+_MAX_ACC_REGISTERS = 64  # 32-bit registers per thread the accumulators may take (light epilogues)
+# Accumulator registers per thread that each launch may take, with fp32 and with fp64
+# accumulators: what its epilogue leaves of a thread's 255. Measured with ptxas -v for sm_90
+# (triton 3.8) on an MNIST-sized step with every activation and loss, tiles forced as
+# compile_check.py --spills --all-tiles --every-kind does (benchmarks/RESULTS.md). At 64:
+# decoder_loss spills up to 832 B, dz up to 136 B (fp64: 1.5 KB), input_grad with the
+# reconstruction term (two accumulators, counted together) 24 B. At 32 none of them spills with
+# any operand type or kind (at most 236 registers), except fp64's decoder_loss, whose exp and
+# log run in software: 4.8 KB at 64, 92-136 B at 32, none at 16. The encoder and the weight
+# gradient keep 64: no spill in the default step (softplus and elu encoders do spill 112 B-1.1 KB).
+_ACC_BUDGETS = {
+    "encoder": (_MAX_ACC_REGISTERS, _MAX_ACC_REGISTERS),
+    "weight_grad": (_MAX_ACC_REGISTERS, _MAX_ACC_REGISTERS),
+    "input_grad": (_MAX_ACC_REGISTERS, _MAX_ACC_REGISTERS),  # keep-mask and g only
+    "input_grad_recon": (32, 32),  # + the decoder's activation of a second accumulator
+    "dz": (32, 32),                # f'(z), and f''(z) with the contractive term
+    "decoder_loss": (32, 16),      # softplus, sigmoid, the loss and two reductions
+}
 _MAX_TILES = 4096  # more output tiles than this: the small tiles only add overhead
 SM90_SHARED_MEMORY = 232448  # bytes per block (opt-in) on sm_90, when the device cannot be asked
 _chosen = {}  # key -> the tile every later call with that key uses
@@ -131,6 +151,12 @@ def acc_registers(tile, acc_bytes, products=1):
     return products * tile.block_m * tile.block_n * acc_bytes // (4 * 32 * tile.num_warps)
 
 
+def acc_budget_of(name, operands):
+    """The accumulator registers per thread that launch `name` may take (_ACC_BUDGETS)."""
+    fp32_acc, fp64_acc = _ACC_BUDGETS[name]
+    return fp64_acc if operands == torch.float64 else fp32_acc
+
+
 @functools.lru_cache(maxsize=None)
 def _smem_limit(device):
     """Shared memory one block may use on `device` (the opt-in maximum), in bytes."""
@@ -140,10 +166,11 @@ def _smem_limit(device):
         return SM90_SHARED_MEMORY
 
 
-def _candidates(dtype, M, N, *, products=1, smem_limit=SM90_SHARED_MEMORY):
+def _candidates(dtype, M, N, *, products=1, acc_budget=_MAX_ACC_REGISTERS,
+                smem_limit=SM90_SHARED_MEMORY):
     """The tiles worth trying for an [M, N] output with `dtype` operands, in order: those no
     larger than the matrix (smallest first when none is), that fit in shared memory and whose
-    accumulators fit in _MAX_ACC_REGISTERS."""
+    accumulators fit in `acc_budget` registers per thread."""
     tiles = {torch.float64: _FP64_TILES, torch.float32: _FP32_TILES}.get(dtype, _HALF_TILES)
     fit = [t for t in tiles
            if t.block_m <= max(16, triton.next_power_of_2(max(M, 1)))
@@ -156,15 +183,16 @@ def _candidates(dtype, M, N, *, products=1, smem_limit=SM90_SHARED_MEMORY):
     def cost(t):
         return acc_registers(t, acc, products), smem_estimate(t, size, products)
     small = [t for t in fit if smem_estimate(t, size, products) <= smem_limit
-             and acc_registers(t, acc, products) <= _MAX_ACC_REGISTERS]
+             and acc_registers(t, acc, products) <= acc_budget]
     return small or [min(fit, key=cost)]
 
 
-def _tiles(device, prec, M, N, products):
+def _tiles(device, prec, M, N, products, acc_budget):
     """The candidate tiles of one product on `device`, in order."""
     if device.type != "cuda":
         return [_INTERPRETER_TILE]
-    return _candidates(prec.operands, M, N, products=products, smem_limit=_smem_limit(device))
+    return _candidates(prec.operands, M, N, products=products, acc_budget=acc_budget,
+                       smem_limit=_smem_limit(device))
 
 
 def _launch_first(key, options, launch, *, tune=False):
@@ -214,7 +242,8 @@ def _launch_key(name, arguments, products):
 def _product(kernel, name, device, prec, M, N, arguments, *, parts=None, products=1):
     """Launch a tiled product kernel over an [M, N] output: `arguments` are its keyword
     arguments but the tile's; `parts(num_m, num_n)` allocates the partial-sum buffers that a
-    tile choice needs (a dict of keyword arguments), which are returned."""
+    tile choice needs (a dict of keyword arguments), which are returned. `name` is the launch's
+    row of _ACC_BUDGETS."""
     def launch(tile):
         num_m, num_n = _grid(M, N, tile)
         buffers = parts(num_m, num_n) if parts is not None else {}
@@ -222,7 +251,7 @@ def _product(kernel, name, device, prec, M, N, arguments, *, parts=None, product
                                  **_mma_meta(prec, tile))
         return buffers
 
-    options = _tiles(device, prec, M, N, products)
+    options = _tiles(device, prec, M, N, products, acc_budget_of(name, prec.operands))
     with _device_guard(device):
         if len(options) == 1:
             return launch(options[0])
@@ -418,7 +447,8 @@ def _input_grad(dz, B, stride_bk, stride_bn, N, out, prec, *, grad=None, corrupt
     M, K = dz.shape
     h, c, x, cfg = recon if recon is not None else (dz, out, out, None)
     inv_batch_hi, inv_batch_lo = _pair(1.0 / max(M, 1))
-    _product(bwd_kernels.input_grad_kernel, "input_grad", out.device, prec, M, N, dict(
+    name = "input_grad" if recon is None else "input_grad_recon"
+    _product(bwd_kernels.input_grad_kernel, name, out.device, prec, M, N, dict(
         dz_ptr=dz, b_ptr=B, h_ptr=h, c_ptr=c, x_ptr=x, grad_ptr=_or(grad, out), out_ptr=out, M=M, N=N, K=K,
         stride_zm=dz.stride(0), stride_bk=stride_bk, stride_bn=stride_bn, stride_hm=h.stride(0),
         stride_xm=x.stride(0), stride_om=out.stride(0), inv_batch_hi=inv_batch_hi, inv_batch_lo=inv_batch_lo,
