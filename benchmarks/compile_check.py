@@ -267,7 +267,8 @@ def exercise_first_choices(impl, module, phase, every_kind=False):
     MNIST-sized step, with the input gradient (two products in input_grad_kernel) and the
     single-layer backward (one); with `every_kind`, then every activation at batch 256."""
     force_tiles(module, lambda prec, M, N, products, acc_budget: module._candidates(
-        prec.operands, M, N, products=products, acc_budget=acc_budget, smem_limit=module.SM90_SHARED_MEMORY)[:1])
+        prec.operands, M, N, products=products, acc_budget=acc_budget, smem_limit=module.SM90_SHARED_MEMORY,
+        staged=prec.staged)[:1])
     module.XT_MODE = "auto"
     for dtype, precision in STEP_TYPES:
         for B in (8, 256):

@@ -179,12 +179,24 @@ def fake_cuda(monkeypatch):
 
 def product(device, M, N, K, dtype=torch.bfloat16, products=1, seed=0, name="encoder"):
     kernel = FakeKernel()
-    prec = module._Precision(None, None, "ieee", False, torch.float32, dtype)
+    prec = module._Precision(None, None, "ieee", False, torch.float32, dtype, dtype)
     module._product(kernel, name, device, prec, M, N, dict(M=M, N=N, K=K, seed=seed, FLAG=True),
                     products=products)
     call = kernel.calls[-1]  # the launch that counts (timing launches come first)
     return Tile(call["BLOCK_M"], call["BLOCK_N"], call["BLOCK_K"], call["GROUP_M"], call["num_warps"],
                 call["num_stages"])
+
+
+def test_fp32_parameters_with_bf16_operands_are_sized_at_fp32_width():
+    """precision="bf16" with fp32 parameters loads fp32 tiles and casts them after the load, so
+    the pipeline's shared memory is that of fp32 tiles: 262,144 B for the first bf16 tile
+    (128x128x64, 4 stages), over sm_90's 232,448 B, where the bf16 estimate said 131,072 B."""
+    half_only = module._candidates(torch.bfloat16, 256, 784, smem_limit=SM90)
+    staged = module._candidates(torch.bfloat16, 256, 784, smem_limit=SM90, staged=torch.float32)
+    assert all(module.smem_estimate(t, 4) <= SM90 for t in staged)
+    assert any(module.smem_estimate(t, 4) > SM90 for t in half_only)  # the old estimate admitted these
+    prec = module._precision(torch.empty(3, 4), "bf16")
+    assert prec.operands == torch.bfloat16 and prec.staged == torch.float32
 
 
 def test_one_tile_per_shape_without_autotuning(fake_cuda, monkeypatch):

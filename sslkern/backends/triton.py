@@ -167,17 +167,19 @@ def _smem_limit(device):
 
 
 def _candidates(dtype, M, N, *, products=1, acc_budget=_MAX_ACC_REGISTERS,
-                smem_limit=SM90_SHARED_MEMORY):
+                smem_limit=SM90_SHARED_MEMORY, staged=None):
     """The tiles worth trying for an [M, N] output with `dtype` operands, in order: those no
     larger than the matrix (smallest first when none is), that fit in shared memory and whose
-    accumulators fit in `acc_budget` registers per thread."""
+    accumulators fit in `acc_budget` registers per thread. `staged`: the dtype the tiles are
+    loaded (and pipelined through shared memory) in, when wider than the operands (fp32
+    parameters with bf16 operands are cast after the load)."""
     tiles = {torch.float64: _FP64_TILES, torch.float32: _FP32_TILES}.get(dtype, _HALF_TILES)
     fit = [t for t in tiles
            if t.block_m <= max(16, triton.next_power_of_2(max(M, 1)))
            and t.block_n <= max(64, triton.next_power_of_2(max(N, 1)))
            and triton.cdiv(M, t.block_m) * triton.cdiv(N, t.block_n) <= _MAX_TILES]
     fit = fit or sorted(tiles, key=lambda t: t.block_m * t.block_n)
-    size = torch.empty((), dtype=dtype).element_size()
+    size = max(torch.empty((), dtype=d).element_size() for d in (dtype, staged or dtype))
     acc = 8 if dtype == torch.float64 else 4
 
     def cost(t):
@@ -192,7 +194,7 @@ def _tiles(device, prec, M, N, products, acc_budget):
     if device.type != "cuda":
         return [_INTERPRETER_TILE]
     return _candidates(prec.operands, M, N, products=products, acc_budget=acc_budget,
-                       smem_limit=_smem_limit(device))
+                       smem_limit=_smem_limit(device), staged=prec.staged)
 
 
 def _launch_first(key, options, launch, *, tune=False):
@@ -272,6 +274,7 @@ class _Precision(NamedTuple):
     emulate: bool     # half-precision dot emulated in fp32 (interpreter)
     parts: torch.dtype  # dtype of the partial-sum buffers
     operands: torch.dtype  # torch twin of `dot` (picks the tile candidates)
+    staged: torch.dtype  # what the kernels load (the parameters' dtype): sizes shared memory
 
 
 _HALF = (torch.float16, torch.bfloat16)
@@ -305,7 +308,7 @@ def _precision(W, precision="default"):
     tf32 = operands == torch.float32 and W.device.type == "cuda" and _tf32_matmul()
     return _Precision(tl.float64 if wide else tl.float32, _TL_DTYPES[operands],
                       "tf32" if tf32 else "ieee", _interpreting() and operands in _HALF,
-                      torch.float64 if wide else torch.float32, operands)
+                      torch.float64 if wide else torch.float32, operands, W.dtype)
 
 
 def _mma_meta(prec, tile):
