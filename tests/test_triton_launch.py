@@ -187,14 +187,17 @@ def product(device, M, N, K, dtype=torch.bfloat16, products=1, seed=0, name="enc
                 call["num_stages"])
 
 
-def test_fp32_parameters_with_bf16_operands_are_sized_at_fp32_width():
+def test_fp32_parameters_with_bf16_operands_take_the_fp32_tiles():
     """precision="bf16" with fp32 parameters loads fp32 tiles and casts them after the load, so
-    the pipeline's shared memory is that of fp32 tiles: 262,144 B for the first bf16 tile
-    (128x128x64, 4 stages), over sm_90's 232,448 B, where the bf16 estimate said 131,072 B."""
-    half_only = module._candidates(torch.bfloat16, 256, 784, smem_limit=SM90)
+    shared memory and registers are those of fp32 loads: the fp32 table applies. The bf16
+    table's first tile (128x128x64, 4 stages) would need 262,144 B of fp32 stages, over sm_90's
+    232,448 B, where a bf16 estimate says 131,072 B."""
     staged = module._candidates(torch.bfloat16, 256, 784, smem_limit=SM90, staged=torch.float32)
+    assert staged == module._candidates(torch.float32, 256, 784, smem_limit=SM90)
     assert all(module.smem_estimate(t, 4) <= SM90 for t in staged)
-    assert any(module.smem_estimate(t, 4) > SM90 for t in half_only)  # the old estimate admitted these
+    assert module.smem_estimate(module._HALF_TILES[0], 4) > SM90
+    assert module._candidates(torch.bfloat16, 256, 784, smem_limit=SM90, staged=torch.bfloat16) == \
+        module._candidates(torch.bfloat16, 256, 784, smem_limit=SM90)
     prec = module._precision(torch.empty(3, 4), "bf16")
     assert prec.operands == torch.bfloat16 and prec.staged == torch.float32
 

@@ -166,20 +166,26 @@ def _smem_limit(device):
         return SM90_SHARED_MEMORY
 
 
+def _element_size(dtype):
+    return torch.empty((), dtype=dtype).element_size()
+
+
 def _candidates(dtype, M, N, *, products=1, acc_budget=_MAX_ACC_REGISTERS,
                 smem_limit=SM90_SHARED_MEMORY, staged=None):
     """The tiles worth trying for an [M, N] output with `dtype` operands, in order: those no
     larger than the matrix (smallest first when none is), that fit in shared memory and whose
     accumulators fit in `acc_budget` registers per thread. `staged`: the dtype the tiles are
     loaded (and pipelined through shared memory) in, when wider than the operands (fp32
-    parameters with bf16 operands are cast after the load)."""
-    tiles = {torch.float64: _FP64_TILES, torch.float32: _FP32_TILES}.get(dtype, _HALF_TILES)
+    parameters with bf16 operands are cast after the load): its table and element size
+    then apply, since loads, not the dot, fill the shared memory and the registers."""
+    loaded = staged if staged is not None and _element_size(staged) > _element_size(dtype) else dtype
+    tiles = {torch.float64: _FP64_TILES, torch.float32: _FP32_TILES}.get(loaded, _HALF_TILES)
     fit = [t for t in tiles
            if t.block_m <= max(16, triton.next_power_of_2(max(M, 1)))
            and t.block_n <= max(64, triton.next_power_of_2(max(N, 1)))
            and triton.cdiv(M, t.block_m) * triton.cdiv(N, t.block_n) <= _MAX_TILES]
     fit = fit or sorted(tiles, key=lambda t: t.block_m * t.block_n)
-    size = max(torch.empty((), dtype=d).element_size() for d in (dtype, staged or dtype))
+    size = _element_size(loaded)
     acc = 8 if dtype == torch.float64 else 4
 
     def cost(t):
