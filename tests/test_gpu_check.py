@@ -78,7 +78,8 @@ def test_dry_run_runs_every_section_in_order(tmp_path):
                for name in (*mnist_rows[1:], "corrupt", big_row, "pretext", "bench cli", "compile default"))
     if status["bench cli"] == "done":  # `sslkern bench` as a user runs it, both precisions
         cli = result["bench_cli"]
-        assert cli["exit_code"] == 0 and any("sgd_step[native]@bf16" in line for line in cli["table"])
+        # sgd_step on whichever backends load where the script runs (an unbuilt checkout: reference)
+        assert cli["exit_code"] == 0 and any("sgd_step[" in line and "@bf16" in line for line in cli["table"])
 
     first = result["steps"][0]
     assert (first["shape"], first["dtype"]) == (list(plan.mnist_shapes[0]), "float32")
