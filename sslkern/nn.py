@@ -51,7 +51,8 @@ class TiedAutoencoder(nn.Module):
     sslkern.autoencoder_loss (all off by default); `image_shape`, `patch` and `hole_weight`
     serve the structured masks (corruption "block", "patch") and weight their holes;
     `precision` "bf16"/"fp16" rounds the objective's product operands (float32 parameters stay
-    the master weights; sslkern.autoencoder_loss). Initialisation as in the classic tutorials: W uniform in ±4·√(6/(H+D)) for sigmoid
+    the master weights; sslkern.autoencoder_loss). Initialisation as in the classic
+    tutorials: W uniform in ±4·√(6/(H+D)) for sigmoid
     encoders, ±√(6/(H+D)) otherwise, biases zero; drawn on the CPU from `seed`, so the same
     seed gives the same weights on every device.
     """

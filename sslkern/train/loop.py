@@ -34,7 +34,8 @@ def fit(model, X, *, epochs, batch_size, lr, optimizer="sgd", device=None, seed=
     progress: a progress bar on a terminal, one line per epoch when stderr is not one (a
     log file, CI). precision: "default", "bf16" or "fp16" — the autoencoders' product
     precision for this run (sslkern.autoencoder_loss; float32 parameters, which stay the
-    master weights), restored when fit returns; None keeps each model's own. cuda_graph: capture the training step in a CUDA graph (CUDA, one
+    master weights), restored when fit returns; None keeps each model's own. cuda_graph:
+    capture the training step in a CUDA graph (CUDA, one
     process; a noisy model then draws its noise from a device tensor, use_device_noise, and
     needs the triton backend). In one process without a CUDA graph, a TiedAutoencoder stage whose
     parameters all train and that has no hooks steps without an autograd graph, through a
