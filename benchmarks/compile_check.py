@@ -179,7 +179,7 @@ def training_steps(precision="default", every_kind=False):
 
 # (parameter dtype, precision): every operand type a training step's products can have
 STEP_TYPES = ((torch.bfloat16, "default"), (torch.float16, "default"), (torch.float32, "default"),
-              (torch.float64, "default"), (torch.float32, "bf16"))
+              (torch.float64, "default"), (torch.float32, "bf16"), (torch.float32, "fp16"))
 
 
 def exercise(impl, module):
@@ -227,13 +227,14 @@ def exercise(impl, module):
         impl.linear_act_backward(x, x, x[:, :H].contiguous(), W, "sigmoid", False)
     impl.philox(100, 5, 6, cpu, True)
     impl.philox(100, torch.tensor([1, 2]), 0, cpu, False)
-    # mixed precision (precision="bf16"): fp32 parameters, an fp32 or bf16 x; bf16 operands,
-    # fp32 everything else
+    # mixed precision: fp32 parameters, an fp32 or half x; bf16 or fp16 operands (fp16 with the
+    # gradient scale), fp32 everything else
     force_tiles(module, lambda *args: [module._HALF_TILES[0]])
     W, b, c = torch.randn(20, 30), torch.randn(20), torch.randn(30)
-    cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5, precision="bf16")
-    for x in (torch.rand(40, 30), torch.rand(40, 30, dtype=torch.bfloat16)):
-        impl.ae_backward(torch.tensor(1.0), x, W, c, impl.ae_forward(x, W, b, c, cfg), cfg, True)
+    for precision, half in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        cfg = StepConfig(corruption="mask", level=0.2, contractive=0.3, seed=3, offset=5, precision=precision)
+        for x in (torch.rand(40, 30), torch.rand(40, 30, dtype=half)):
+            impl.ae_backward(torch.tensor(1.0), x, W, c, impl.ae_forward(x, W, b, c, cfg), cfg, True)
 
 
 def exercise_pretext():

@@ -350,8 +350,7 @@ def variants(shape, device, obj, include=None, precisions=("default",)):
             table["products" + suffix] = precision
         for route in SSLKERN_ROUTES:
             table.update({f"{route}[{name}]{suffix}": (route, name, precision)
-                          for name in sslkern_backends(device)
-                          if not (precision == "fp16" and name == "triton")})
+                          for name in sslkern_backends(device)})
     jac_bytes = shape.batch * shape.hidden * shape.visible * 4
     if jac_bytes <= JACOBIAN_BYTES_LIMIT:
         table["jacobian"] = None

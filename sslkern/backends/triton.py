@@ -24,9 +24,9 @@ Environment:
   between runs and machines, and with it the last bits of the sums above. Off by default.
 - SSLKERN_TRITON_XT=auto|load|prepass: where the encoder's x~ is made (XT_MODE below).
 
-Mixed precision is the objective's `precision` argument (_precision): "bf16" casts each
-product tile to bf16 as it is loaded; "fp16" is refused here (no gradient scaling in the
-kernels).
+Mixed precision is the objective's `precision` argument (_precision): the kernels cast each
+product tile to bf16 or fp16 as they load it; with fp16 the backward's gradient operands (dA,
+dZ) are multiplied by product.gradient_scale first and the products divided by it after.
 """
 import contextlib
 import functools
@@ -46,7 +46,7 @@ from ..kernels.triton.decoder import decoder_loss_kernel
 from ..kernels.triton.encoder import encoder_kernel
 from ..kernels.triton.reduce import finalize_kernel
 from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, PRECISIONS
-from . import penalties, structured
+from . import penalties, product, structured
 from .base import AEForward, Backend
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -306,10 +306,6 @@ def _precision(W, precision="default"):
     products use tf32 only where torch allows it."""
     wide = W.dtype == torch.float64
     rounded_to = PRECISIONS[precision].operands
-    if rounded_to is not None and PRECISIONS[precision].scales_gradients:
-        raise ValueError(f"triton: precision={precision!r} is not implemented: the kernels round dL/da "
-                         "without the gradient scale fp16 needs; use precision='bf16', or the native or "
-                         "reference backend")
     operands = W.dtype if rounded_to is None else getattr(torch, rounded_to)
     tf32 = operands == torch.float32 and W.device.type == "cuda" and _tf32_matmul()
     return _Precision(tl.float64 if wide else tl.float32, _TL_DTYPES[operands],
@@ -404,15 +400,17 @@ def _decode_loss(h, W, c, x, d_a, cfg, prec):
     return buffers["dc_part_ptr"], buffers["loss_part_ptr"]
 
 
-def _dz(d_a, W, h, r, dz, act, coef, contractive, prec):
-    """dZ = (dA Wᵀ) ⊙ s + coef · s f'' r into dz; returns the db partial sums."""
+def _dz(d_a, W, h, r, dz, act, coef, contractive, prec, grad_scale=1.0):
+    """dZ = (dA Wᵀ) ⊙ s + coef · s f'' r into dz; returns the db partial sums. grad_scale:
+    dA's scale before its rounding (fp16, product.gradient_scale)."""
     M, K = d_a.shape
     N = W.shape[0]
     coef_hi, coef_lo = _pair(coef)
     buffers = _product(bwd_kernels.dz_kernel, "dz", h.device, prec, M, N, dict(
         da_ptr=d_a, w_ptr=W, h_ptr=h, r_ptr=r if contractive else h, dz_ptr=dz, M=M, N=N, K=K,
         stride_dam=d_a.stride(0), stride_wn=W.stride(0), stride_hm=h.stride(0), stride_zm=dz.stride(0),
-        coef_hi=coef_hi, coef_lo=coef_lo, ACT=ACTIVATIONS.code(act), CONTRACTIVE=contractive),
+        coef_hi=coef_hi, coef_lo=coef_lo, **_scale_arguments(grad_scale), ACT=ACTIVATIONS.code(act),
+        CONTRACTIVE=contractive),
         parts=lambda num_m, num_n: dict(db_part_ptr=h.new_empty((num_m, N), dtype=prec.parts)))
     return buffers["db_part_ptr"]
 
@@ -432,9 +430,10 @@ def _act_grad(dh, h, r, act, coef, prec):
     return dz, db_parts
 
 
-def _weight_grad(a1, a2, b, out, prec, *, W=None, s2col=None, coef=0.0, grad=None):
+def _weight_grad(a1, a2, b, out, prec, *, W=None, s2col=None, coef=0.0, grad=None, grad_scale=1.0):
     """out = g · ([a1 ; a2]ᵀ b + coef · diag(s2col) W); a1 may be None (K1 = 0). b has
-    K1 + K2 rows: a1 meets the first K1, a2 the rest."""
+    K1 + K2 rows: a1 meets the first K1, a2 the rest. grad_scale: the scale of the gradient
+    operands (b's first K1 rows and a2) before their rounding."""
     K1 = 0 if a1 is None else a1.shape[0]
     K2, M = a2.shape
     N = b.shape[1]
@@ -445,14 +444,15 @@ def _weight_grad(a1, a2, b, out, prec, *, W=None, s2col=None, coef=0.0, grad=Non
         s2_ptr=_or(s2col, out), grad_ptr=_or(grad, out), out_ptr=out, M=M, N=N, K1=K1, K2=K2,
         stride_a1k=_stride(a1), stride_a2k=a2.stride(0), stride_bk=b.stride(0),
         stride_wm=W.stride(0) if row_scale else 0, stride_om=out.stride(0), coef_hi=coef_hi, coef_lo=coef_lo,
-        HAS_GRAD=grad is not None, ROW_SCALE=row_scale))
+        **_scale_arguments(grad_scale), HAS_GRAD=grad is not None, ROW_SCALE=row_scale))
     return out
 
 
 def _input_grad(dz, B, stride_bk, stride_bn, N, out, prec, *, grad=None, corruption="none", level=0.0,
-                rng=_NO_RNG, recon=None):
+                rng=_NO_RNG, recon=None, grad_scale=1.0):
     """out = g · keep(dz B) [- g/B · target]; recon = (h, c, x, cfg) adds the reconstruction
-    target of the objective, recomputing a = h W + c from the same W tiles."""
+    target of the objective, recomputing a = h W + c from the same W tiles. grad_scale: dz's
+    scale before its rounding."""
     M, K = dz.shape
     h, c, x, cfg = recon if recon is not None else (dz, out, out, None)
     inv_batch_hi, inv_batch_lo = _pair(1.0 / max(M, 1))
@@ -461,10 +461,15 @@ def _input_grad(dz, B, stride_bk, stride_bn, N, out, prec, *, grad=None, corrupt
         dz_ptr=dz, b_ptr=B, h_ptr=h, c_ptr=c, x_ptr=x, grad_ptr=_or(grad, out), out_ptr=out, M=M, N=N, K=K,
         stride_zm=dz.stride(0), stride_bk=stride_bk, stride_bn=stride_bn, stride_hm=h.stride(0),
         stride_xm=x.stride(0), stride_om=out.stride(0), inv_batch_hi=inv_batch_hi, inv_batch_lo=inv_batch_lo,
-        level=level, **rng.arguments(out), HAS_GRAD=grad is not None, CORRUPTION=CORRUPTIONS.code(corruption),
+        level=level, **rng.arguments(out), **_scale_arguments(grad_scale), HAS_GRAD=grad is not None, CORRUPTION=CORRUPTIONS.code(corruption),
         RECON=recon is not None, LOSS=LOSSES.code(cfg.loss) if cfg else 0,
         DECODER=ACTIVATIONS.code(cfg.decoder) if cfg else 0), products=2 if recon is not None else 1)
     return out
+
+
+def _scale_arguments(grad_scale):
+    """The backward kernels' gradient scale: off (no multiply compiled in) at 1."""
+    return dict(grad_scale=float(grad_scale), SCALE_GRADIENTS=grad_scale != 1.0)
 
 
 def _finalize(device, prec, *, sums=(), loss=None, grad=None):
@@ -644,16 +649,17 @@ class TritonBackend(Backend):
         batch, hidden = h.shape
         contractive = cfg.contractive != 0.0
         coef = 2.0 * cfg.contractive / max(batch, 1)
+        scale = product.gradient_scale(cfg, batch)  # fp16: dA and dZ lifted out of the subnormals
         d_a = ax[:batch]
         dz = torch.empty_like(h)
         db_parts = _dz(d_a, W, h, saved.r, dz, cfg.encoder, coef,
-                       contractive and not ACTIVATIONS[cfg.encoder].piecewise_linear, prec)
+                       contractive and not ACTIVATIONS[cfg.encoder].piecewise_linear, prec, scale)
         extra = (penalties.backward(self, ax[batch:], h, W, saved.r, saved.hcol, saved.h_noisy, cfg)
                  if cfg.extra_penalties else None)
         if extra is not None:
             dz += extra.dz_add  # dz is not yet scaled by grad here: the products below scale it
         dW = _weight_grad(h, dz, ax, torch.empty_like(W), prec, W=W if contractive else None,
-                          s2col=saved.s2col if contractive else None, coef=coef, grad=grad)
+                          s2col=saved.s2col if contractive else None, coef=coef, grad=grad, grad_scale=scale)
         db, dc = W.new_empty(hidden), W.new_empty(W.shape[1])
         _finalize(W.device, prec, sums=[(db_parts, db), (saved.dc.view(1, -1), dc)], grad=grad)
         if extra is not None:
@@ -664,12 +670,14 @@ class TritonBackend(Backend):
         if need_dx and (cfg.structured or cfg.hole_weight != 1.0):
             # keep (dz W) from the kernel, the reconstruction target's part in PyTorch
             keep = structured.keep_of(self, x, cfg)
-            dx = _input_grad(dz, W, W.stride(0), 1, W.shape[1], W.new_empty(x.shape), prec, grad=grad)
+            dx = _input_grad(dz, W, W.stride(0), 1, W.shape[1], W.new_empty(x.shape), prec, grad=grad,
+                             grad_scale=scale)
             dx = dx.mul_(keep).add_(structured.recon_input_grad(h, W, c, x, keep, cfg, weighted=True).mul_(grad))
         elif need_dx:
             rng = _rng(cfg.seed, cfg.offset, x.device)
             dx = _input_grad(dz, W, W.stride(0), 1, W.shape[1], W.new_empty(x.shape), prec, grad=grad,
-                             corruption=cfg.corruption, level=cfg.level, rng=rng, recon=(h, c, x, cfg))
+                             corruption=cfg.corruption, level=cfg.level, rng=rng, recon=(h, c, x, cfg),
+                             grad_scale=scale)
         return dx, dW, db, dc
 
 

@@ -4,8 +4,8 @@ device pointer (never synchronised to the host)."""
 import triton
 import triton.language as tl
 
-from .common import (BCE, MSE, act_d1, act_d2, activation, keep_values, load_rng, mma, tile_coords, tile_product,
-                     tile_ranges, wide)
+from .common import (BCE, MSE, act_d1, act_d2, activation, keep_values, load_rng, mma, scaled, tile_coords,
+                     tile_product, tile_ranges, wide)
 
 
 @triton.jit
@@ -23,16 +23,19 @@ def dz_epilogue(dh, h, r_ptr, rn, col_ok, coef, ACT: tl.constexpr, CONTRACTIVE: 
 def dz_kernel(
     da_ptr, w_ptr, h_ptr, r_ptr, dz_ptr, db_part_ptr,
     M, N, K, num_pid_m, num_pid_n,
-    stride_dam, stride_wn, stride_hm, stride_zm, coef_hi, coef_lo,
-    ACT: tl.constexpr, CONTRACTIVE: tl.constexpr,
+    stride_dam, stride_wn, stride_hm, stride_zm, coef_hi, coef_lo, grad_scale,
+    ACT: tl.constexpr, CONTRACTIVE: tl.constexpr, SCALE_GRADIENTS: tl.constexpr,
     ACC: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    """dH = dA Wᵀ (W [N, K]) -> dZ [M, N] and partial column sums of dZ (for db)."""
+    """dH = dA Wᵀ (W [N, K]) -> dZ [M, N] and partial column sums of dZ (for db).
+    SCALE_GRADIENTS: dA enters the product times grad_scale, which dH is divided by again."""
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
     rm, rn, row_ok, col_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), da_ptr, stride_dam, 1, w_ptr, 1, stride_wn,
-                       rm, rn, row_ok, col_ok, K, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
+                       rm, rn, row_ok, col_ok, K, grad_scale, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K,
+                       SCALE_GRADIENTS, False)
+    acc = scaled(acc, 1.0 / grad_scale, SCALE_GRADIENTS)
 
     ok = row_ok[:, None] & col_ok[None, :]
     h = tl.load(h_ptr + rm[:, None] * stride_hm + rn[None, :], mask=ok, other=0.0).to(ACC)
@@ -68,8 +71,8 @@ def act_grad_kernel(
 def weight_grad_kernel(
     a1_ptr, a2_ptr, b1_ptr, b2_ptr, w_ptr, s2_ptr, grad_ptr, out_ptr,
     M, N, K1, K2, num_pid_m, num_pid_n,
-    stride_a1k, stride_a2k, stride_bk, stride_wm, stride_om, coef_hi, coef_lo,
-    HAS_GRAD: tl.constexpr, ROW_SCALE: tl.constexpr,
+    stride_a1k, stride_a2k, stride_bk, stride_wm, stride_om, coef_hi, coef_lo, grad_scale,
+    HAS_GRAD: tl.constexpr, ROW_SCALE: tl.constexpr, SCALE_GRADIENTS: tl.constexpr,
     ACC: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
@@ -77,13 +80,18 @@ def weight_grad_kernel(
     come from two tensors (h and dZ in training) and whose B rows are [B1 ; B2] with one row
     stride (in training the halves of one [2B, N] tensor [dA ; x~]). The launcher passes B2's
     address: K1 · stride_bk computed here would overflow int32 once B·D >= 2^31.
+    SCALE_GRADIENTS: the gradient operand of each half (B1 = dA, A2 = dZ) enters times
+    grad_scale, and the sum is divided by it again.
     No split-K: every output tile is summed by one program, deterministically."""
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
     rm, rn, row_ok, col_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), a1_ptr, 1, stride_a1k, b1_ptr, stride_bk, 1,
-                       rm, rn, row_ok, col_ok, K1, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
+                       rm, rn, row_ok, col_ok, K1, grad_scale, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K,
+                       False, SCALE_GRADIENTS)
     acc = tile_product(acc, a2_ptr, 1, stride_a2k, b2_ptr, stride_bk, 1,
-                       rm, rn, row_ok, col_ok, K2, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
+                       rm, rn, row_ok, col_ok, K2, grad_scale, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K,
+                       SCALE_GRADIENTS, False)
+    acc = scaled(acc, 1.0 / grad_scale, SCALE_GRADIENTS)
 
     ok = row_ok[:, None] & col_ok[None, :]
     if ROW_SCALE:
@@ -100,14 +108,15 @@ def input_grad_kernel(
     dz_ptr, b_ptr, h_ptr, c_ptr, x_ptr, grad_ptr, out_ptr,
     M, N, K, num_pid_m, num_pid_n,
     stride_zm, stride_bk, stride_bn, stride_hm, stride_xm, stride_om,
-    inv_batch_hi, inv_batch_lo, level, seed, offset, rng_ptr,
+    inv_batch_hi, inv_batch_lo, level, seed, offset, rng_ptr, grad_scale,
     HAS_GRAD: tl.constexpr, CORRUPTION: tl.constexpr, RECON: tl.constexpr, LOSS: tl.constexpr,
-    DECODER: tl.constexpr, RNG_FROM_PTR: tl.constexpr,
+    DECODER: tl.constexpr, RNG_FROM_PTR: tl.constexpr, SCALE_GRADIENTS: tl.constexpr,
     ACC: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     """dx = g · keep(dZ B) [- g/B · target(h W + c, x) with RECON]. With RECON (the objective's
-    input gradient) the same W tiles feed a second product that recomputes the logit a."""
+    input gradient) the same W tiles feed a second product that recomputes the logit a.
+    SCALE_GRADIENTS: dZ enters times grad_scale, and dZ B is divided by it again."""
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
     seed, offset = load_rng(seed, offset, rng_ptr, RNG_FROM_PTR)
     rm, rn, row_ok, col_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
@@ -119,12 +128,13 @@ def input_grad_kernel(
         b = tl.load(b_ptr + rk[:, None] * stride_bk + rn[None, :] * stride_bn,
                     mask=(rk[:, None] < K) & col_ok[None, :], other=0.0)
         a = tl.load(dz_ptr + rm[:, None] * stride_zm + rk[None, :], mask=a_ok, other=0.0)
-        acc = mma(acc, a, b, DOT_DTYPE, PRECISION, EMULATE)
+        acc = mma(acc, scaled(a, grad_scale, SCALE_GRADIENTS), b, DOT_DTYPE, PRECISION, EMULATE)
         if RECON:
             h = tl.load(h_ptr + rm[:, None] * stride_hm + rk[None, :], mask=a_ok, other=0.0)
             logit = mma(logit, h, b, DOT_DTYPE, PRECISION, EMULATE)
 
     ok = row_ok[:, None] & col_ok[None, :]
+    acc = scaled(acc, 1.0 / grad_scale, SCALE_GRADIENTS)
     dx = keep_values(acc, rm[:, None] * N + rn[None, :], seed, offset, level, CORRUPTION)
     if RECON:
         logit += tl.load(c_ptr + rn, mask=col_ok, other=0.0).to(ACC)[None, :]

@@ -224,16 +224,28 @@ def mma(acc, a, b, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl
 
 
 @triton.jit
+def scaled(v, scale, SCALE: tl.constexpr):
+    """v · scale where a gradient operand is scaled before its fp16 rounding (fp16 products:
+    dL/da and dZ carry a 1/B that would land in fp16's subnormals). The scale is a power of
+    two, so this and the epilogue's division are exact."""
+    if SCALE:
+        v = v * scale
+    return v
+
+
+@triton.jit
 def tile_product(acc, a_ptr, stride_am, stride_ak, b_ptr, stride_bk, stride_bn, rm, rn, row_ok, col_ok,
-                 K, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl.constexpr,
-                 BLOCK_K: tl.constexpr):
-    """acc += A[rm, :K] @ B[:K, rn] for strided A and B, edges masked, 64-bit offsets. Callers
-    pass a literal 1 for unit strides, so the compiler still sees contiguous loads."""
+                 K, grad_scale, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, EMULATE: tl.constexpr,
+                 BLOCK_K: tl.constexpr, SCALE_A: tl.constexpr, SCALE_B: tl.constexpr):
+    """acc += A[rm, :K] @ B[:K, rn] for strided A and B, edges masked, 64-bit offsets; the
+    operand flagged SCALE_A / SCALE_B is multiplied by grad_scale as it is loaded. Callers pass
+    a literal 1 for unit strides, so the compiler still sees contiguous loads."""
     for k0 in range(0, K, BLOCK_K):
         rk = k0 + tl.arange(0, BLOCK_K).to(tl.int64)
         a = tl.load(a_ptr + rm[:, None] * stride_am + rk[None, :] * stride_ak,
                     mask=row_ok[:, None] & (rk[None, :] < K), other=0.0)
         b = tl.load(b_ptr + rk[:, None] * stride_bk + rn[None, :] * stride_bn,
                     mask=(rk[:, None] < K) & col_ok[None, :], other=0.0)
-        acc = mma(acc, a, b, DOT_DTYPE, PRECISION, EMULATE)
+        acc = mma(acc, scaled(a, grad_scale, SCALE_A), scaled(b, grad_scale, SCALE_B),
+                  DOT_DTYPE, PRECISION, EMULATE)
     return acc

@@ -19,7 +19,7 @@ def decoder_loss_kernel(
     pid_m, pid_n = tile_coords(num_pid_m, num_pid_n, GROUP_M)
     rm, rn, row_ok, col_ok = tile_ranges(pid_m, pid_n, M, N, BLOCK_M, BLOCK_N)
     acc = tile_product(tl.zeros((BLOCK_M, BLOCK_N), ACC), h_ptr, stride_hm, 1, w_ptr, stride_wk, 1,
-                       rm, rn, row_ok, col_ok, K, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K)
+                       rm, rn, row_ok, col_ok, K, 1.0, DOT_DTYPE, PRECISION, EMULATE, BLOCK_K, False, False)
 
     inv_batch = wide(inv_batch_hi, inv_batch_lo, ACC)
     ok = row_ok[:, None] & col_ok[None, :]
