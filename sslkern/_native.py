@@ -41,10 +41,10 @@ def load(name):
 
 def expected_kinds():
     """What a module built from csrc/include/sslkern/kinds.h reports from its kinds()."""
-    from .kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, SPARSITIES
+    from .kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, PRECISIONS, SPARSITIES
 
     return {"activation": len(ACTIVATIONS), "loss": len(LOSSES), "corruption": len(CORRUPTIONS),
-            "sparsity": len(SPARSITIES),
+            "sparsity": len(SPARSITIES), "precision": len(PRECISIONS),
             "piecewise_linear": sorted(ACTIVATIONS.code(name)
                                        for name in ACTIVATIONS.where(piecewise_linear=True))}
 

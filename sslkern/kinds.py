@@ -157,9 +157,6 @@ SPARSITIES: Table[Sparsity] = Table(
 # per image in PyTorch (sslkern/backends/structured.py).
 ELEMENTWISE_CORRUPTIONS = tuple(row.name for row in CORRUPTIONS if not row.needs_image_shape)
 
-FAMILIES = (ACTIVATIONS, LOSSES, CORRUPTIONS, SPARSITIES)
-
-
 def unit_interval(activation) -> bool:
     """Whether the activation called `activation` maps into (0, 1) (a KL sparsity target fits)."""
     low, high = ACTIVATIONS[activation].output_range
@@ -202,10 +199,10 @@ class Precision:
     doc: str = ""
 
 
-# How the objective's matrix products round their operands (the `precision` argument). Not in
-# FAMILIES: the kernels receive an operand dtype, not this code. Every precision accumulates in
-# fp32 or wider, and keeps the loss, the penalty statistics, the gradients and the (fp32)
-# parameters in the parameters' dtype.
+# How the objective's matrix products round their operands (the `precision` argument). The
+# GPU kernels receive an operand dtype; the compiled CPU step switches on this code. Every
+# precision accumulates in fp32 or wider, and keeps the loss, the penalty statistics, the
+# gradients and the (fp32) parameters in the parameters' dtype.
 PRECISIONS: Table[Precision] = Table(
     "precision", "Precision",
     Precision("default", 0, None, doc="products in the parameters' dtype (fp32: tf32 only where torch allows it)"),
@@ -213,6 +210,9 @@ PRECISIONS: Table[Precision] = Table(
     Precision("fp16", 2, "float16", scales_gradients=True,
               doc="fp16 operands with the gradient operands scaled, fp32 accumulation; fp32 parameters"),
 )
+
+# The tables with a generated C++ enum (csrc/include/sslkern/kinds.h).
+FAMILIES = (ACTIVATIONS, LOSSES, CORRUPTIONS, SPARSITIES, PRECISIONS)
 
 
 def cpp_header() -> str:

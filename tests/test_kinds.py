@@ -22,7 +22,7 @@ def source(relative):
 def built_kinds():
     """What a module built from the current header reports from its kinds()."""
     return {"activation": len(ACTIVATIONS), "loss": len(LOSSES), "corruption": len(CORRUPTIONS),
-            "sparsity": len(kinds.SPARSITIES),
+            "sparsity": len(kinds.SPARSITIES), "precision": len(kinds.PRECISIONS),
             "piecewise_linear": sorted(row.code for row in ACTIVATIONS if row.piecewise_linear)}
 
 

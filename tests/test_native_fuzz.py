@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from sslkern.backends import blas
 from sslkern.backends.native import StepArgs, parameter_names, step_signature_mismatch
-from sslkern.kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, SPARSITIES
+from sslkern.kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, PRECISIONS, SPARSITIES
 
 native = pytest.importorskip("sslkern._native_cpu")
 
@@ -32,7 +32,9 @@ CAPACITY = 2 * 9 * 9  # elements per fuzz buffer: rows, cols, ld <= 8 fit, and [
 # (always the real sgemm_/dgemm_ for the dtype: a function pointer cannot be checked, like
 # a dangling data pointer). One bad argument must make the call raise.
 STEP = ["dtype", "gemm", "rows", "cols", "hidden", "ptr", "ptr", "ld", "opt", "opt", "kind", "level",
-        "seed", "offset", "act", "act", "loss", "real"]  # ... then ax, h, r, s2col, dc
+        "seed", "offset", "act", "act", "loss", "real"]  # ... then ax, h, r, s2col, dc, then PRODUCTS
+# The products' precision, the bf16 gemm (null: none) and fp16's gradient scale.
+PRODUCTS = ["precision", "half_gemm", "scale"]
 # The one-call routes' trailing penalties: sparsity, sparsity_target, sparsity_kind, higher_order,
 # higher_order_sigma, higher_order_samples.
 PENALTIES = ["weight", "target", "sparsity", "weight", "weight", "samples"]
@@ -47,10 +49,12 @@ SIGNATURES = {
                     "ptr", "ld", "opt", "ld", "opt"],
     "row_sq_norms": ["dtype", "ptr", "ld", "rows", "cols", "ptr"],
     "row_scale_add": ["dtype", "ptr", "ld", "ptr", "ld", "rows", "cols", "ptr", "real"],
-    "ae_forward": STEP + ["ptr", "ptr", "ptr", "ptr", "ptr"],
-    "ae_backward": STEP + ["ptr", "ptr", "ptr", "ptr", "ptr", "real", "ptr", "ptr", "ptr"],
-    "ae_value_and_grad": STEP + ["opt", "opt", "opt", "opt", "ptr", "ptr", "ptr"] + PENALTIES,
-    "ae_sgd_step": STEP[:8] + ["ptr", "ptr"] + STEP[10:] + ["opt"] * 5 + ["real"] + PENALTIES,  # updates W, b, c
+    "round_operand": ["ptr32", "ld", "rows", "cols", "scale", "precision", "bool", "ptr32"],
+    "ae_forward": STEP + ["ptr", "ptr", "ptr", "ptr", "ptr"] + PRODUCTS,
+    "ae_backward": STEP + ["ptr", "ptr", "ptr", "ptr", "ptr"] + PRODUCTS + ["real", "ptr", "ptr", "ptr"],
+    "ae_value_and_grad": STEP + ["opt", "opt", "opt", "opt", "ptr"] + PRODUCTS + ["ptr", "ptr"] + PENALTIES,
+    "ae_sgd_step": (STEP[:8] + ["ptr", "ptr"] + STEP[10:] + ["opt"] * 5 + PRODUCTS + ["real"]  # updates W, b, c
+                    + PENALTIES),
     # The pretext generators: an element size instead of a dtype code; x, the outputs and the
     # int64 labels are buffers, the permutations a fixed valid set (their values are indices).
     "rotations": ["esize", "ptr", "ptr", "ptr", "batch", "side", "seed", "offset"],
@@ -105,7 +109,7 @@ def test_keyword_call_succeeds(name):
 
 # Argument kinds that carry a kind code, with the family the error names and the table.
 ENUMS = {"act": ("activation", ACTIVATIONS), "loss": ("loss", LOSSES), "kind": ("corruption", CORRUPTIONS),
-         "sparsity": ("sparsity", SPARSITIES)}
+         "sparsity": ("sparsity", SPARSITIES), "precision": ("precision", PRECISIONS)}
 
 
 @pytest.mark.parametrize("name", sorted(n for n in SIGNATURES if set(SIGNATURES[n]) & set(ENUMS)))
@@ -128,6 +132,9 @@ def test_unknown_kind_codes_are_refused_by_name(name):
             args[position] = row.code
             if getattr(row, "needs_image_shape", False):  # block, patch: drawn in PyTorch, refused here
                 assert _expect_rejected(name, args, buffers).startswith("corruption: block and patch")
+                continue
+            if getattr(row, "operands", None) and name in STEPS:  # rounded products of float64 parameters
+                assert _expect_rejected(name, args, buffers).startswith("precision: rounded products need float32")
                 continue
             getattr(native, name)(*args)
 
@@ -163,7 +170,7 @@ def valid_args(name, buffers, dtype=F64, rows=3, cols=4):
                          "target": 0.2, "sparsity": 0, "samples": 2,
                          # pretext: 8-byte elements (the float64 buffers), images of 4 x 5 (or 4 x 4)
                          "esize": 8, "batch": rows, "side": 4, "height": 4, "width": 5, "grid": 2,
-                         "n_perms": 1, "patch": 1, "gap": 0}[kind])
+                         "n_perms": 1, "patch": 1, "gap": 0, "precision": 0, "half_gemm": 0, "scale": 1.0}[kind])
     return args
 
 
@@ -215,6 +222,9 @@ BAD_VALUES = [
     ("grid", 0, ValueError), ("grid", 9, ValueError), ("n_perms", 0, ValueError),
     ("perm", 0, ValueError), ("perm", OUT_OF_RANGE.data_ptr(), ValueError),
     ("patch", 0, ValueError), ("patch", 2, ValueError), ("gap", -1, ValueError), ("gap", 1, ValueError),
+    ("precision", 3, ValueError), ("precision", -1, ValueError), ("half_gemm", 8, ValueError),
+    ("scale", 0.0, ValueError), ("scale", -2.0, ValueError), ("scale", float("nan"), ValueError),
+    ("scale", 1e39, ValueError),
 ]
 
 
@@ -332,6 +342,10 @@ POOLS = {
     "height": st.integers(-2, 7), "width": st.integers(-2, 7), "grid": st.integers(-1, 8),
     "n_perms": st.integers(-1, 2), "patch": st.integers(-1, 3), "gap": st.integers(-1, 2),
     "perm": st.sampled_from([0, 1, PERMUTATIONS.data_ptr(), OUT_OF_RANGE.data_ptr()]),
+    "precision": st.integers(-1, len(PRECISIONS)),
+    # a function pointer cannot be checked: only null and the real bf16 gemm
+    "half_gemm": st.sampled_from([0, blas.bf16_gemm_address() or 0]),
+    "scale": st.sampled_from([1.0, 1024.0, 0.0, -1.0, float("nan"), 1e39]),
 }
 POINTER_SHIFTS = st.sampled_from([None, 0, 0, 0, 1, 4, 7])  # None: null
 

@@ -11,7 +11,7 @@ from helpers import DEVICE, leaves, make_inputs
 import sslkern
 from sslkern import kinds
 from sslkern import reference as oracle
-from sslkern.backends import product
+from sslkern.backends import blas, product
 from sslkern.backends.base import StepConfig
 
 BACKENDS = sslkern.available_backends()
@@ -183,6 +183,134 @@ def test_triton_backward_kernels_scale_their_gradient_operands(scale):
             assert float((d(got) - want).abs().max()) > 0.1 * float(want.abs().max()), name
         else:
             assert_within_format(got, want, "fp16", name)
+
+
+# --- the compiled CPU step at a rounded precision -------------------------------------------
+
+native_cpu = pytest.importorskip("sslkern._native_cpu") if "native" in BACKENDS else None
+needs_fused_step = pytest.mark.skipif("native" not in BACKENDS or blas.gemm_addresses()[0] is None,
+                                      reason="no native CPU module or no BLAS gemm to hand it")
+
+
+def special_values():
+    """Normal values at every scale, fp16's subnormals and edges, ties, signed zeros, inf, NaN."""
+    gen = torch.Generator().manual_seed(3)
+    spread = torch.randn(4000, generator=gen) * torch.exp2(torch.randint(-30, 18, (4000,), generator=gen).float())
+    edges = [0.0, -0.0, float("inf"), -float("inf"), float("nan"), 65504.0, 65519.99, 65520.0, -65536.0,
+             2.0 ** -14, 2.0 ** -24, 2.0 ** -25, 3 * 2.0 ** -25, -(2.0 ** -26), 1 + 2.0 ** -8, 1 + 3 * 2.0 ** -8,
+             1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, 3.4e38, -3.4e38, 1e-45]
+    return torch.cat([spread, torch.tensor(edges)])
+
+
+def same_values(got, want):
+    """Bit-equal, NaN for NaN (any payload), -0 apart from +0."""
+    nan = torch.isnan(want)
+    assert torch.equal(torch.isnan(got), nan)
+    assert torch.equal(got[~nan].view(torch.int32), want[~nan].view(torch.int32))
+
+
+@needs_fused_step
+@pytest.mark.parametrize("scale", [1.0, 1024.0])
+def test_round_operand_rounds_as_torch_does(scale):
+    """The C++ rounding of the products' operands against torch's conversions (round to
+    nearest, ties to even), bit for bit, from a strided source."""
+    values = special_values()
+    cols = 61
+    rows = values.numel() // cols
+    src = torch.zeros(rows, cols + 3)
+    src[:, :cols] = values[:rows * cols].view(rows, cols)
+    scaled = src[:, :cols] * scale
+    out = torch.empty(rows, cols)
+    words = torch.empty(rows, cols, dtype=torch.bfloat16)
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        code = kinds.PRECISIONS.code(precision)
+        native_cpu.round_operand(src.data_ptr(), src.stride(0), rows, cols, scale, code, False, out.data_ptr())
+        same_values(out, scaled.to(dtype).float())
+    native_cpu.round_operand(src.data_ptr(), src.stride(0), rows, cols, scale, 1, True, words.data_ptr())
+    same_values(words.float(), scaled.to(torch.bfloat16).float())
+
+
+@needs_fused_step
+def test_the_compiled_step_runs_rounded_precisions():
+    """bf16 and fp16 run in the one-call C++ step; with a higher-order term (whose products
+    stay fp32) they go pass by pass."""
+    from sslkern.backends import native
+    backend = native.make_backend().parts["cpu"]
+    x, W = torch.rand(4, 6), torch.rand(3, 6)
+    for precision in ("bf16", "fp16"):
+        assert backend.fused_step(x, W, StepConfig(precision=precision), one_call=True)
+        assert not backend.fused_step(x, W, StepConfig(precision=precision, higher_order=0.5), one_call=True)
+
+
+def native_value_and_grad(case, precision, shape=SHAPE):
+    x, W, b, c = (t.float() for t in make_inputs(*shape, torch.float64, "cpu"))
+    with sslkern.use_backend("native"):
+        value, grads = sslkern.autoencoder_value_and_grad(x, W, b, c, **CASES[case], seed=5, offset=3,
+                                                          precision=precision)
+    return [value, *grads]
+
+
+def largest_relative_difference(run, other):
+    return max(float((a.double() - b.double()).abs().max() / b.double().abs().max()) for a, b in zip(run, other))
+
+
+@needs_fused_step
+@pytest.mark.parametrize("case", CASES)
+def test_bf16_gemm_and_emulated_bf16_agree(case, monkeypatch):
+    """The step's bf16 products through the BLAS bf16 gemm, and through sgemm on the same
+    rounded values: both are exact products of the same operands with fp32 sums, so they
+    agree to fp32 rounding, far below bf16's."""
+    if blas.bf16_gemm_address() is None:
+        pytest.skip("torch's BLAS has no bf16 gemm here")
+    gemm = native_value_and_grad(case, "bf16", (64, 97, 45))
+    monkeypatch.setattr(blas, "bf16_gemm_address", lambda: None)
+    emulated = native_value_and_grad(case, "bf16", (64, 97, 45))
+    fp32 = native_value_and_grad(case, "default", (64, 97, 45))
+    assert largest_relative_difference(gemm, emulated) < 2e-5
+    assert largest_relative_difference(gemm, fp32) > 20 * 2e-5  # the operands were rounded
+
+
+@needs_fused_step
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_compiled_step_rounds_what_the_pass_route_rounds(case, precision, monkeypatch):
+    """The C++ step against the pass-by-pass route, with torch's products of the rounded (and
+    scaled) operands taken in fp32 (its CPU bf16 product would round the output too): the same
+    roundings of the same operands, so fp32-level agreement. A rounding missed or added on
+    either side shows at the format's level."""
+    fused = native_value_and_grad(case, precision, (64, 97, 45))
+    monkeypatch.setenv("SSLKERN_CPU_STEP", "passes")
+    monkeypatch.setattr(product, "_half_product", lambda a, b: torch.mm(a.float(), b.float()))
+    passes = native_value_and_grad(case, precision, (64, 97, 45))
+    assert largest_relative_difference(fused, passes) < 2e-5
+
+
+@needs_fused_step
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_two_call_route_equals_one_call_at_a_rounded_precision(precision):
+    """The registered op runs ae_forward and ae_backward as two C++ calls, rounding every
+    operand afresh; the one-call route rounds W, x~ and h once. Same bits."""
+    x, W, b, c = (t.float() for t in make_inputs(*SHAPE, torch.float64, "cpu"))
+    cfg = CASES["dae+cae"]
+    params = leaves([W, b, c])
+    loss = torch.ops.sslkern.autoencoder_loss(x, *params, cfg["encoder"], cfg["decoder"], cfg["loss"],
+                                              cfg["corruption"], cfg["level"], cfg["contractive"], 5, 3,
+                                              "native", precision=precision)[0]
+    two_calls = [loss.detach(), *torch.autograd.grad(loss, params)]
+    one_call = native_value_and_grad("dae+cae", precision)
+    for got, want in zip(two_calls, one_call):
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rounded_precision_with_a_higher_order_term_matches_the_oracle(backend):
+    x, W, b, c, cfg = inputs("dae+cae")
+    cfg = dict(cfg, higher_order=0.4, higher_order_sigma=0.2)
+    want = exact(x, W, b, c, cfg)
+    with sslkern.use_backend(backend):
+        value, grads = sslkern.autoencoder_value_and_grad(x, W, b, c, **cfg, precision="bf16")
+    for name, got, w in zip(("loss", "dW", "db", "dc"), [value, *grads], [want[0], *want[2:]]):
+        assert_within_format(got, w, "bf16", name)
 
 
 # --- models, fit, checkpoints, CLI ---------------------------------------------------------

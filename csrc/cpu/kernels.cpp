@@ -337,6 +337,37 @@ void row_scale_add(T* dw, int64_t lddw, const T* w, int64_t ldw, int64_t rows, i
                     scale, alpha);
 }
 
+namespace {
+
+template <typename Out>
+void round_blocks(void (*rows_fn)(const float*, int64_t, int64_t, int64_t, int64_t, float, Out*),
+                  const float* src, int64_t ld, int64_t rows, int64_t cols, float scale, void* dst) {
+  const int64_t blocks = num_blocks(rows);
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelWork)
+  for (int64_t blk = 0; blk < blocks; ++blk)
+    rows_fn(src, ld, blk * kRowBlock, std::min(rows, (blk + 1) * kRowBlock), cols, scale,
+            static_cast<Out*>(dst));
+}
+
+}  // namespace
+
+void round_operand(const float* src, int64_t ld, int64_t rows, int64_t cols, float scale,
+                   int precision, bool packed, void* dst) {
+  static_assert(kPrecisionCount == 3, "a new precision needs a case here");
+  switch (precision) {
+    case kBf16:
+      if (packed) return round_blocks(SSLK_ROWS(round_rows_bf16_words), src, ld, rows, cols, scale, dst);
+      return round_blocks(SSLK_ROWS(round_rows_bf16), src, ld, rows, cols, scale, dst);
+    case kFp16:
+      if (packed) throw std::invalid_argument("precision: fp16 operands are not packed (no fp16 gemm is used)");
+      return round_blocks(SSLK_ROWS(round_rows_fp16), src, ld, rows, cols, scale, dst);
+    case kDefault:  // nothing to round: scale * src
+      if (packed) throw std::invalid_argument("precision: the default precision has no 16-bit words");
+      return round_blocks(SSLK_ROWS(scaled_rows), src, ld, rows, cols, scale, dst);
+  }
+  unknown_kind("precision", precision);
+}
+
 #define SSLK_INSTANTIATE(T)                                                                     \
   template void corrupt<T>(const T*, T*, int64_t, int, float, uint64_t, uint32_t);             \
   template void corrupt_grad<T>(const T*, T*, int64_t, int, float, uint64_t, uint32_t);        \

@@ -50,4 +50,13 @@ template <typename T>
 void row_scale_add(T* dw, int64_t lddw, const T* w, int64_t ldw, int64_t rows, int64_t cols,
                    const T* scale, T alpha);
 
+// A product operand at a precision (kinds.h Precision): dst [rows, cols], contiguous, =
+// scale * src rounded to bf16 or fp16, to nearest (ties to even) as a GPU rounds (kDefault:
+// not rounded). scale is a power of two (fp16's gradient scale), so multiplying by it is
+// exact. `packed` writes the bf16 words a half gemm reads (uint16_t); otherwise dst is fp32
+// holding the rounded values, which an fp32 gemm multiplies exactly (fp32 sums). Only bf16
+// packs.
+void round_operand(const float* src, int64_t ld, int64_t rows, int64_t cols, float scale,
+                   int precision, bool packed, void* dst);
+
 }  // namespace sslkern::cpu

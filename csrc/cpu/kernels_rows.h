@@ -489,3 +489,55 @@ SSLK_ROW_PASSES(float, f32)
 SSLK_ROW_PASSES(double, f64)
 #undef SSLK_ROW_PASSES
 
+// ---------------------------------------------------------------------------------------
+// Product operands at a rounded precision (round_operand in kernels.cpp): scale * src rounded
+// to nearest, ties to even, as a GPU rounds, on the bits and with selects only, so that every
+// copy vectorises. A NaN stays a (quiet) NaN.
+
+SSLK_INLINE float float_of_bits(uint32_t bits) {
+  float v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+SSLK_INLINE uint32_t bf16_rounded_bits(float v) {  // the bf16 in the high half of a float
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+  return (bits & 0x7FFFFFFFu) > 0x7F800000u ? bits | 0x00400000u : rounded;
+}
+
+SSLK_INLINE float fp16_rounded(float v) {  // the nearest fp16, as a float
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  const uint32_t sign = bits & 0x80000000u, mag = bits & 0x7FFFFFFFu;
+  float a;
+  std::memcpy(&a, &mag, sizeof a);
+  const uint32_t normal = (mag + 0xFFFu + ((mag >> 13) & 1u)) & 0xFFFFE000u;  // 11 significant bits
+  const float sub = (a + 0.75f) - 0.75f;  // below 2^-14: multiples of 2^-24, the ulp of 0.75
+  uint32_t out;
+  std::memcpy(&out, &sub, sizeof out);
+  out = mag < 0x38800000u ? out : normal;       // 2^-14: fp16's smallest normal
+  out = mag < 0x477FF000u ? out : 0x7F800000u;  // 65520, halfway past 65504: infinity
+  out = mag > 0x7F800000u ? mag | 0x00400000u : out;
+  return float_of_bits(out | sign);
+}
+
+#define SSLK_ROUND_ROWS(NAME, OUT, EXPR)                                                      \
+  void NAME(const float* src, int64_t ld, int64_t row0, int64_t row1, int64_t cols, float scale, \
+            OUT* dst) {                                                                       \
+    for (int64_t i = row0; i < row1; ++i) {                                                   \
+      const float* in = src + i * ld;                                                         \
+      OUT* out = dst + i * cols;                                                              \
+      _Pragma("omp simd") for (int64_t k = 0; k < cols; ++k) {                                \
+        const float v = in[k] * scale;                                                        \
+        out[k] = EXPR;                                                                        \
+      }                                                                                       \
+    }                                                                                         \
+  }
+SSLK_ROUND_ROWS(round_rows_bf16_words, uint16_t, uint16_t(bf16_rounded_bits(v) >> 16))
+SSLK_ROUND_ROWS(round_rows_bf16, float, float_of_bits(bf16_rounded_bits(v)))
+SSLK_ROUND_ROWS(round_rows_fp16, float, fp16_rounded(v))
+SSLK_ROUND_ROWS(scaled_rows, float, v)
+#undef SSLK_ROUND_ROWS
+

@@ -13,6 +13,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -122,6 +123,14 @@ sslkern::cpu::ExtraPenalties extra_penalties(int64_t batch, int64_t visible, dou
   return p;
 }
 
+// A rounded precision rounds the products of the objective only: the higher-order term's
+// products stay in fp32 (the pass-by-pass route, sslkern/backends/penalties.py).
+template <typename T>
+void check_rounded_extras(const sslkern::cpu::AeStep<T>& s) {
+  if (s.precision != sslkern::kDefault && s.extra.noisy_copies() != 0)
+    fail("precision", "a rounded precision with a higher-order term is not computed by this kernel");
+}
+
 // The fused step's arguments, checked. BLAS takes 32-bit sizes, so every extent must fit.
 template <typename T>
 sslkern::cpu::AeStep<T> step_args(uintptr_t gemm, int64_t batch, int64_t visible, int64_t hidden,
@@ -129,6 +138,7 @@ sslkern::cpu::AeStep<T> step_args(uintptr_t gemm, int64_t batch, int64_t visible
                                   int corruption, double level, uint64_t seed, uint32_t offset,
                                   int encoder, int decoder, int loss, double contractive,
                                   uintptr_t ax, uintptr_t h, uintptr_t r, uintptr_t s2col, uintptr_t dc,
+                                  int precision, uintptr_t half_gemm, double grad_scale,
                                   bool scratch_inside = false, bool dc_inside = false) {
   constexpr int64_t kBlasMax = std::numeric_limits<int>::max();
   check_size(batch, "batch");
@@ -148,6 +158,11 @@ sslkern::cpu::AeStep<T> step_args(uintptr_t gemm, int64_t batch, int64_t visible
   check_enum(loss, sslkern::kLossCount, "loss", "loss");
   if (!std::isfinite(level) || std::fabs(level) > FLT_MAX) fail("level", "not a finite float32");
   if (!(contractive >= 0.0) || !std::isfinite(contractive)) fail("contractive", "not finite and >= 0");
+  check_enum(precision, sslkern::kPrecisionCount, "precision", "precision");
+  if (precision != sslkern::kDefault && !std::is_same_v<T, float>)
+    fail("precision", "rounded products need float32 parameters");
+  if (half_gemm != 0 && precision != sslkern::kBf16) fail("half_gemm", "only bf16 operands go through a half gemm");
+  if (!(grad_scale > 0.0) || grad_scale > FLT_MAX) fail("grad_scale", "not a finite float32 > 0");
   const bool penalty = contractive != 0.0;
   sslkern::cpu::AeStep<T> s;
   s.gemm = reinterpret_cast<sslkern::cpu::BlasGemm<T>>(pointer<char>(gemm, "gemm"));
@@ -161,6 +176,9 @@ sslkern::cpu::AeStep<T> step_args(uintptr_t gemm, int64_t batch, int64_t visible
   s.r = pointer<T>(r, "r", !penalty || scratch_inside);
   s.s2col = pointer<T>(s2col, "s2col", !penalty || scratch_inside);
   s.dc = pointer<T>(dc, "dc", dc_inside);
+  s.precision = precision;
+  s.half_gemm = reinterpret_cast<sslkern::cpu::HalfGemm>(pointer<char>(half_gemm, "half_gemm", true));
+  s.grad_scale = float(grad_scale);
   return s;
 }
 
@@ -338,6 +356,21 @@ PYBIND11_MODULE(_native_cpu, m) {
      py::arg("cols"), py::arg("act"), py::arg("r"), py::arg("coef"), py::arg("g"), py::arg("dz"),
      py::arg("lddz"), py::arg("h_copy"), py::arg("ldcopy"), py::arg("db"));
 
+  m.def("round_operand", [](uintptr_t src, int64_t ld, int64_t rows, int64_t cols, double scale,
+                            int precision, bool packed, uintptr_t dst) {
+    check_matrix("src", rows, cols, ld);
+    check_enum(precision, sslkern::kPrecisionCount, "precision", "precision");
+    if (!(scale > 0.0) || scale > FLT_MAX) fail("scale", "not a finite float32 > 0");
+    const float* sp = pointer<float>(src, "src", rows * cols == 0);
+    void* dp = packed ? static_cast<void*>(pointer<uint16_t>(dst, "dst", rows * cols == 0))
+                      : static_cast<void*>(pointer<float>(dst, "dst", rows * cols == 0));
+    py::gil_scoped_release nogil;
+    sslkern::cpu::round_operand(sp, ld, rows, cols, float(scale), precision, packed, dp);
+  }, py::arg("src"), py::arg("ld"), py::arg("rows"), py::arg("cols"), py::arg("scale"), py::arg("precision"),
+     py::arg("packed"), py::arg("dst"),
+     "dst = scale * src (float32 [rows, cols], leading dimension ld) rounded to the precision's format: "
+     "bf16 words (packed) or float32 holding the rounded values.");
+
   m.def("row_sq_norms", [](int dtype, uintptr_t w, int64_t ldw, int64_t rows, int64_t cols, uintptr_t r) {
     check_matrix("w", rows, cols, ldw);
     dispatch(dtype, [&](auto tag) {
@@ -370,7 +403,8 @@ PYBIND11_MODULE(_native_cpu, m) {
   int dtype, uintptr_t gemm, int64_t batch, int64_t visible, int64_t hidden, uintptr_t x,       \
       uintptr_t w, int64_t ldw, uintptr_t b, uintptr_t c, int corruption, double level,         \
       uint64_t seed, uint32_t offset, int encoder, int decoder, int loss, double contractive,   \
-      uintptr_t ax, uintptr_t h, uintptr_t r, uintptr_t s2col, uintptr_t dc
+      uintptr_t ax, uintptr_t h, uintptr_t r, uintptr_t s2col, uintptr_t dc, int precision,      \
+      uintptr_t half_gemm, double grad_scale
 // The same names, in the same order, for pybind11 (sslkern/backends/native.py checks its
 // StepArgs against them at load).
 #define SSLK_STEP_ARG_NAMES                                                                     \
@@ -378,10 +412,11 @@ PYBIND11_MODULE(_native_cpu, m) {
       py::arg("x"), py::arg("w"), py::arg("ldw"), py::arg("b"), py::arg("c"),                   \
       py::arg("corruption"), py::arg("level"), py::arg("seed"), py::arg("offset"),              \
       py::arg("encoder"), py::arg("decoder"), py::arg("loss"), py::arg("contractive"),          \
-      py::arg("ax"), py::arg("h"), py::arg("r"), py::arg("s2col"), py::arg("dc")
+      py::arg("ax"), py::arg("h"), py::arg("r"), py::arg("s2col"), py::arg("dc"),               \
+      py::arg("precision"), py::arg("half_gemm"), py::arg("grad_scale")
 #define SSLK_STEP_ARGS                                                                          \
   gemm, batch, visible, hidden, x, w, ldw, b, c, corruption, level, seed, offset, encoder,      \
-      decoder, loss, contractive, ax, h, r, s2col, dc
+      decoder, loss, contractive, ax, h, r, s2col, dc, precision, half_gemm, grad_scale
   m.def("ae_forward", [](SSLK_STEP_PARAMS) {
     return dispatch(dtype, [&](auto tag) {
       using T = decltype(tag);
@@ -416,6 +451,7 @@ PYBIND11_MODULE(_native_cpu, m) {
       using T = decltype(tag);
       auto s = step_args<T>(SSLK_STEP_ARGS, /*scratch_inside=*/true);
       s.extra = extra_penalties(SSLK_PENALTY_ARGS);
+      check_rounded_extras(s);
       T* dwp = pointer<T>(dw, "dw");
       T* dbp = pointer<T>(db, "db");
       py::gil_scoped_release nogil;
@@ -430,6 +466,7 @@ PYBIND11_MODULE(_native_cpu, m) {
       if (!std::isfinite(lr)) fail("lr", "not finite");
       auto s = step_args<T>(SSLK_STEP_ARGS, /*scratch_inside=*/true, /*dc_inside=*/true);
       s.extra = extra_penalties(SSLK_PENALTY_ARGS);
+      check_rounded_extras(s);
       T* wp = pointer<T>(w, "w");  // the same addresses, writable: the update is in place
       T* bp = pointer<T>(b, "b");
       T* cp = pointer<T>(c, "c");

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "penalties.h"
+#include "sslkern/kinds.h"
 
 namespace sslkern::cpu {
 
@@ -15,6 +16,13 @@ template <typename T>
 using BlasGemm = void (*)(const char* transa, const char* transb, const int* m, const int* n,
                           const int* k, const T* alpha, const T* a, const int* lda, const T* b,
                           const int* ldb, const T* beta, T* c, const int* ldc);
+
+// The Fortran gemm for bf16 operands (MKL's gemm_bf16bf16f32, OpenBLAS's sbgemm): the
+// operands as 16-bit words, fp32 alpha, beta and C, fp32 accumulation.
+using HalfGemm = void (*)(const char* transa, const char* transb, const int* m, const int* n,
+                          const int* k, const float* alpha, const uint16_t* a, const int* lda,
+                          const uint16_t* b, const int* ldb, const float* beta, float* c,
+                          const int* ldc);
 
 // Everything both directions need. Matrices are row-major; all but W are contiguous.
 template <typename T>
@@ -39,6 +47,14 @@ struct AeStep {
   T* h_noisy = nullptr;  // [nB, H] f at x~ + eps_k, then dP/dz' (rows 2B.. of hz)
   T* dz_add = nullptr;   // [B, H] the penalties' dP/dz at x~
   T* qcol = nullptr;     // [H] the higher-order term's row scale of W
+  // The products' precision (kinds.h Precision; docs/design.md "Mixed precision"). A rounded
+  // one (float only, no higher-order term) rounds every operand first (round_operand), the
+  // gradient operands dA and dZ times grad_scale, and multiplies through half_gemm where it
+  // is given (bf16 words, fp32 output), else through gemm (the rounded values in fp32).
+  int precision = kDefault;
+  HalfGemm half_gemm = nullptr;
+  float grad_scale = 1.0f;
+  bool reuse_rounded = false;  // one-call routes: W, x~ and h rounded once, in the forward
 };
 
 // Returns L + lambda P (+ the extra penalties) and fills ax, h, r, s2col, dc. With a

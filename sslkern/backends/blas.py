@@ -6,6 +6,11 @@ sgemm_/dgemm_ from the library torch already loaded, so its products are torch's
 `gemm_addresses()` is {dtype: address} or, when no library exports both symbols, a reason:
 then `native` runs the same passes between torch.mm calls (slower for small batches, same
 results). `SSLKERN_CPU_STEP=passes` forces that path (tests and benchmarks compare both).
+
+`bf16_gemm_address()` is the same library's gemm for bf16 operands with fp32 accumulation
+and output (MKL's gemm_bf16bf16f32, OpenBLAS's sbgemm), or None: the step's precision="bf16"
+products go through it, or else multiply the rounded values with sgemm (same roundings of
+the operands, slower).
 """
 import ctypes
 import functools
@@ -15,6 +20,7 @@ from pathlib import Path
 import torch
 
 _SYMBOLS = {torch.float32: "sgemm_", torch.float64: "dgemm_"}
+_BF16_SYMBOLS = ("gemm_bf16bf16f32_", "sbgemm_")  # MKL, OpenBLAS: the same Fortran signature
 MODES = ("fused", "passes")
 
 
@@ -44,6 +50,21 @@ def gemm_addresses():
             continue
         return found, str(path)
     return None, "no library of torch exports sgemm_ and dgemm_ (" + ("; ".join(tried) or "none found") + ")"
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_gemm_address():
+    """The address of the bf16 gemm in the library gemm_addresses() found, or None.
+    SSLKERN_CPU_BF16_GEMM=0 ignores it (tests compare the two ways)."""
+    found, path = gemm_addresses()
+    if found is None or os.environ.get("SSLKERN_CPU_BF16_GEMM", "1") == "0":
+        return None
+    lib = ctypes.CDLL(path)
+    for symbol in _BF16_SYMBOLS:
+        function = getattr(lib, symbol, None)
+        if function is not None:
+            return ctypes.cast(function, ctypes.c_void_p).value
+    return None
 
 
 def step_mode():

@@ -10,13 +10,13 @@ from typing import NamedTuple
 import torch
 
 from .. import _native
-from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, SPARSITIES
+from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, PRECISIONS, SPARSITIES
 from . import blas
 from ._raw import _ld, _ptr
 from .base import AEForward
 from .by_device import ByDevice
 from .native_cuda import NativeCudaEpilogues
-from .product import PROD_DTYPES, ProductBackend, host_stream
+from .product import PROD_DTYPES, ProductBackend, gradient_scale, host_stream
 
 _DTYPE_CODES = {torch.float32: 0, torch.float64: 1}
 # The codes the kernels switch on (csrc/include/sslkern/kinds.h), by name, from the registry.
@@ -54,6 +54,9 @@ class StepArgs(NamedTuple):
     r: int
     s2col: int
     dc: int
+    precision: int
+    half_gemm: int
+    grad_scale: float
 
 
 def parameter_names(function):
@@ -149,10 +152,10 @@ class NativeCpuBackend(ProductBackend):
         routes (value_and_grad, sgd_step) only; the split ae_forward/ae_backward then go pass
         by pass (the penalties' terms in PyTorch, sslkern/backends/penalties.py). Structured
         masks and the hole weight always go pass by pass (sslkern/backends/structured.py), and
-        so does a rounded precision (its products are torch's bf16/fp16 ones)."""
+        so does a rounded precision with a higher-order term (whose products stay fp32)."""
         addresses, _ = blas.gemm_addresses()
         return ((one_call or not cfg.extra_penalties) and not cfg.structured and cfg.hole_weight == 1.0
-                and cfg.precision == "default"
+                and (cfg.precision == "default" or cfg.higher_order == 0.0)
                 and addresses is not None and blas.step_mode() == "fused" and x.shape[0] > 0
                 and min(W.shape) > 0 and 2 * x.shape[0] < 2**31 and max(W.shape) < 2**31
                 and W.stride(1) == 1)
@@ -160,12 +163,15 @@ class NativeCpuBackend(ProductBackend):
     def _step_args(self, x, W, b, c, cfg, ax, h, r, s2col, dc):
         seed, offset = host_stream(cfg.seed, cfg.offset)
         batch, visible = x.shape
+        bf16_gemm = blas.bf16_gemm_address() if cfg.precision == "bf16" else None
         return StepArgs(
             dtype=_DTYPE_CODES[W.dtype], gemm=blas.gemm_addresses()[0][W.dtype], batch=batch,
             visible=visible, hidden=W.shape[0], x=_ptr(x), w=_ptr(W), ldw=_ld(W), b=_ptr(b), c=_ptr(c),
             corruption=_CORRUPTION[cfg.corruption], level=cfg.level, seed=seed, offset=offset,
             encoder=_ACT[cfg.encoder], decoder=_ACT[cfg.decoder], loss=_LOSS[cfg.loss],
-            contractive=cfg.contractive, ax=_ptr(ax), h=_ptr(h), r=_ptr(r), s2col=_ptr(s2col), dc=_ptr(dc))
+            contractive=cfg.contractive, ax=_ptr(ax), h=_ptr(h), r=_ptr(r), s2col=_ptr(s2col), dc=_ptr(dc),
+            precision=PRECISIONS.code(cfg.precision), half_gemm=bf16_gemm or 0,
+            grad_scale=gradient_scale(cfg, batch))
 
     def ae_forward(self, x, W, b, c, cfg):
         if not self.fused_step(x, W, cfg):

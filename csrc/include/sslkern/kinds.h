@@ -36,4 +36,11 @@ enum Sparsity : int {
 };
 constexpr int kSparsityCount = 2;
 
+enum Precision : int {
+  kDefault = 0,  // products in the parameters' dtype (fp32: tf32 only where torch allows it)
+  kBf16 = 1,  // bf16 operands, fp32 accumulation; fp32 parameters
+  kFp16 = 2,  // fp16 operands with the gradient operands scaled, fp32 accumulation; fp32 parameters
+};
+constexpr int kPrecisionCount = 3;
+
 }  // namespace sslkern

@@ -14,6 +14,7 @@ inline pybind11::dict built_kinds() {
   d["loss"] = kLossCount;
   d["corruption"] = kCorruptionCount;
   d["sparsity"] = kSparsityCount;
+  d["precision"] = kPrecisionCount;
   pybind11::list piecewise;  // activation codes whose f'' vanishes
   for (int act = 0; act < kActivationCount; ++act)
     if (act_piecewise_linear(act)) piecewise.append(act);
