@@ -152,6 +152,11 @@ SPARSITIES: Table[Sparsity] = Table(
              doc="beta * sum_j KL(rho || mean_i h_ij): the mean activation pulled toward rho"),
     Sparsity("l1", 1, doc="beta * mean_i sum_j |h_ij|"),
 )
+# kl evaluates KL(rho || rho^) and its slope at rho^ clamped to [c, 1 - c]: a unit saturated over
+# the whole batch (an fp32 sigmoid reaches exactly 0 or 1) then gives a large finite penalty,
+# not inf and NaN gradients. A power of two, so that 1 - c is exact in fp32 as in fp64 and
+# every dtype clamps to the same edges. Emitted into kinds.h as kKlRhoHatClamp.
+KL_RHO_HAT_CLAMP = 2.0 ** -20
 
 # The corruption kinds the elementwise kernels compute; the others are structured masks, drawn
 # per image in PyTorch (sslkern/backends/structured.py).
@@ -230,6 +235,8 @@ def cpp_header() -> str:
         for row in table:
             lines.append(f"  {cpp_name(row)} = {row.code},  // {row.doc}")
         lines += ["};", f"constexpr int k{table.cpp_enum}Count = {len(table)};", ""]
+    lines += ["// The sparsity kl's clamp of the mean activation (KL_RHO_HAT_CLAMP in sslkern/kinds.py).",
+              f"constexpr double kKlRhoHatClamp = {KL_RHO_HAT_CLAMP.hex()};  // {KL_RHO_HAT_CLAMP!r}", ""]
     lines += ["}  // namespace sslkern", ""]
     return "\n".join(lines)
 

@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from .kinds import KL_RHO_HAT_CLAMP
+
 _MASK32 = 0xFFFFFFFF
 _UNIFORM_SCALE = 4.6566127342e-10
 
@@ -198,8 +200,9 @@ def higher_order_penalty_jacobian(x, W, b, eps, activation_name="sigmoid"):
 
 def sparsity_penalty(h, kind="kl", target=0.05):
     """kl: sum_j KL(target || mean_i h_ij) (Bernoulli); l1: mean over the batch of sum_j |h_ij|."""
-    if kind == "kl":
+    if kind == "kl":  # at rho^ clamped (kinds.KL_RHO_HAT_CLAMP), the slope too (straight through)
         rho, rho_hat = target, h.mean(0)
+        rho_hat = rho_hat + (rho_hat.clamp(KL_RHO_HAT_CLAMP, 1 - KL_RHO_HAT_CLAMP) - rho_hat).detach()
         return (rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))).sum()
     if kind == "l1":
         return h.abs().sum() / max(h.shape[0], 1)

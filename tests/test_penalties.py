@@ -10,6 +10,7 @@ from helpers import (DEFAULT, DEVICE, DTYPES, NOISY_OBJECTIVE, SAME_NUMBERS, ass
                      make_inputs)
 
 import sslkern
+from sslkern import kinds
 from sslkern import reference as oracle
 
 # Cases: the penalties alone and together with the others, over encoders they accept.
@@ -76,6 +77,41 @@ def test_oracle_sparsity_matches_numpy():
 # --- every backend and route against the oracle -------------------------------------------
 
 BACKENDS = sslkern.available_backends()
+
+
+def test_oracle_kl_clamps_the_mean_activation():
+    """rho^ in [c, 1 - c]: units at exactly 0 and 1 give the finite KL of the clamp's edges,
+    and the slope is taken there too (straight through), not zeroed."""
+    c = kinds.KL_RHO_HAT_CLAMP
+    h = torch.tensor([[1.0, 0.0, 0.4], [1.0, 0.0, 0.6]], dtype=torch.float64, requires_grad=True)
+    rho = 0.2
+    edge = lambda m: rho * np.log(rho / m) + (1 - rho) * np.log((1 - rho) / (1 - m))  # noqa: E731
+    value = oracle.sparsity_penalty(h, "kl", rho)
+    assert float(value) == pytest.approx(edge(1 - c) + edge(c) + edge(0.5), rel=1e-12)
+    grad, = torch.autograd.grad(value, h)
+    slope = lambda m: ((1 - rho) / (1 - m) - rho / m) / 2  # noqa: E731
+    assert torch.allclose(grad[0], torch.tensor([slope(1 - c), slope(c), slope(0.5)], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("route", ["value_and_grad", "autograd"])
+def test_kl_with_saturated_units_stays_finite(backend, route):
+    """Sigmoid units pinned at 1 (and 0) over the whole batch: without the clamp the loss is
+    inf and every gradient NaN, which one step spreads through the model."""
+    x, W, b, c = make_inputs(11, 7, 5, torch.float32, DEVICE)
+    W, b = W.clone(), b.clone()
+    W[:2], b[:2] = 0.0, torch.tensor([60.0, -60.0], device=DEVICE)  # h = 1 and h = 0 exactly
+    cfg = CASES["kl"]
+    want = oracle.autoencoder_loss(*(t.double().cpu() for t in (x, W, b, c)), **cfg)
+    with sslkern.use_backend(backend):
+        if route == "value_and_grad":
+            value, grads = sslkern.autoencoder_value_and_grad(x, W, b, c, **cfg)
+        else:
+            params = leaves([W, b, c])
+            value = sslkern.autoencoder_loss(x, *params, **cfg)
+            grads = torch.autograd.grad(value, params)
+    assert torch.isfinite(value) and all(bool(torch.isfinite(g).all()) for g in grads)
+    assert float(value) == pytest.approx(float(want), rel=1e-5)
 
 
 def _shapes(backend):

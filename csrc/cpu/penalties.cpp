@@ -45,7 +45,7 @@ double sparsity_terms(const T* h, int64_t rows, int64_t cols, int act, const Ext
           for (int64_t j = j0; j < j1; ++j) sum[j - j0] += h[i * cols + j];
         double part = 0.0;
         for (int64_t j = j0; j < j1; ++j) {
-          const double rho_hat = double(sum[j - j0]) * inv_batch;
+          const double rho_hat = std::clamp(double(sum[j - j0]) * inv_batch, kKlRhoHatClamp, 1 - kKlRhoHatClamp);
           part += rho * std::log(rho / rho_hat) + (1 - rho) * std::log((1 - rho) / (1 - rho_hat));
           slope[j - j0] = beta_b * T((1 - rho) / (1 - rho_hat) - rho / rho_hat);
         }

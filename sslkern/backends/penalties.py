@@ -22,7 +22,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
-from ..kinds import SPARSITIES
+from ..kinds import KL_RHO_HAT_CLAMP, SPARSITIES
 
 # f' and f'' from h = f(z), as the reference backend computes them (imported when first used:
 # reference.py imports product.py, which imports this module).
@@ -86,7 +86,7 @@ def forward(backend, x_tilde, h, W, b, r, cfg):
         kind = SPARSITIES[cfg.sparsity_kind].name
         if kind == "kl":
             hcol = h.sum(0)
-            value = value + cfg.sparsity * kl_divergence(cfg.sparsity_target, hcol * inv_batch).sum()
+            value = value + cfg.sparsity * kl_divergence(cfg.sparsity_target, mean_activation(hcol, batch)).sum()
         elif kind == "l1":
             value = value + (cfg.sparsity * inv_batch) * h.abs().sum()
         else:
@@ -99,6 +99,11 @@ def forward(backend, x_tilde, h, W, b, r, cfg):
         delta = _delta(h, h_noisy, cfg)
         value = value + (cfg.higher_order * inv_batch / n) * (delta.square_() * r).sum()
     return value, hcol, h_noisy
+
+
+def mean_activation(hcol, batch):
+    """rho^ of the kl sparsity from the column sums, clamped (kinds.KL_RHO_HAT_CLAMP)."""
+    return (hcol * (1.0 / max(batch, 1))).clamp_(KL_RHO_HAT_CLAMP, 1 - KL_RHO_HAT_CLAMP)
 
 
 def kl_divergence(rho, rho_hat):
@@ -121,7 +126,7 @@ def backward(backend, x_tilde, h, W, r, hcol, h_noisy, cfg):
     if cfg.sparsity != 0.0:
         kind = SPARSITIES[cfg.sparsity_kind].name
         if kind == "kl":
-            rho, rho_hat = cfg.sparsity_target, hcol * inv_batch
+            rho, rho_hat = cfg.sparsity_target, mean_activation(hcol, batch)
             dz_add += s * ((cfg.sparsity * inv_batch) * ((1 - rho) / (1 - rho_hat) - rho / rho_hat))
         elif kind == "l1":
             dz_add += s * torch.sign(h) * (cfg.sparsity * inv_batch)

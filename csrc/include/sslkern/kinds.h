@@ -43,4 +43,7 @@ enum Precision : int {
 };
 constexpr int kPrecisionCount = 3;
 
+// The sparsity kl's clamp of the mean activation (KL_RHO_HAT_CLAMP in sslkern/kinds.py).
+constexpr double kKlRhoHatClamp = 0x1.0000000000000p-20;  // 9.5367431640625e-07
+
 }  // namespace sslkern
