@@ -14,10 +14,12 @@ that shared memory and register use match what a launch on the device compiles.
 It also compiles the tiles the backend picks first on the device (`_candidates` with sm_90's
 shared memory and each launch's register budget) at a small and an MNIST-scale step, and checks
 that each such variant's shared memory fits sm_90 (a variant over it raises OutOfResources at
-launch). --spills runs ptxas -v on each variant's PTX and reports, per first-choice variant,
-registers per thread, shared memory, the blocks per SM they allow on sm_90, and spills. Exit
-code 1 when any kernel fails to compile, a first-choice tile does not fit, or (with --spills) a
-first-choice tile of a training-step kernel (HOT_KERNELS) spills in the default step.
+launch). The reductions (finalize_kernel, row_sq_norms_kernel) are compiled with the tiles
+CUDA launches (REDUCE_TILES), not the interpreter's. --spills runs ptxas -v on each variant's
+PTX and reports, per first-choice variant, registers per thread, shared memory, the blocks per
+SM they allow on sm_90, and spills. Exit code 1 when any kernel fails to compile, a
+first-choice tile does not fit, or (with --spills) a first-choice tile of a training-step
+kernel (HOT_KERNELS) spills in the default step.
 
 --every-kind also runs the first-choice (and, with --all-tiles, every candidate) tiles of the
 MNIST-scale step with each activation as encoder and MSE decoder (the data behind the backend's
@@ -155,7 +157,8 @@ class Result(NamedTuple):
 
 
 # The kernels of the training step: a spill in one of their first-choice tiles fails the check.
-HOT_KERNELS = ("encoder_kernel", "decoder_loss_kernel", "dz_kernel", "weight_grad_kernel", "input_grad_kernel")
+HOT_KERNELS = ("encoder_kernel", "decoder_loss_kernel", "dz_kernel", "weight_grad_kernel", "input_grad_kernel",
+               "row_sq_norms_kernel", "finalize_kernel")
 KIND_ARGUMENTS = ("ACT", "LOSS", "DECODER")  # the constexprs that name a variant's kinds in the listing
 
 
@@ -164,6 +167,12 @@ def force_tiles(module, pick):
     tiles) on CPU."""
     module._chosen.clear()
     module._tiles = lambda device, prec, M, N, products, acc_budget: pick(prec, M, N, products, acc_budget)
+
+
+def cuda_reduction_tiles(module):
+    """Make the reduction launchers use the tiles they launch on CUDA (REDUCE_TILES) on CPU
+    tensors: their tile is a fixed function of the device, not a candidate list."""
+    module._reduce_tile = lambda name, device: module.REDUCE_TILES[name]
 
 
 def training_steps(precision="default", every_kind=False):
@@ -308,6 +317,7 @@ def main():
     seen, results, phase = set(), [], ["kinds"]
     JITFunction.run = compiling_run(GPUTarget("cuda", args.arch, 32), seen, results, phase, args.spills)
     impl = module.TritonBackend()
+    cuda_reduction_tiles(module)
     exercise(impl, module)
     exercise_pretext()
     phase[0] = "first-choice"

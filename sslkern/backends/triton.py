@@ -2,7 +2,7 @@
 (docs/kernels.md), plus elementwise kernels for the random stream and one reduction
 launch per pass. Kernels: sslkern/kernels/triton/*.
 
-Forward  = [corrupt pre-pass] + encoder + decoder(loss, dA) + finalize      (3-4 launches)
+Forward  = [corrupt pre-pass] [+ row norms] + encoder + decoder(loss, dA) + finalize (3-5 launches)
 Backward = dZ (dA Wᵀ) + weight gradient over K = 2B + finalize [+ input grad]
 
 Runs on CUDA tensors, and on CPU tensors under TRITON_INTERPRET=1 (tests). Launches never
@@ -44,7 +44,7 @@ from ..kernels.triton import backward as bwd_kernels
 from ..kernels.triton import corrupt as rng_kernels
 from ..kernels.triton.decoder import decoder_loss_kernel
 from ..kernels.triton.encoder import encoder_kernel
-from ..kernels.triton.reduce import finalize_kernel
+from ..kernels.triton.reduce import finalize_kernel, row_sq_norms_kernel
 from ..kinds import ACTIVATIONS, CORRUPTIONS, LOSSES, PRECISIONS
 from . import penalties, product, structured
 from .base import AEForward, Backend
@@ -361,9 +361,12 @@ def _stride(tensor):
 # --- launchers ------------------------------------------------------------------------------
 
 def _encode(x, W, bias, out, act, transpose, prec, *, corruption="none", level=0.0, rng=_NO_RNG,
-            xt=None, r=None, contractive=False):
-    """out = f(x Wᵀ + bias) (transpose) or f(x W + bias); returns the partial buffers
-    (s², s² r) when contractive."""
+            xt=None, r=None):
+    """out = f(x Wᵀ + bias) (transpose) or f(x W + bias). With r, the hidden units' squared
+    norms in the accumulator dtype (_row_sq_norms; rows of W, so transpose only), the
+    contractive epilogue runs: returns the partial buffers (s², s² r)."""
+    contractive = r is not None
+    assert transpose or not contractive, "r holds the norms of W's rows: the encoder's N axis"
     M, K = x.shape
     N = W.shape[0] if transpose else W.shape[1]
     stride_bk, stride_bn = (1, W.stride(0)) if transpose else (W.stride(0), 1)
@@ -472,10 +475,32 @@ def _scale_arguments(grad_scale):
     return dict(grad_scale=float(grad_scale), SCALE_GRADIENTS=grad_scale != 1.0)
 
 
+class ReduceTile(NamedTuple):
+    rows: int   # partial rows (finalize) or W rows (row norms) per tile
+    block: int  # columns per tile
+    num_warps: int
+
+
+# [rows, block] tiles of the reductions, 2,048 elements (16 fp32 accumulators per thread at 4
+# warps). On CUDA, 128 columns per finalize program: at B = 8192, D = H = 4096 with 128-row
+# tiles, 32 programs per sum that each load 16 of the 64 partial rows at once (before: 4
+# programs of 1,024 columns, each walking the 64 rows one at a time). The row norms take 4
+# rows of 512 per tile: 128 programs at H = 512. Not timed on a GPU yet. The interpreter's
+# tiles are small, for the tests' speed.
+REDUCE_TILES = {"finalize": ReduceTile(16, 128, 4), "row_norms": ReduceTile(4, 512, 4)}
+_INTERPRETER_REDUCE_TILES = {"finalize": ReduceTile(8, 64, 1), "row_norms": ReduceTile(4, 16, 1)}
+
+
+def _reduce_tile(name, device):
+    """The tile of reduction `name` on `device` (benchmarks/compile_check.py forces CUDA's)."""
+    return (REDUCE_TILES if device.type == "cuda" else _INTERPRETER_REDUCE_TILES)[name]
+
+
 def _finalize(device, prec, *, sums=(), loss=None, grad=None):
     """One launch: each (parts [rows, n], out [n]) in `sums` becomes out = g · Σ_rows parts;
     loss = (loss_parts, loss_scale, pen_parts, pen_scale, out) sets out to the scaled total."""
-    block = 1024 if device.type == "cuda" else 128
+    tile = _reduce_tile("finalize", device)
+    block = tile.block
     (p1, o1), (p2, o2) = (list(sums) + [(None, None)] * 2)[:2]
     dummy = torch.empty(1, dtype=prec.parts, device=device)
     (rows1, n1), (rows2, n2) = (tuple(p.shape) if p is not None else (0, 0) for p in (p1, p2))
@@ -493,7 +518,24 @@ def _finalize(device, prec, *, sums=(), loss=None, grad=None):
          loss_ptr=_or(loss_out, dummy), loss_scale_hi=loss_scale_hi, loss_scale_lo=loss_scale_lo,
          pen_scale_hi=pen_scale_hi, pen_scale_lo=pen_scale_lo, grad_ptr=_or(grad, dummy),
          HAS_GRAD=grad is not None, HAS_LOSS=loss is not None, HAS_PEN=pen_parts is not None,
-         BLOCK=block, num_warps=4)
+         BLOCK_ROWS=tile.rows, BLOCK=block, num_warps=tile.num_warps)
+
+
+def _row_sq_norms(W, prec):
+    """(r, r_acc): r_j = ||W[j, :]||² of W [H, D] (any strides) in W's dtype (saved for the
+    backward: dz_kernel, the higher-order penalty) and in the accumulator dtype (the encoder's
+    penalty partials, unrounded); the same tensor when the two dtypes agree. One launch."""
+    H, D = W.shape
+    r_acc = W.new_empty(H, dtype=prec.parts)
+    r = r_acc if W.dtype == prec.parts else W.new_empty(H)
+    if H == 0:
+        return r, r_acc
+    tile = _reduce_tile("row_norms", W.device)
+    _run(row_sq_norms_kernel, (triton.cdiv(H, tile.rows),), W.device,
+         w_ptr=W, r_ptr=r_acc, r_out_ptr=r, H=H, D=D, stride_wh=W.stride(0), stride_wd=W.stride(1),
+         ROUNDED=r is not r_acc, ACC=prec.acc, BLOCK_H=tile.rows, BLOCK_D=tile.block,
+         num_warps=tile.num_warps)
+    return r, r_acc
 
 
 def _xt_in_encoder(cfg, batch, visible, hidden, device):
@@ -581,8 +623,9 @@ class TritonBackend(Backend):
         prec = _precision(W)
         hidden = W.shape[0]
         h = W.new_empty(x.shape[0], hidden)
-        r, s2col, penalty = W.new_empty(hidden), W.new_empty(hidden), W.new_empty(())
-        s2_parts, pen_parts = _encode(x, W, b, h, act, True, prec, r=r, contractive=True)
+        s2col, penalty = W.new_empty(hidden), W.new_empty(())
+        r, r_acc = _row_sq_norms(W, prec)
+        s2_parts, pen_parts = _encode(x, W, b, h, act, True, prec, r=r_acc)
         _finalize(W.device, prec, sums=[(s2_parts, s2col)],
                   loss=(None, 0.0, pen_parts, 1.0 / max(x.shape[0], 1), penalty))
         return penalty, h, r, s2col
@@ -607,7 +650,10 @@ class TritonBackend(Backend):
         contractive = cfg.contractive != 0.0
         ax = W.new_empty(2 * batch, visible)
         d_a, x_tilde = ax[:batch], ax[batch:]
-        r = W.new_empty(hidden if contractive else 0)
+        r, r_acc = W.new_empty(0), None
+        if contractive or cfg.higher_order != 0.0:  # the contractive and the higher-order terms
+            r, r_acc = _row_sq_norms(W, prec)
+        r_encoder = r_acc if contractive else None  # the encoder's penalty epilogue
         s2col = W.new_empty(hidden if contractive else 0)
         h = W.new_empty(batch, hidden)
         rng = _rng(cfg.seed, cfg.offset, x.device)
@@ -615,19 +661,15 @@ class TritonBackend(Backend):
         if cfg.structured:  # drawn per image in PyTorch (backends/structured.py), then a plain encoder
             keep = structured.keep_of(self, x, cfg)
             torch.mul(x, keep, out=x_tilde)
-            s2_parts, pen_parts = _encode(x_tilde, W, b, h, cfg.encoder, True, prec, r=r,
-                                          contractive=contractive)
+            s2_parts, pen_parts = _encode(x_tilde, W, b, h, cfg.encoder, True, prec, r=r_encoder)
         elif _xt_in_encoder(cfg, batch, visible, hidden, x.device):
             s2_parts, pen_parts = _encode(x, W, b, h, cfg.encoder, True, prec, corruption=cfg.corruption,
-                                          level=cfg.level, rng=rng, xt=x_tilde, r=r, contractive=contractive)
+                                          level=cfg.level, rng=rng, xt=x_tilde, r=r_encoder)
         else:
             self._corrupt_into(x, x_tilde, cfg.corruption, cfg.level, cfg.seed, cfg.offset, grad=False)
-            s2_parts, pen_parts = _encode(x_tilde, W, b, h, cfg.encoder, True, prec, r=r,
-                                          contractive=contractive)
+            s2_parts, pen_parts = _encode(x_tilde, W, b, h, cfg.encoder, True, prec, r=r_encoder)
         extra, hcol, h_noisy = None, W.new_empty(0), W.new_empty(0, hidden)
         if cfg.extra_penalties:  # the PyTorch terms around the fused kernels (not fused here)
-            if cfg.higher_order != 0.0 and not contractive:
-                r = penalties.row_sq_norms(W)
             extra, hcol, h_noisy = penalties.forward(self, x_tilde, h, W, b, r, cfg)
         dc_parts, loss_parts = _decode_loss(h, W, c, x, d_a, cfg, prec)
         dc = W.new_empty(visible)
