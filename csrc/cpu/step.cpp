@@ -220,7 +220,7 @@ double ae_forward(const AeStep<T>& s) {
 
 template <typename T>
 void ae_backward(const AeStep<T>& s, T g, T* hz, T* dw, T* db) {
-  const int64_t B = s.batch, D = s.visible, H = s.hidden;
+  const int64_t D = s.visible, H = s.hidden;
   const T coef = penalty_coef(s);
   hidden_grads<T>(s, g, coef, hz, db);
   weight_grad_product<T>(s, hz, dw, D, T(1), T(0));
@@ -240,7 +240,7 @@ double ae_value_and_grad(AeStep<T> s, T* dw, T* db) {
 
 template <typename T>
 double ae_sgd_step(AeStep<T> s, T lr, T* w, T* b, T* c) {
-  const int64_t B = s.batch, D = s.visible, H = s.hidden;
+  const int64_t D = s.visible, H = s.hidden;
   s.w = w, s.b = b, s.c = c;
   T* hz;
   T* db = bind_workspace<T>(s, &hz, size_t(H + D));
