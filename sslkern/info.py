@@ -23,7 +23,9 @@ def _cpu_step_route():
         return f"passes ({where})"
     if mode == "passes":
         return "passes (SSLKERN_CPU_STEP=passes)"
-    return f"fused: one C++ call per step, gemm from {where}"
+    bf16 = ("BLAS bf16 gemm" if blas.bf16_gemm_address() is not None
+            else "bf16 rounded, multiplied by sgemm_")
+    return f"fused: one C++ call per step, gemm from {where} ({bf16})"
 
 
 def info():

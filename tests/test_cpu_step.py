@@ -126,6 +126,8 @@ def test_info_names_the_step_route():
     route = sslkern.info()["native_cpu_step"]
     addresses, where = blas.gemm_addresses()
     assert (route.startswith("fused") and where in route) if addresses else route.startswith("passes")
+    if addresses:  # and how precision="bf16" multiplies
+        assert ("BLAS bf16 gemm" in route) == (blas.bf16_gemm_address() is not None)
 
 
 # --- instruction-set copies of the row kernels ---------------------------------------------
