@@ -127,8 +127,20 @@ def test_register_budgets_pick_the_tiles_compile_check_measured():
     assert first("dz", torch.float64) == Tile(64, 64, 16, 8, 8, 2)
     assert first("encoder", torch.bfloat16) == Tile(128, 128, 64, 8, 8, 4)
     assert first("encoder", torch.float32) == Tile(128, 128, 32, 8, 8, 3)
+    assert first("encoder_heavy", torch.float32) == Tile(64, 128, 32, 8, 8, 4)  # softplus, elu
     assert first("weight_grad", torch.float64) == Tile(64, 64, 16, 8, 4, 2)
     assert first("input_grad", torch.float32) == Tile(128, 128, 32, 8, 8, 3)  # no reconstruction term
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "relu", "linear", "softplus", "elu"])
+def test_encoders_with_a_polynomial_log_or_exp_take_the_smaller_budget(act, monkeypatch):
+    """softplus and elu spilled at the encoder's 64 registers (compile_check --every-kind)."""
+    names = []
+    monkeypatch.setattr(module, "_product", lambda kernel, name, *args, **kwargs: names.append(name) or {
+        "s2_part_ptr": None, "pen_part_ptr": None})
+    x, W = torch.rand(4, 6), torch.rand(3, 6)
+    module._encode(x, W, torch.zeros(3), torch.empty(4, 3), act, True, module._precision(W))
+    assert names == ["encoder_heavy" if act in ("softplus", "elu") else "encoder"]
 
 
 class FakeLaunch:

@@ -124,15 +124,19 @@ _MAX_ACC_REGISTERS = 64  # 32-bit registers per thread the accumulators may take
 # reconstruction term (two accumulators, counted together) 24 B. At 32 none of them spills with
 # any operand type or kind (at most 236 registers), except fp64's decoder_loss, whose exp and
 # log run in software: 4.8 KB at 64, 92-136 B at 32, none at 16. The encoder and the weight
-# gradient keep 64: no spill in the default step (softplus and elu encoders do spill 112 B-1.1 KB).
+# gradient keep 64: no spill in the default step. The encoders whose activation carries a
+# polynomial log1p or expm1 (softplus, elu: _HEAVY_ENCODERS) spilled 112 B-1.1 KB at 64 and
+# none at 32, so they take the "encoder_heavy" budget.
 _ACC_BUDGETS = {
     "encoder": (_MAX_ACC_REGISTERS, _MAX_ACC_REGISTERS),
+    "encoder_heavy": (32, 32),
     "weight_grad": (_MAX_ACC_REGISTERS, _MAX_ACC_REGISTERS),
     "input_grad": (_MAX_ACC_REGISTERS, _MAX_ACC_REGISTERS),  # keep-mask and g only
     "input_grad_recon": (32, 32),  # + the decoder's activation of a second accumulator
     "dz": (32, 32),                # f'(z), and f''(z) with the contractive term
     "decoder_loss": (32, 16),      # softplus, sigmoid, the loss and two reductions
 }
+_HEAVY_ENCODERS = frozenset({"softplus", "elu"})
 _MAX_TILES = 4096  # more output tiles than this: the small tiles only add overhead
 SM90_SHARED_MEMORY = 232448  # bytes per block (opt-in) on sm_90, when the device cannot be asked
 _chosen = {}  # key -> the tile every later call with that key uses
@@ -376,7 +380,8 @@ def _encode(x, W, bias, out, act, transpose, prec, *, corruption="none", level=0
         return dict(s2_part_ptr=x.new_empty((num_m, N) if contractive else (0,), dtype=prec.parts),
                     pen_part_ptr=x.new_empty(num_m * num_n if contractive else 0, dtype=prec.parts))
 
-    buffers = _product(encoder_kernel, "encoder", x.device, prec, M, N, dict(
+    name = "encoder_heavy" if act in _HEAVY_ENCODERS else "encoder"
+    buffers = _product(encoder_kernel, name, x.device, prec, M, N, dict(
         a_ptr=x, b_ptr=W, bias_ptr=bias, out_ptr=out, xt_ptr=_or(xt, out), r_ptr=_or(r, out),
         M=M, N=N, K=K, stride_am=x.stride(0), stride_bk=stride_bk, stride_bn=stride_bn,
         stride_om=out.stride(0), stride_xm=_stride(xt), level=level_hi, level_lo=level_lo,
