@@ -469,7 +469,8 @@ def _input_grad(dz, B, stride_bk, stride_bn, N, out, prec, *, grad=None, corrupt
         dz_ptr=dz, b_ptr=B, h_ptr=h, c_ptr=c, x_ptr=x, grad_ptr=_or(grad, out), out_ptr=out, M=M, N=N, K=K,
         stride_zm=dz.stride(0), stride_bk=stride_bk, stride_bn=stride_bn, stride_hm=h.stride(0),
         stride_xm=x.stride(0), stride_om=out.stride(0), inv_batch_hi=inv_batch_hi, inv_batch_lo=inv_batch_lo,
-        level=level, **rng.arguments(out), **_scale_arguments(grad_scale), HAS_GRAD=grad is not None, CORRUPTION=CORRUPTIONS.code(corruption),
+        level=level, **rng.arguments(out), **_scale_arguments(grad_scale), HAS_GRAD=grad is not None,
+        CORRUPTION=CORRUPTIONS.code(corruption),
         RECON=recon is not None, LOSS=LOSSES.code(cfg.loss) if cfg else 0,
         DECODER=ACTIVATIONS.code(cfg.decoder) if cfg else 0), products=2 if recon is not None else 1)
     return out
