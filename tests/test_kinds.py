@@ -68,6 +68,8 @@ def test_every_kind_has_a_case_in_every_switch():
     assert _cases(rows, "auto with_act(", "unknown_kind") == acts
     assert _cases(rows, "auto with_loss(", "unknown_kind") == losses
     assert _cases(rows, "auto with_corruption(", "unknown_kind") == corruptions
+    assert _cases(source("cpu/kernels.cpp"), "void round_operand(", "unknown_kind") == {
+        cpp_name(row) for row in kinds.PRECISIONS}
     for row in ACTIVATIONS:
         assert f"template <> struct ActMath<{cpp_name(row)}>" in shared, row.name
     for name, table in (("kActivationCount", ACTIVATIONS), ("kLossCount", LOSSES),
