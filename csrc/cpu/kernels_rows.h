@@ -500,24 +500,25 @@ SSLK_INLINE float float_of_bits(uint32_t bits) {
   return v;
 }
 
-SSLK_INLINE uint32_t bf16_rounded_bits(float v) {  // the bf16 in the high half of a float
+SSLK_INLINE uint32_t bits_of_float(float v) {
   uint32_t bits;
   std::memcpy(&bits, &v, sizeof bits);
+  return bits;
+}
+
+SSLK_INLINE uint32_t bf16_rounded_bits(float v) {  // the bf16 in the high half of a float
+  const uint32_t bits = bits_of_float(v);
   const uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
   return (bits & 0x7FFFFFFFu) > 0x7F800000u ? bits | 0x00400000u : rounded;
 }
 
 SSLK_INLINE float fp16_rounded(float v) {  // the nearest fp16, as a float
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
+  const uint32_t bits = bits_of_float(v);
   const uint32_t sign = bits & 0x80000000u, mag = bits & 0x7FFFFFFFu;
-  float a;
-  std::memcpy(&a, &mag, sizeof a);
   const uint32_t normal = (mag + 0xFFFu + ((mag >> 13) & 1u)) & 0xFFFFE000u;  // 11 significant bits
-  const float sub = (a + 0.75f) - 0.75f;  // below 2^-14: multiples of 2^-24, the ulp of 0.75
-  uint32_t out;
-  std::memcpy(&out, &sub, sizeof out);
-  out = mag < 0x38800000u ? out : normal;       // 2^-14: fp16's smallest normal
+  // below 2^-14: multiples of 2^-24, the ulp of 0.75 (adding it rounds there, ties to even)
+  const uint32_t sub = bits_of_float((float_of_bits(mag) + 0.75f) - 0.75f);
+  uint32_t out = mag < 0x38800000u ? sub : normal;  // 2^-14: fp16's smallest normal
   out = mag < 0x477FF000u ? out : 0x7F800000u;  // 65520, halfway past 65504: infinity
   out = mag > 0x7F800000u ? mag | 0x00400000u : out;
   return float_of_bits(out | sign);
